@@ -1,0 +1,362 @@
+//! Consuming a service's work queue: idempotent handling (inbox), the retry ladder and the DLQ.
+
+use std::{
+    collections::HashMap,
+    panic::AssertUnwindSafe,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use lapin::{
+    message::Delivery,
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
+    types::{AMQPValue, FieldTable},
+};
+use rand::Rng;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::{
+    config::BusConfig,
+    envelope::Envelope,
+    outbox::Backoff,
+    publisher::{self, Publisher, headers, lstr},
+    topology::{self, Names},
+    trace,
+};
+
+/// What went wrong in a handler, and so what the bus does with the event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth retrying later (a downstream outage, a timeout, a 5xx or 429): climbs the retry ladder.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Retrying cannot help (invalid payload, a 4xx validation error): parked in the DLQ at once.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl HandlerError {
+    pub fn transient(e: impl std::fmt::Display) -> Self {
+        Self::Transient(e.to_string())
+    }
+    pub fn permanent(e: impl std::fmt::Display) -> Self {
+        Self::Permanent(e.to_string())
+    }
+}
+
+/// Database errors inside a handler are treated as transient: the database may come back.
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Transient(format!("database: {e}"))
+    }
+}
+
+/// Applies one event. It runs inside the transaction that also records the event id in the inbox,
+/// so its database effects happen exactly once; write follow-up events with [`crate::outbox::enqueue`]
+/// on the same connection.
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync + 'static {
+    async fn handle(&self, event: &Envelope, tx: &mut PgConnection) -> Result<(), HandlerError>;
+}
+
+/// Called after an event's transaction committed and before it is acknowledged.
+pub type AfterCommit = Arc<dyn Fn(&Envelope) + Send + Sync>;
+
+/// How one delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Applied,
+    Duplicate,
+    Retried,
+    Parked,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Retried => "retried",
+            Outcome::Parked => "parked",
+        }
+    }
+}
+
+/// Running totals of how deliveries ended, for readiness checks, ops views and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub applied: AtomicU64,
+    pub duplicate: AtomicU64,
+    pub retried: AtomicU64,
+    pub parked: AtomicU64,
+}
+
+impl Stats {
+    fn count(&self, o: Outcome) {
+        let c = match o {
+            Outcome::Applied => &self.applied,
+            Outcome::Duplicate => &self.duplicate,
+            Outcome::Retried => &self.retried,
+            Outcome::Parked => &self.parked,
+        };
+        c.fetch_add(1, Ordering::SeqCst);
+    }
+    /// Deliveries finished in any way.
+    pub fn total(&self) -> u64 {
+        [&self.applied, &self.duplicate, &self.retried, &self.parked].iter().map(|c| c.load(Ordering::SeqCst)).sum()
+    }
+}
+
+/// A service's consumer. Register handlers with [`Consumer::on`], then [`Consumer::run`].
+pub struct Consumer {
+    cfg: BusConfig,
+    service: String,
+    pool: PgPool,
+    handlers: HashMap<String, Arc<dyn Handler>>,
+    after_commit: Option<AfterCommit>,
+    connected: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+}
+
+impl Consumer {
+    pub fn new(cfg: BusConfig, service: &str, pool: PgPool) -> Self {
+        Self {
+            cfg,
+            service: service.to_owned(),
+            pool,
+            handlers: HashMap::new(),
+            after_commit: None,
+            connected: Arc::new(AtomicBool::new(false)),
+            stats: Arc::new(Stats::default()),
+        }
+    }
+
+    /// Handles `event_type` (versioned, e.g. `identity.user.signed_up.v1`) with `handler`; the work
+    /// queue is bound to it on the events exchange.
+    pub fn on(mut self, event_type: &str, handler: impl Handler) -> Self {
+        self.handlers.insert(event_type.to_owned(), Arc::new(handler));
+        self
+    }
+
+    /// Runs `hook` after each applied event's commit, before its ack (metrics, tests).
+    pub fn after_commit(mut self, hook: AfterCommit) -> Self {
+        self.after_commit = Some(hook);
+        self
+    }
+
+    /// True while the consumer holds a live subscription on its work queue.
+    pub fn connected_flag(&self) -> Arc<AtomicBool> {
+        self.connected.clone()
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    pub fn event_types(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.handlers.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Consumes until `shutdown`; then stops taking deliveries, finishes those in flight and returns.
+    /// Reconnects with backoff when the broker or the connection goes away.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let mut backoff = Backoff::default();
+        while !shutdown.is_cancelled() {
+            let res = this.clone().session(shutdown.clone(), &mut backoff).await;
+            this.connected.store(false, Ordering::SeqCst);
+            match res {
+                Ok(()) => break,
+                Err(e) => {
+                    let wait = backoff.next();
+                    warn!(service = %this.service, error = %e, retry_in_ms = wait.as_millis() as u64, "consumer interrupted; reconnecting");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+        info!(service = %this.service, "consumer stopped");
+    }
+
+    async fn session(self: Arc<Self>, shutdown: CancellationToken, backoff: &mut Backoff) -> anyhow::Result<()> {
+        let conn = publisher::connect(&self.cfg, &format!("{} consumer", self.service)).await?;
+        let setup = conn.create_channel().await?;
+        let names = Arc::new(topology::declare_service(&setup, &self.cfg, &self.service, &self.event_types()).await?);
+        let publisher = Publisher::open(&conn, &self.cfg).await?;
+        let ch = conn.create_channel().await?;
+        ch.basic_qos(self.cfg.prefetch, BasicQosOptions::default()).await?;
+        let deliveries = ch
+            .basic_consume(
+                names.work.as_str().into(),
+                format!("{}-{}", self.service, uuid::Uuid::now_v7()).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        self.connected.store(true, Ordering::SeqCst);
+        backoff.reset();
+        info!(service = %self.service, queue = %names.work, "consuming");
+
+        let result = deliveries
+            .take_until(shutdown.clone().cancelled_owned())
+            .map_err(anyhow::Error::from)
+            .try_for_each_concurrent(usize::from(self.cfg.prefetch.max(1)), |delivery| {
+                let this = self.clone();
+                let names = names.clone();
+                let publisher = publisher.clone();
+                async move { this.process(delivery, &names, &publisher).await }
+            })
+            .await;
+        self.connected.store(false, Ordering::SeqCst);
+        if shutdown.is_cancelled() {
+            // In-flight deliveries are finished; unstarted prefetched ones go back to the queue.
+            let _ = conn.close(200, "shutdown".into()).await;
+            return Ok(());
+        }
+        result?;
+        anyhow::bail!("delivery stream ended (connection closed)")
+    }
+
+    async fn process(&self, delivery: Delivery, names: &Names, publisher: &Publisher) -> anyhow::Result<()> {
+        let attempt = publisher::header_int(&delivery.properties, headers::ATTEMPT).unwrap_or(0).max(0) as usize;
+        let env = match Envelope::parse(&delivery.data) {
+            Ok(env) => env,
+            Err(e) => {
+                self.park(&delivery, names, publisher, attempt, None, &e.to_string()).await?;
+                self.stats.count(Outcome::Parked);
+                metrics::counter!("sb_bus_consumed_total", "service" => self.service.clone(), "type" => "invalid", "outcome" => "parked").increment(1);
+                return Ok(());
+            }
+        };
+        let span = info_span!("handle_event", service = %self.service, event.r#type = %env.event_type, event.id = %env.id, attempt);
+        trace::continue_trace(&span, &trace::from_properties(&delivery.properties));
+        async {
+            let started = Instant::now();
+            let outcome = match self.apply(&env).await {
+                Ok(applied) => {
+                    if applied {
+                        if let Some(hook) = &self.after_commit {
+                            hook(&env);
+                        }
+                        let age = (chrono::Utc::now() - env.occurred_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                        metrics::histogram!("sb_bus_event_age_seconds", "service" => self.service.clone()).record(age.max(0.0));
+                        Outcome::Applied
+                    } else {
+                        Outcome::Duplicate
+                    }
+                }
+                Err(HandlerError::Transient(reason)) if attempt < names.rungs.len() => {
+                    self.retry(&delivery, names, publisher, attempt, &env, &reason).await?;
+                    Outcome::Retried
+                }
+                Err(HandlerError::Transient(reason)) => {
+                    let why = format!("retries exhausted after {} attempts: {reason}", attempt + 1);
+                    self.park(&delivery, names, publisher, attempt + 1, Some(&env), &why).await?;
+                    Outcome::Parked
+                }
+                Err(HandlerError::Permanent(reason)) => {
+                    self.park(&delivery, names, publisher, attempt + 1, Some(&env), &reason).await?;
+                    Outcome::Parked
+                }
+            };
+            if matches!(outcome, Outcome::Applied | Outcome::Duplicate) {
+                delivery.acker.ack(BasicAckOptions::default()).await?;
+            }
+            self.stats.count(outcome);
+            debug!(outcome = outcome.as_str(), "event handled");
+            metrics::counter!("sb_bus_consumed_total", "service" => self.service.clone(), "type" => env.event_type.clone(), "outcome" => outcome.as_str()).increment(1);
+            metrics::histogram!("sb_bus_handle_seconds", "service" => self.service.clone()).record(started.elapsed().as_secs_f64());
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Runs the handler in a transaction with the inbox row. `Ok(false)`: already applied before.
+    async fn apply(&self, env: &Envelope) -> Result<bool, HandlerError> {
+        let Some(handler) = self.handlers.get(&env.event_type) else {
+            return Err(HandlerError::Permanent(format!("{} has no handler for {}", self.service, env.event_type)));
+        };
+        let mut tx = self.pool.begin().await?;
+        let fresh = sqlx::query("INSERT INTO sb_inbox (consumer, event_id, event_type) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(&self.service)
+            .bind(env.id)
+            .bind(&env.event_type)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if !fresh {
+            return Ok(false);
+        }
+        let handled = AssertUnwindSafe(handler.handle(env, &mut tx)).catch_unwind().await;
+        match handled {
+            Ok(Ok(())) => {
+                tx.commit().await?;
+                Ok(true)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(HandlerError::Permanent("handler panicked".into())),
+        }
+    }
+
+    /// Moves the message to the next rung with a jittered per-message TTL, then acks it here.
+    async fn retry(&self, delivery: &Delivery, names: &Names, publisher: &Publisher, attempt: usize, env: &Envelope, reason: &str) -> anyhow::Result<()> {
+        let (rung, delay) = &names.rungs[attempt];
+        let jitter = rand::rng().random_range(0.0..=self.cfg.retry_jitter.clamp(0.0, 0.9));
+        let ttl_ms = ((delay.as_millis() as f64) * (1.0 - jitter)).max(1.0) as u64;
+        let props = publisher::with_headers(
+            &delivery.properties,
+            &[
+                (headers::ATTEMPT, AMQPValue::LongLongInt((attempt + 1) as i64)),
+                (headers::REASON, lstr(reason)),
+                (headers::ROUTING_KEY, lstr(env.event_type.clone())),
+                (headers::SERVICE, lstr(self.service.clone())),
+            ],
+            &[],
+        )
+        .with_expiration(ttl_ms.to_string().into());
+        publisher.send_to_queue(rung, &delivery.data, props).await?;
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        info!(rung = %rung, attempt = attempt + 1, ttl_ms, %reason, "event failed transiently; retry scheduled");
+        Ok(())
+    }
+
+    /// Parks the message in the service's DLQ with the reason, then acks it here.
+    async fn park(&self, delivery: &Delivery, names: &Names, publisher: &Publisher, attempts: usize, env: Option<&Envelope>, reason: &str) -> anyhow::Result<()> {
+        let routing_key = env.map_or_else(|| delivery.routing_key.to_string(), |e| e.event_type.clone());
+        let props = publisher::with_headers(
+            &delivery.properties,
+            &[
+                (headers::ATTEMPT, AMQPValue::LongLongInt(attempts as i64)),
+                (headers::REASON, lstr(reason)),
+                (headers::ROUTING_KEY, lstr(routing_key)),
+                (headers::SERVICE, lstr(self.service.clone())),
+                (headers::FAILED_AT, lstr(chrono::Utc::now().to_rfc3339())),
+            ],
+            &[],
+        );
+        // A rung's per-message TTL must not follow the message into the DLQ.
+        let props = lapin::BasicProperties::default()
+            .with_headers(props.headers().clone().unwrap_or_default())
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_message_id(delivery.properties.message_id().clone().unwrap_or_default())
+            .with_type(delivery.properties.kind().clone().unwrap_or_default());
+        publisher.send_to_queue(&names.dlq, &delivery.data, props).await?;
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        metrics::counter!("sb_bus_parked_total", "service" => self.service.clone()).increment(1);
+        warn!(dlq = %names.dlq, attempts, %reason, "event parked in DLQ");
+        Ok(())
+    }
+}

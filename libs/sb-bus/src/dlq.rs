@@ -1,0 +1,209 @@
+//! Operator actions on parked messages: depths, inspect, replay and purge.
+//!
+//! Inspection holds messages unacknowledged on a private channel and releases them when it closes,
+//! so looking never removes anything; replay acks a parked message only after its copy on the work
+//! queue was confirmed by the broker.
+
+use lapin::{
+    Channel, Connection,
+    message::Delivery,
+    options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions},
+    types::{AMQPValue, FieldTable},
+};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::{
+    catalog::SERVICES,
+    config::BusConfig,
+    envelope::Envelope,
+    publisher::{self, Publisher, headers, lstr},
+    topology::Names,
+};
+
+/// One queue's name and message count.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueDepth {
+    pub service: String,
+    pub role: String,
+    pub queue: String,
+    /// `None` when the queue does not exist (the service has never started under this prefix).
+    pub messages: Option<u32>,
+}
+
+/// A parked message as an operator sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Parked {
+    pub event_id: Option<Uuid>,
+    pub event_type: Option<String>,
+    pub account_id: Option<Uuid>,
+    pub user_id: Option<Uuid>,
+    pub reason: String,
+    pub attempts: i64,
+    pub failed_at: Option<String>,
+    pub routing_key: Option<String>,
+    /// The message body: the envelope as JSON, or the raw text when it is not valid JSON.
+    pub body: serde_json::Value,
+}
+
+/// Which parked messages an action applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selector {
+    All,
+    Event(Uuid),
+    Account(Uuid),
+}
+
+impl Selector {
+    fn matches(self, p: &Parked) -> bool {
+        match self {
+            Selector::All => true,
+            Selector::Event(id) => p.event_id == Some(id),
+            Selector::Account(id) => p.account_id == Some(id),
+        }
+    }
+}
+
+fn describe(d: &Delivery) -> Parked {
+    let props = &d.properties;
+    let env = Envelope::parse(&d.data).ok();
+    let body = serde_json::from_slice(&d.data).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&d.data).into_owned()));
+    let reason = publisher::header_str(props, headers::REASON)
+        .or_else(|| publisher::death_reason(props).map(|r| format!("broker dead-lettered it: {r}")))
+        .unwrap_or_else(|| "unknown".into());
+    Parked {
+        event_id: env.as_ref().map(|e| e.id),
+        event_type: env.as_ref().map(|e| e.event_type.clone()),
+        account_id: env.as_ref().and_then(|e| e.account_id),
+        user_id: env.as_ref().and_then(|e| e.user_id),
+        reason,
+        attempts: publisher::header_int(props, headers::ATTEMPT).unwrap_or(0),
+        failed_at: publisher::header_str(props, headers::FAILED_AT),
+        routing_key: publisher::header_str(props, headers::ROUTING_KEY),
+        body,
+    }
+}
+
+/// Operator access to the bus under one prefix.
+pub struct Ops {
+    cfg: BusConfig,
+    conn: Connection,
+}
+
+impl Ops {
+    pub async fn connect(cfg: BusConfig) -> lapin::Result<Self> {
+        let conn = publisher::connect(&cfg, "switchboard operator").await?;
+        Ok(Self { cfg, conn })
+    }
+
+    fn names(&self, service: &str) -> anyhow::Result<Names> {
+        anyhow::ensure!(
+            SERVICES.contains(&service) || service.starts_with("test-"),
+            "unknown service {service:?}; expected one of {}",
+            SERVICES.join(", ")
+        );
+        Ok(Names::new(&self.cfg, service))
+    }
+
+    /// Message count of a queue without creating it (`None` if it does not exist).
+    async fn count(&self, queue: &str) -> lapin::Result<Option<u32>> {
+        // A passive declare of a missing queue closes the channel, so each check gets its own.
+        let ch = self.conn.create_channel().await?;
+        let res = ch
+            .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .await;
+        let _ = ch.close(200, "".into()).await;
+        Ok(res.ok().map(|q| q.message_count()))
+    }
+
+    /// Work, retry and DLQ depths for the given services (all six when empty).
+    pub async fn depths(&self, services: &[&str]) -> anyhow::Result<Vec<QueueDepth>> {
+        let services: Vec<&str> = if services.is_empty() { SERVICES.to_vec() } else { services.to_vec() };
+        let mut out = Vec::new();
+        for svc in services {
+            let n = self.names(svc)?;
+            let mut queues = vec![("work", n.work.clone())];
+            queues.extend(n.rung_queues().into_iter().map(|(q, _)| ("retry", q.to_owned())));
+            queues.push(("dlq", n.dlq.clone()));
+            for (role, queue) in queues {
+                let messages = self.count(&queue).await?;
+                out.push(QueueDepth { service: svc.to_owned(), role: role.to_owned(), queue, messages });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes every message of `queue` unacknowledged on a fresh channel (released when it closes).
+    async fn hold_all(&self, queue: &str, limit: usize) -> lapin::Result<(Channel, Vec<Delivery>)> {
+        let ch = self.conn.create_channel().await?;
+        let mut held = Vec::new();
+        while held.len() < limit {
+            match ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await? {
+                Some(m) => held.push(m.delivery),
+                None => break,
+            }
+        }
+        Ok((ch, held))
+    }
+
+    /// Up to `limit` parked messages of `service`, oldest first, left in place.
+    pub async fn show(&self, service: &str, limit: usize) -> anyhow::Result<Vec<Parked>> {
+        let n = self.names(service)?;
+        let (ch, held) = self.hold_all(&n.dlq, limit).await?;
+        let out = held.iter().map(describe).collect();
+        ch.close(200, "released".into()).await?;
+        Ok(out)
+    }
+
+    /// Moves the selected parked messages back onto the service's work queue, with a fresh ladder.
+    /// Returns how many were replayed. Events already applied are acknowledged there without effect.
+    pub async fn replay(&self, service: &str, which: Selector) -> anyhow::Result<usize> {
+        let n = self.names(service)?;
+        let publisher = Publisher::open(&self.conn, &self.cfg).await?;
+        let (ch, held) = self.hold_all(&n.dlq, usize::MAX).await?;
+        let mut replayed = 0;
+        for d in &held {
+            if !which.matches(&describe(d)) {
+                continue;
+            }
+            let props = publisher::with_headers(
+                &d.properties,
+                &[
+                    (headers::ATTEMPT, AMQPValue::LongLongInt(0)),
+                    (headers::REPLAYED_AT, lstr(chrono::Utc::now().to_rfc3339())),
+                ],
+                &[headers::REASON, headers::FAILED_AT, "x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason"],
+            );
+            publisher.send_to_queue(&n.work, &d.data, props).await?;
+            d.acker.ack(BasicAckOptions::default()).await?;
+            replayed += 1;
+        }
+        ch.close(200, "replayed".into()).await?;
+        Ok(replayed)
+    }
+
+    /// Deletes the selected parked messages for good. Returns how many were deleted.
+    pub async fn purge(&self, service: &str, which: Selector) -> anyhow::Result<usize> {
+        let n = self.names(service)?;
+        if which == Selector::All {
+            let ch = self.conn.create_channel().await?;
+            let count = ch.queue_purge(n.dlq.as_str().into(), QueuePurgeOptions::default()).await?;
+            ch.close(200, "purged".into()).await?;
+            return Ok(count as usize);
+        }
+        let (ch, held) = self.hold_all(&n.dlq, usize::MAX).await?;
+        let mut purged = 0;
+        for d in &held {
+            if which.matches(&describe(d)) {
+                d.acker.ack(BasicAckOptions::default()).await?;
+                purged += 1;
+            }
+        }
+        ch.close(200, "purged".into()).await?;
+        Ok(purged)
+    }
+
+    pub async fn close(self) {
+        let _ = self.conn.close(200, "bye".into()).await;
+    }
+}

@@ -1,0 +1,227 @@
+//! Transactional outbox: events are written with the state change that causes them and published
+//! by a relay that marks a row sent only after the broker confirmed it.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use sqlx::{PgConnection, PgPool, postgres::PgListener};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::{
+    config::BusConfig,
+    envelope::Envelope,
+    publisher::{self, PublishError, Publisher, TraceHeaders},
+    trace,
+};
+
+/// PostgreSQL NOTIFY channel the relay listens on.
+pub const NOTIFY_CHANNEL: &str = "sb_outbox";
+
+/// Records `env` for publication as part of the caller's transaction. Nothing is published unless
+/// that transaction commits; when it does, the relay is woken at once.
+pub async fn enqueue(conn: &mut PgConnection, env: &Envelope) -> Result<(), sqlx::Error> {
+    let headers = serde_json::to_value(trace::current_headers()).unwrap_or_default();
+    let payload = serde_json::to_value(env).unwrap_or_default();
+    sqlx::query(
+        "WITH ins AS (INSERT INTO sb_outbox (event_id, event_type, payload, headers) VALUES ($1, $2, $3, $4) RETURNING 1)
+         SELECT pg_notify($5, '') FROM ins",
+    )
+    .bind(env.id)
+    .bind(&env.event_type)
+    .bind(payload)
+    .bind(headers)
+    .bind(NOTIFY_CHANNEL)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Publishes committed outbox rows in commit order. Several relays (replicas) may run at once:
+/// rows are claimed with `FOR UPDATE SKIP LOCKED`.
+pub struct OutboxRelay {
+    pool: PgPool,
+    cfg: BusConfig,
+    name: String,
+    batch: i64,
+    /// How often to look for rows even without a NOTIFY (missed notifications, retry backoff).
+    poll: Duration,
+    /// Published rows older than this are deleted.
+    retention: Duration,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    seq: i64,
+    event_type: String,
+    payload: String,
+    headers: sqlx::types::Json<TraceHeaders>,
+    attempts: i32,
+}
+
+impl OutboxRelay {
+    pub fn new(pool: PgPool, cfg: BusConfig, service: &str) -> Self {
+        Self {
+            pool,
+            cfg,
+            name: format!("{service} outbox relay"),
+            batch: 256,
+            poll: Duration::from_millis(500),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+
+    /// Runs until `shutdown`, reconnecting to the broker and the database as needed.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::default();
+        while !shutdown.is_cancelled() {
+            match self.session(&shutdown, &mut backoff).await {
+                Ok(()) => break,
+                Err(e) => {
+                    let wait = backoff.next();
+                    warn!(relay = %self.name, error = %e, retry_in_ms = wait.as_millis() as u64, "outbox relay interrupted");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+        info!(relay = %self.name, "outbox relay stopped");
+    }
+
+    async fn session(&self, shutdown: &CancellationToken, backoff: &mut Backoff) -> anyhow::Result<()> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        let conn = publisher::connect(&self.cfg, &self.name).await?;
+        let ch = conn.create_channel().await?;
+        crate::topology::declare_exchange(&ch, &self.cfg).await?;
+        let publisher = Publisher::open(&conn, &self.cfg).await?;
+        debug!(relay = %self.name, "outbox relay connected");
+        let mut last_cleanup = tokio::time::Instant::now();
+        loop {
+            // Drain everything due, then wait for a NOTIFY or the poll interval.
+            while self.publish_batch(&publisher).await? == self.batch as usize {}
+            backoff.reset();
+            if last_cleanup.elapsed() > Duration::from_secs(600) {
+                self.cleanup().await;
+                last_cleanup = tokio::time::Instant::now();
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    // One last drain so committed events are not left for the next start.
+                    let _ = self.publish_batch(&publisher).await;
+                    let _ = conn.close(200, "shutdown".into()).await;
+                    return Ok(());
+                }
+                n = listener.recv() => { n?; }
+                _ = tokio::time::sleep(self.poll) => {}
+            }
+            if !conn.status().connected() {
+                anyhow::bail!("broker connection lost");
+            }
+        }
+    }
+
+    /// Publishes up to one batch of due rows; returns how many rows it claimed.
+    async fn publish_batch(&self, publisher: &Publisher) -> anyhow::Result<usize> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT seq, event_type, payload::text AS payload, headers, attempts FROM sb_outbox
+             WHERE published_at IS NULL AND next_attempt_at <= now()
+             ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(self.batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        // Pipeline every publish on the confirm channel, then collect the confirms.
+        let mut pending = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let env: Envelope = match serde_json::from_str(&row.payload) {
+                Ok(env) => env,
+                Err(e) => {
+                    pending.push(Err(format!("stored payload is not an envelope: {e}")));
+                    continue;
+                }
+            };
+            let props = publisher::event_properties(&env, &row.headers);
+            match publisher.start_event(row.payload.as_bytes(), &row.event_type, props).await {
+                Ok(p) => pending.push(Ok(p)),
+                Err(PublishError::Broker(e)) => return Err(e.into()),
+                Err(e) => pending.push(Err(e.to_string())),
+            }
+        }
+        let results = join_all(pending.into_iter().map(|p| async move {
+            match p {
+                Ok(confirm) => publisher::confirmed(confirm).await,
+                Err(msg) => Err(PublishError::Unroutable(msg)),
+            }
+        }))
+        .await;
+        let mut sent = Vec::new();
+        for (row, res) in rows.iter().zip(results) {
+            match res {
+                Ok(()) => sent.push(row.seq),
+                Err(PublishError::Broker(e)) => return Err(e.into()),
+                Err(e) => {
+                    // Kept, retried with backoff, visible to operators in the table and the logs.
+                    let delay = Duration::from_secs(2u64.saturating_pow(row.attempts.clamp(0, 6) as u32));
+                    warn!(relay = %self.name, seq = row.seq, event_type = %row.event_type, error = %e, "outbox row not accepted by broker; will retry");
+                    metrics::counter!("sb_outbox_publish_failures_total").increment(1);
+                    sqlx::query(
+                        "UPDATE sb_outbox SET attempts = attempts + 1, last_error = $2,
+                         next_attempt_at = now() + make_interval(secs => $3) WHERE seq = $1",
+                    )
+                    .bind(row.seq)
+                    .bind(e.to_string())
+                    .bind(delay.as_secs_f64())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        if !sent.is_empty() {
+            let lag: Vec<f64> = sqlx::query_scalar(
+                "UPDATE sb_outbox SET published_at = now() WHERE seq = ANY($1)
+                 RETURNING EXTRACT(EPOCH FROM (now() - created_at))::float8",
+            )
+            .bind(&sent)
+            .fetch_all(&mut *tx)
+            .await?;
+            for l in lag {
+                metrics::histogram!("sb_outbox_publish_lag_seconds").record(l);
+            }
+            metrics::counter!("sb_outbox_published_total").increment(sent.len() as u64);
+        }
+        tx.commit().await?;
+        Ok(rows.len())
+    }
+
+    async fn cleanup(&self) {
+        let res = sqlx::query("DELETE FROM sb_outbox WHERE published_at < now() - make_interval(secs => $1)")
+            .bind(self.retention.as_secs_f64())
+            .execute(&self.pool)
+            .await;
+        if let Err(e) = res {
+            warn!(relay = %self.name, error = %e, "outbox cleanup failed");
+        }
+    }
+}
+
+/// Exponential backoff for reconnects: 100 ms doubling to 5 s.
+#[derive(Default)]
+pub(crate) struct Backoff(u32);
+
+impl Backoff {
+    pub(crate) fn next(&mut self) -> Duration {
+        let ms = 100u64.saturating_mul(1 << self.0.min(6)).min(5_000);
+        self.0 += 1;
+        Duration::from_millis(ms)
+    }
+    pub(crate) fn reset(&mut self) {
+        self.0 = 0;
+    }
+}

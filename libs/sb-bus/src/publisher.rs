@@ -1,0 +1,173 @@
+//! Publishing with publisher confirms and `mandatory`: a publish succeeds only when the broker
+//! has taken responsibility for the message.
+
+use std::collections::BTreeMap;
+
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, PublisherConfirm,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+
+use crate::{config::BusConfig, envelope::Envelope};
+
+/// Header names the bus sets on messages it moves between queues.
+pub mod headers {
+    /// How many times the event has failed so far (0 on first delivery).
+    pub const ATTEMPT: &str = "x-sb-attempt";
+    /// Why the message is on a rung or in the DLQ.
+    pub const REASON: &str = "x-sb-reason";
+    /// The event's routing key on the events exchange (a rung or DLQ changes the delivery's).
+    pub const ROUTING_KEY: &str = "x-sb-routing-key";
+    pub const FAILED_AT: &str = "x-sb-failed-at";
+    pub const SERVICE: &str = "x-sb-service";
+    /// Set when an operator replays a parked message.
+    pub const REPLAYED_AT: &str = "x-sb-replayed-at";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker error: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("broker returned the message as unroutable ({0})")]
+    Unroutable(String),
+    #[error("broker refused the message (nack)")]
+    Nacked,
+}
+
+/// Opens a named connection (the name shows in the management dashboard).
+pub async fn connect(cfg: &BusConfig, name: &str) -> lapin::Result<Connection> {
+    let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
+    Connection::connect(&cfg.amqp_url, props).await
+}
+
+/// W3C trace context and other string headers carried with an event.
+pub type TraceHeaders = BTreeMap<String, String>;
+
+/// AMQP properties for an event: persistent JSON, ids and trace context in headers.
+pub fn event_properties(env: &Envelope, extra: &TraceHeaders) -> BasicProperties {
+    let mut h = FieldTable::default();
+    for (k, v) in extra {
+        h.insert(ShortString::from(k.as_str()), AMQPValue::LongString(LongString::from(v.as_str())));
+    }
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_message_id(env.id.to_string().into())
+        .with_correlation_id(env.correlation_id.to_string().into())
+        .with_type(env.event_type.as_str().into())
+        .with_app_id(env.source.as_str().into())
+        .with_timestamp(env.occurred_at.timestamp().max(0) as u64)
+        .with_headers(h)
+}
+
+/// A channel in confirm mode. Cheap to clone; one per connection is enough.
+#[derive(Clone)]
+pub struct Publisher {
+    ch: Channel,
+    exchange: String,
+}
+
+impl Publisher {
+    pub async fn open(conn: &Connection, cfg: &BusConfig) -> lapin::Result<Self> {
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Self { ch, exchange: format!("{}.events", cfg.prefix) })
+    }
+
+    pub fn channel(&self) -> &Channel {
+        &self.ch
+    }
+
+    /// Starts publishing an event to the events exchange; await the returned confirm with [`confirmed`].
+    pub async fn start_event(&self, body: &[u8], routing_key: &str, props: BasicProperties) -> Result<PublisherConfirm, PublishError> {
+        self.start(&self.exchange, routing_key, body, props).await
+    }
+
+    /// Publishes an event and waits until the broker confirmed it.
+    pub async fn publish(&self, env: &Envelope, trace: &TraceHeaders) -> Result<(), PublishError> {
+        let pending = self.start_event(&env.to_json(), env.routing_key(), event_properties(env, trace)).await?;
+        confirmed(pending).await
+    }
+
+    /// Puts a message straight onto a named queue (rungs, DLQ, replay) and waits for the confirm.
+    pub async fn send_to_queue(&self, queue: &str, body: &[u8], props: BasicProperties) -> Result<(), PublishError> {
+        let pending = self.start("", queue, body, props).await?;
+        confirmed(pending).await
+    }
+
+    async fn start(&self, exchange: &str, routing_key: &str, body: &[u8], props: BasicProperties) -> Result<PublisherConfirm, PublishError> {
+        Ok(self
+            .ch
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                body,
+                props,
+            )
+            .await?)
+    }
+}
+
+/// Waits for a publish's confirm; a return (no queue took it) or a nack is an error.
+pub async fn confirmed(pending: PublisherConfirm) -> Result<(), PublishError> {
+    match pending.await? {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(ret)) | Confirmation::Nack(Some(ret)) => Err(PublishError::Unroutable(ret.reply_text.to_string())),
+        Confirmation::Nack(None) => Err(PublishError::Nacked),
+        Confirmation::NotRequested => Ok(()),
+    }
+}
+
+/// Reads a string header (long or short string) from AMQP properties.
+pub fn header_str(props: &BasicProperties, key: &str) -> Option<String> {
+    let v = props.headers().as_ref()?.inner().get(key)?;
+    match v {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// Reads an integer header written by us or by the broker.
+pub fn header_int(props: &BasicProperties, key: &str) -> Option<i64> {
+    let v = props.headers().as_ref()?.inner().get(key)?;
+    match v {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        _ => None,
+    }
+}
+
+/// Copies `props` with some headers set (string values) and others removed.
+pub fn with_headers(props: &BasicProperties, set: &[(&str, AMQPValue)], remove: &[&str]) -> BasicProperties {
+    let mut h = props.headers().clone().unwrap_or_default();
+    let mut map: BTreeMap<ShortString, AMQPValue> = h.inner().clone();
+    for k in remove {
+        map.remove(*k);
+    }
+    for (k, v) in set {
+        map.insert(ShortString::from(*k), v.clone());
+    }
+    h = FieldTable::from(map);
+    props.clone().with_headers(h)
+}
+
+/// The broker's own dead-letter reason (`x-death[0].reason`), e.g. `delivery_limit` or `expired`.
+pub fn death_reason(props: &BasicProperties) -> Option<String> {
+    let deaths = props.headers().as_ref()?.inner().get("x-death")?.as_array()?;
+    let first = deaths.as_slice().first()?.as_field_table()?;
+    match first.inner().get("reason")? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+pub fn lstr(v: impl Into<String>) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(v.into()))
+}

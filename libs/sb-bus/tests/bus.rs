@@ -1,0 +1,266 @@
+//! The bus against the real broker and database: delivery, rollback, idempotency, retry ladder,
+//! DLQ and replay, and a consumer killed between commit and ack.
+
+mod common;
+
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use common::*;
+use sb_bus::{
+    OutboxRelay,
+    dlq::{Ops, Selector},
+    topology::Names,
+};
+use sb_testkit::wait_for;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+fn start_relay(pool: &sqlx::PgPool, cfg: &sb_bus::BusConfig) -> CancellationToken {
+    let stop = CancellationToken::new();
+    tokio::spawn(OutboxRelay::new(pool.clone(), cfg.clone(), "test-producer").run(stop.clone()));
+    stop
+}
+
+#[tokio::test]
+async fn committed_event_is_delivered_and_rolled_back_one_is_not() {
+    let cfg = bus_config("outbox");
+    let producer = database("outbox_p").await;
+    let consumer_db = database("outbox_c").await;
+    sqlx::query("CREATE TABLE orders (id UUID PRIMARY KEY)").execute(&producer.pool).await.unwrap();
+    let consumer = start_consumer(&cfg, &consumer_db.pool, Recorder::default()).await;
+    let relay = start_relay(&producer.pool, &cfg);
+
+    let (kept, dropped, marker) = (event(None), event(None), event(None));
+    for (env, commit) in [(&kept, true), (&dropped, false), (&marker, true)] {
+        let mut tx = producer.pool.begin().await.unwrap();
+        sqlx::query("INSERT INTO orders (id) VALUES ($1)").bind(env.id).execute(&mut *tx).await.unwrap();
+        sb_bus::enqueue(&mut tx, env).await.unwrap();
+        if commit { tx.commit().await.unwrap() } else { tx.rollback().await.unwrap() }
+    }
+    wait_total(&consumer.stats, 2, "both committed events").await;
+    assert_eq!(effects(&consumer_db.pool, kept.id).await, 1);
+    assert_eq!(effects(&consumer_db.pool, marker.id).await, 1);
+    assert_eq!(effects(&consumer_db.pool, dropped.id).await, 0, "a rolled-back event was delivered");
+    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&producer.pool).await.unwrap();
+    assert_eq!(orders, 2);
+    let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM sb_outbox WHERE published_at IS NULL").fetch_one(&producer.pool).await.unwrap();
+    assert_eq!(unsent, 0, "every committed row is marked sent");
+    assert_eq!(consumer.stats.applied.load(Ordering::SeqCst), 2);
+
+    // The relay stamps the envelope unchanged: what arrives is what was committed.
+    let delivered: (String,) = sqlx::query_as("SELECT event_type FROM sb_inbox WHERE event_id = $1").bind(kept.id).fetch_one(&consumer_db.pool).await.unwrap();
+    assert_eq!(delivered.0, common::TEST_EVENT);
+    relay.cancel();
+    consumer.stop().await;
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn the_same_event_delivered_ten_times_concurrently_has_one_effect() {
+    let cfg = bus_config("dupes");
+    let db = database("dupes").await;
+    let consumer = start_consumer(&cfg, &db.pool, Recorder::default()).await;
+    let (_conn, publisher) = publisher(&cfg).await;
+    let env = event(None);
+    let no_trace = sb_bus::publisher::TraceHeaders::new();
+    let sends = (0..10).map(|_| publisher.publish(&env, &no_trace));
+    for r in futures::future::join_all(sends).await {
+        r.expect("publish confirmed");
+    }
+    wait_total(&consumer.stats, 10, "all ten deliveries").await;
+    assert_eq!(effects(&db.pool, env.id).await, 1);
+    assert_eq!(consumer.stats.applied.load(Ordering::SeqCst), 1);
+    assert_eq!(consumer.stats.duplicate.load(Ordering::SeqCst), 9);
+    consumer.stop().await;
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn a_handler_failing_transiently_three_times_succeeds_on_a_later_rung() {
+    let cfg = bus_config("ladder");
+    let db = database("ladder").await;
+    let handler = Recorder { transient_failures: 3, ..Default::default() };
+    let calls = handler.calls.clone();
+    let consumer = start_consumer(&cfg, &db.pool, handler).await;
+    let (_conn, publisher) = publisher(&cfg).await;
+    let env = event(None);
+    let started = std::time::Instant::now();
+    publisher.publish(&env, &Default::default()).await.unwrap();
+    wait_for(Duration::from_secs(30), "the event to be applied", || async {
+        (consumer.stats.applied.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "1 first try + 3 retries");
+    assert_eq!(consumer.stats.retried.load(Ordering::SeqCst), 3);
+    assert_eq!(consumer.stats.parked.load(Ordering::SeqCst), 0);
+    assert_eq!(effects(&db.pool, env.id).await, 1);
+    // Rungs 200 ms + 400 ms + 800 ms, each shortened by at most 20 % jitter.
+    assert!(started.elapsed() >= Duration::from_millis(1120), "came back too early: {:?}", started.elapsed());
+    consumer.stop().await;
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn transient_failures_past_the_last_rung_are_parked_with_the_reason() {
+    let cfg = bus_config("exhaust");
+    let db = database("exhaust").await;
+    let handler = Recorder { transient_failures: usize::MAX, ..Default::default() };
+    let calls = handler.calls.clone();
+    let consumer = start_consumer(&cfg, &db.pool, handler).await;
+    let (_conn, publisher) = publisher(&cfg).await;
+    let env = event(None);
+    publisher.publish(&env, &Default::default()).await.unwrap();
+    wait_for(Duration::from_secs(30), "the event to be parked", || async {
+        (consumer.stats.parked.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "first try + one per rung");
+    let ops = Ops::connect(cfg.clone()).await.unwrap();
+    let parked = ops.show(SERVICE, 10).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].event_id, Some(env.id));
+    assert_eq!(parked[0].attempts, 4);
+    assert!(parked[0].reason.starts_with("retries exhausted after 4 attempts: downstream 503"), "{}", parked[0].reason);
+    assert_eq!(parked[0].routing_key.as_deref(), Some(TEST_EVENT));
+    ops.close().await;
+    consumer.stop().await;
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn a_permanent_failure_lands_in_the_dlq_once_and_replay_applies_it_exactly_once() {
+    let cfg = bus_config("dlq");
+    let db = database("dlq").await;
+    let handler = Recorder::default();
+    handler.reject.store(true, Ordering::SeqCst);
+    let (calls, reject) = (handler.calls.clone(), handler.reject.clone());
+    let consumer = start_consumer(&cfg, &db.pool, handler).await;
+    let (_conn, publisher) = publisher(&cfg).await;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let events = [event(Some(a)), event(Some(a)), event(Some(b))];
+    for e in &events {
+        publisher.publish(e, &Default::default()).await.unwrap();
+    }
+    wait_total(&consumer.stats, 3, "three deliveries").await;
+    assert_eq!(consumer.stats.parked.load(Ordering::SeqCst), 3);
+    assert_eq!(consumer.stats.retried.load(Ordering::SeqCst), 0, "a permanent failure must not climb the ladder");
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "each event handled once, no loop");
+
+    let ops = Ops::connect(cfg.clone()).await.unwrap();
+    let shown = ops.show(SERVICE, 100).await.unwrap();
+    assert_eq!(shown.len(), 3);
+    assert!(shown.iter().all(|p| p.reason == "payload rejected: missing email" && p.attempts == 1));
+    assert_eq!(ops.show(SERVICE, 100).await.unwrap().len(), 3, "showing must not consume");
+    let depth = ops.depths(&[SERVICE]).await.unwrap();
+    assert_eq!(depth.iter().find(|d| d.role == "dlq").and_then(|d| d.messages), Some(3));
+
+    // The downstream is fixed; replay one account's messages, then one event by id.
+    reject.store(false, Ordering::SeqCst);
+    assert_eq!(ops.replay(SERVICE, Selector::Account(a)).await.unwrap(), 2);
+    wait_total(&consumer.stats, 5, "two replays").await;
+    assert_eq!(ops.replay(SERVICE, Selector::Event(events[2].id)).await.unwrap(), 1);
+    wait_total(&consumer.stats, 6, "third replay").await;
+    for e in &events {
+        assert_eq!(effects(&db.pool, e.id).await, 1);
+    }
+    assert_eq!(ops.replay(SERVICE, Selector::All).await.unwrap(), 0, "the DLQ is empty after replay");
+
+    // A replay of something already applied is acknowledged without a second effect.
+    let again = &events[0];
+    publisher.send_to_queue(&Names::new(&cfg, SERVICE).dlq, &again.to_json(), sb_bus::publisher::event_properties(again, &Default::default())).await.unwrap();
+    assert_eq!(ops.replay(SERVICE, Selector::All).await.unwrap(), 1);
+    wait_total(&consumer.stats, 7, "duplicate replay").await;
+    assert_eq!(effects(&db.pool, again.id).await, 1);
+    assert_eq!(consumer.stats.duplicate.load(Ordering::SeqCst), 1);
+    ops.close().await;
+    consumer.stop().await;
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn garbage_and_unknown_types_are_parked_not_dropped_and_purge_needs_a_selector_match() {
+    let cfg = bus_config("garbage");
+    let db = database("garbage").await;
+    let consumer = start_consumer(&cfg, &db.pool, Recorder::default()).await;
+    let (_conn, publisher) = publisher(&cfg).await;
+    let work = Names::new(&cfg, SERVICE).work;
+    publisher.send_to_queue(&work, b"{not json", lapin::BasicProperties::default()).await.unwrap();
+    let mut unknown = event(None);
+    unknown.event_type = "test.unknown.v1".into();
+    publisher.send_to_queue(&work, &unknown.to_json(), lapin::BasicProperties::default()).await.unwrap();
+    wait_total(&consumer.stats, 2, "two bad messages").await;
+    assert_eq!(consumer.stats.parked.load(Ordering::SeqCst), 2);
+
+    let ops = Ops::connect(cfg.clone()).await.unwrap();
+    let shown = ops.show(SERVICE, 10).await.unwrap();
+    assert!(shown.iter().any(|p| p.reason.starts_with("body is not a valid event envelope") && p.body == serde_json::json!("{not json")));
+    assert!(shown.iter().any(|p| p.reason == "test-consumer has no handler for test.unknown.v1"));
+    assert_eq!(ops.purge(SERVICE, Selector::Event(Uuid::now_v7())).await.unwrap(), 0);
+    assert_eq!(ops.purge(SERVICE, Selector::Event(unknown.id)).await.unwrap(), 1);
+    assert_eq!(ops.purge(SERVICE, Selector::All).await.unwrap(), 1);
+    assert!(ops.show(SERVICE, 10).await.unwrap().is_empty());
+    ops.close().await;
+    consumer.stop().await;
+    cleanup(&cfg).await;
+}
+
+/// Child half of the kill test: runs a consumer that stops dead after its commit, before its ack.
+#[tokio::test]
+#[ignore = "run as a child process by killed_between_commit_and_ack_leaves_one_effect"]
+async fn child_consumer_that_hangs_after_commit() {
+    let (Ok(url), Ok(prefix), Ok(marker)) = (std::env::var("SB_CHILD_DB"), std::env::var("SB_CHILD_PREFIX"), std::env::var("SB_CHILD_MARKER")) else {
+        return;
+    };
+    let mut cfg = bus_config("child");
+    cfg.prefix = prefix;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let hook: sb_bus::consumer::AfterCommit = Arc::new(move |_env| {
+        std::fs::write(&marker, b"committed").unwrap();
+        // Wait here, effect committed and delivery unacknowledged, until the parent kills us.
+        std::thread::sleep(Duration::from_secs(600));
+    });
+    let consumer = sb_bus::Consumer::new(cfg, SERVICE, pool).on(TEST_EVENT, Recorder::default()).after_commit(hook);
+    consumer.run(CancellationToken::new()).await;
+}
+
+#[tokio::test]
+async fn killed_between_commit_and_ack_leaves_one_effect() {
+    let cfg = bus_config("kill");
+    let db = database("kill").await;
+    let marker = std::env::temp_dir().join(format!("{}.marker", cfg.prefix));
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["child_consumer_that_hangs_after_commit", "--exact", "--ignored", "--nocapture"])
+        .env("SB_CHILD_DB", &db.url)
+        .env("SB_CHILD_PREFIX", &cfg.prefix)
+        .env("SB_CHILD_MARKER", &marker)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The child declares the topology; wait until its queue exists before publishing.
+    let ops = Ops::connect(cfg.clone()).await.unwrap();
+    wait_for(Duration::from_secs(30), "the child's work queue", || async {
+        let d = ops.depths(&[SERVICE]).await.unwrap();
+        d.iter().find(|d| d.role == "work").and_then(|d| d.messages).map(|_| ())
+    })
+    .await;
+    let (_conn, publisher) = publisher(&cfg).await;
+    let env = event(None);
+    publisher.publish(&env, &Default::default()).await.unwrap();
+    wait_for(Duration::from_secs(30), "the child to commit", || async { marker.exists().then_some(()) }).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(effects(&db.pool, env.id).await, 1, "the child's commit is durable");
+
+    // The unacknowledged delivery comes back to the next consumer, which must not apply it again.
+    let consumer = start_consumer(&cfg, &db.pool, Recorder::default()).await;
+    wait_total(&consumer.stats, 1, "the redelivery").await;
+    assert_eq!(consumer.stats.duplicate.load(Ordering::SeqCst), 1);
+    assert_eq!(effects(&db.pool, env.id).await, 1);
+    let _ = std::fs::remove_file(&marker);
+    ops.close().await;
+    consumer.stop().await;
+    cleanup(&cfg).await;
+}

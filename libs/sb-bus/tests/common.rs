@@ -1,0 +1,128 @@
+//! Shared fixtures for the bus integration tests: a fresh database and queue prefix per test, a
+//! handler that records its effect in a table without a unique key (so duplicates would show).
+
+#![allow(dead_code)]
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use sb_bus::{BusConfig, Envelope, HandlerError, consumer::Stats, topology::Names};
+use sb_testkit::{TestDb, amqp_url, unique, wait_for};
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const TEST_EVENT: &str = "test.thing.happened.v1";
+pub const SERVICE: &str = "test-consumer";
+
+pub fn bus_config(tag: &str) -> BusConfig {
+    let mut cfg = BusConfig::new(amqp_url());
+    cfg.prefix = unique(tag);
+    cfg.retry_delays = vec![Duration::from_millis(200), Duration::from_millis(400), Duration::from_millis(800)];
+    cfg.queue_expires = Some(Duration::from_secs(1800));
+    cfg
+}
+
+/// A migrated database with an `effects` table (no unique key: a duplicate effect is a second row).
+pub async fn database(tag: &str) -> TestDb {
+    let db = TestDb::new(tag).await.expect("create test database");
+    sb_bus::MIGRATOR.run(&db.pool).await.expect("bus migrations");
+    sqlx::query("CREATE TABLE effects (event_id UUID NOT NULL, at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        .execute(&db.pool)
+        .await
+        .expect("effects table");
+    db
+}
+
+pub async fn effects(pool: &PgPool, id: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM effects WHERE event_id = $1").bind(id).fetch_one(pool).await.expect("count effects")
+}
+
+pub async fn all_effects(pool: &PgPool) -> (i64, i64) {
+    sqlx::query_as("SELECT count(*), count(DISTINCT event_id) FROM effects").fetch_one(pool).await.expect("count effects")
+}
+
+/// Records the event as an effect; fails transiently `transient_failures` times first, and fails
+/// permanently while `reject` is set.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub calls: Arc<AtomicUsize>,
+    pub transient_failures: usize,
+    pub reject: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl sb_bus::Handler for Recorder {
+    async fn handle(&self, event: &Envelope, tx: &mut PgConnection) -> Result<(), HandlerError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.reject.load(Ordering::SeqCst) {
+            return Err(HandlerError::permanent("payload rejected: missing email"));
+        }
+        if n < self.transient_failures {
+            return Err(HandlerError::transient(format!("downstream 503 (call {})", n + 1)));
+        }
+        sqlx::query("INSERT INTO effects (event_id) VALUES ($1)").bind(event.id).execute(tx).await?;
+        Ok(())
+    }
+}
+
+/// A running consumer and the handles a test needs.
+pub struct Running {
+    pub stats: Arc<Stats>,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+pub async fn start_consumer(cfg: &BusConfig, pool: &PgPool, handler: Recorder) -> Running {
+    start(sb_bus::Consumer::new(cfg.clone(), SERVICE, pool.clone()).on(TEST_EVENT, handler)).await
+}
+
+pub async fn start(consumer: sb_bus::Consumer) -> Running {
+    let stats = consumer.stats();
+    let connected = consumer.connected_flag();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(shutdown.clone()));
+    wait_for(Duration::from_secs(20), "consumer to subscribe", || {
+        let c = connected.clone();
+        async move { c.load(Ordering::SeqCst).then_some(()) }
+    })
+    .await;
+    Running { stats, shutdown, task }
+}
+
+pub async fn publisher(cfg: &BusConfig) -> (lapin::Connection, sb_bus::Publisher) {
+    let conn = sb_bus::publisher::connect(cfg, "test publisher").await.expect("connect");
+    let p = sb_bus::Publisher::open(&conn, cfg).await.expect("publisher");
+    (conn, p)
+}
+
+pub fn event(account: Option<Uuid>) -> Envelope {
+    let e = Envelope::new("test-producer", TEST_EVENT, serde_json::json!({"n": 1}));
+    match account {
+        Some(a) => e.with_account(a),
+        None => e,
+    }
+}
+
+pub async fn wait_total(stats: &Stats, n: u64, what: &str) {
+    wait_for(Duration::from_secs(60), what, || async { (stats.total() >= n).then_some(()) }).await;
+}
+
+pub async fn cleanup(cfg: &BusConfig) {
+    let n = Names::new(cfg, SERVICE);
+    let mut queues = vec![n.work.clone(), n.dlq.clone(), n.unrouted_queue.clone()];
+    queues.extend(n.rung_queues().into_iter().map(|(q, _)| q.to_owned()));
+    sb_testkit::delete_topology(&cfg.amqp_url, &cfg.prefix, &queues).await;
+}

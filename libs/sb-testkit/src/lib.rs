@@ -1,0 +1,108 @@
+//! Test helpers: a fresh PostgreSQL database and a fresh RabbitMQ name prefix per test, and
+//! condition polling with a deadline (never a fixed sleep).
+
+use std::{future::Future, time::Duration};
+
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgPoolOptions};
+use uuid::Uuid;
+
+/// Server URL (any database) used to create and drop test databases.
+pub fn admin_url() -> String {
+    std::env::var("SB_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("SB_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A short unique name for this test's database and queues.
+pub fn unique(tag: &str) -> String {
+    format!("t{}_{}", &Uuid::now_v7().simple().to_string()[20..], tag.replace('-', "_"))
+}
+
+/// A database that exists for one test and is dropped when this value is.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+fn url_for(admin: &str, db: &str) -> String {
+    let (base, query) = admin.split_once('?').map_or((admin, None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+impl TestDb {
+    /// Creates an empty database named after `tag` with a unique suffix.
+    pub async fn new(tag: &str) -> anyhow::Result<Self> {
+        let name = unique(tag).to_lowercase();
+        let mut admin = PgConnection::connect(&admin_url()).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut admin).await?;
+        admin.close().await?;
+        let url = url_for(&admin_url(), &name);
+        let pool = PgPoolOptions::new().max_connections(20).connect(&url).await?;
+        Ok(Self { name, url, pool })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let pool = self.pool.clone();
+        // Drop runs outside async; a short-lived thread with its own runtime does the cleanup.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                pool.close().await;
+                if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or fails after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `rabbitmqctl` with `args` and returns its stdout; panics with its stderr on failure.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let out = std::process::Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl is installed");
+    assert!(out.status.success(), "rabbitmqctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Deletes every queue and exchange whose name starts with `prefix.` (test cleanup).
+pub async fn delete_topology(amqp: &str, prefix: &str, queues: &[String]) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let Ok(conn) = lapin::Connection::connect(amqp, lapin::ConnectionProperties::default()).await else { return };
+    if let Ok(ch) = conn.create_channel().await {
+        for q in queues {
+            let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+        }
+        for ex in [format!("{prefix}.events"), format!("{prefix}.unrouted")] {
+            let _ = ch.exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default()).await;
+        }
+    }
+    let _ = conn.close(200, "cleanup".into()).await;
+}
