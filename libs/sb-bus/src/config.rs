@@ -5,7 +5,7 @@ use std::time::Duration;
 /// Default ladder: 10s, 1m, 5m, 15m, 1h, 3h, 6h, 12h, 12h — about 34 h in all before parking.
 pub const DEFAULT_RETRY_DELAYS: &str = "10s,1m,5m,15m,1h,3h,6h,12h,12h";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BusConfig {
     /// `amqp://user:pass@host:port/vhost`. Treated as a secret: never logged whole.
     pub amqp_url: String,
@@ -21,6 +21,20 @@ pub struct BusConfig {
     pub delivery_limit: u32,
     /// Queues unused for this long are deleted by the broker (tests only; None in production).
     pub queue_expires: Option<Duration>,
+}
+
+impl std::fmt::Debug for BusConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusConfig")
+            .field("amqp_url", &self.redacted_url())
+            .field("prefix", &self.prefix)
+            .field("retry_delays", &self.retry_delays)
+            .field("retry_jitter", &self.retry_jitter)
+            .field("prefetch", &self.prefetch)
+            .field("delivery_limit", &self.delivery_limit)
+            .field("queue_expires", &self.queue_expires)
+            .finish()
+    }
 }
 
 impl BusConfig {

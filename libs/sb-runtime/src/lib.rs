@@ -1,1 +1,117 @@
+//! Shared service scaffolding: typed env config, telemetry, database bootstrap, the HTTP and gRPC
+//! servers every service exposes, and the `main` all six binaries share.
 
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod telemetry;
+
+use std::process::ExitCode;
+
+pub use app::{App, Parts};
+pub use config::{ConfigError, ServiceConfig};
+use secrecy::ExposeSecret;
+use sqlx::{PgPool, migrate::Migrator};
+use tokio_util::sync::CancellationToken;
+
+/// How a service describes itself to the shared `main`.
+pub struct ServiceDef {
+    pub name: &'static str,
+    pub migrator: &'static Migrator,
+    /// Registers the service's handlers, routes and RPCs.
+    pub parts: fn(&ServiceConfig, &PgPool) -> Parts,
+}
+
+/// Creates and migrates the service database, returning a pool on it.
+pub async fn prepare_database(config: &ServiceConfig, def: &ServiceDef) -> anyhow::Result<PgPool> {
+    let url = config.database_url.expose_secret();
+    db::ensure_database(url).await?;
+    let pool = db::connect(url, (u32::from(config.bus.prefetch) + 8).min(64)).await?;
+    db::migrate(&pool, def.migrator).await?;
+    Ok(pool)
+}
+
+/// Starts a service from its definition; cancels `shutdown` ends it gracefully.
+pub async fn start(config: ServiceConfig, def: &ServiceDef) -> anyhow::Result<App> {
+    let pool = prepare_database(&config, def).await?;
+    let parts = (def.parts)(&config, &pool);
+    App::build(config, pool, parts).await
+}
+
+/// Cancels the token on SIGTERM or Ctrl-C.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        token.cancel();
+    });
+}
+
+const USAGE: &str = "usage: <service> [serve|migrate|--help|--version]
+  serve     (default) run the service until SIGTERM/Ctrl-C
+  migrate   create the service database if missing, apply migrations, exit
+Configuration comes from environment variables; see the README's configuration table.";
+
+/// The whole `main` of a service binary.
+pub async fn main(def: ServiceDef) -> ExitCode {
+    let cmd = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
+    match cmd.as_str() {
+        "serve" | "migrate" => {}
+        "-h" | "--help" | "help" => {
+            println!("{}\n{USAGE}", def.name);
+            return ExitCode::SUCCESS;
+        }
+        "-V" | "--version" => {
+            println!("{} {}", def.name, env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        other => {
+            eprintln!("{}: unknown command {other:?}\n{USAGE}", def.name);
+            return ExitCode::from(2);
+        }
+    }
+    let config = match ServiceConfig::from_env(def.name) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", def.name);
+            return ExitCode::from(2);
+        }
+    };
+    let _telemetry = match telemetry::init(def.name, config.log_format, config.otlp_endpoint.as_deref()) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("{}: telemetry setup failed: {e:#}", def.name);
+            return ExitCode::from(2);
+        }
+    };
+    let result = if cmd == "migrate" {
+        prepare_database(&config, &def).await.map(|_| tracing::info!(service = def.name, "migrations applied"))
+    } else {
+        serve(config, &def).await
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(service = def.name, error = format!("{e:#}"), "exiting");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: ServiceConfig, def: &ServiceDef) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    let app = start(config, def).await?;
+    app.run(shutdown).await
+}

@@ -1,0 +1,96 @@
+//! The `switchboard` binary against the real broker: list, show, replay and purge parked messages.
+
+use std::process::{Command, Output, Stdio};
+
+use sb_bus::{
+    BusConfig, Envelope, Publisher,
+    publisher::{event_properties, headers, lstr, with_headers},
+    topology::{self, Names},
+};
+use uuid::Uuid;
+
+const SERVICE: &str = "test-ops";
+
+fn cli(prefix: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--prefix", prefix, "--amqp-url", &sb_testkit::amqp_url()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run switchboard")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+fn parked_count(prefix: &str) -> u64 {
+    let v = json(&cli(prefix, &["--json", "dlq", "list", SERVICE]));
+    v[0]["messages"].as_u64().expect("DLQ exists")
+}
+
+#[tokio::test]
+async fn operators_list_show_replay_and_purge_parked_messages() {
+    let mut cfg = BusConfig::new(sb_testkit::amqp_url());
+    cfg.prefix = sb_testkit::unique("cli");
+    cfg.queue_expires = Some(std::time::Duration::from_secs(1800));
+    let conn = sb_bus::publisher::connect(&cfg, "cli test").await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let names = topology::declare_service(&ch, &cfg, SERVICE, &[]).await.unwrap();
+    let publisher = Publisher::open(&conn, &cfg).await.unwrap();
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let events = [a, a, b].map(|acc| Envelope::new("identity", "identity.user.signed_up.v1", serde_json::json!({})).with_account(acc));
+    for e in &events {
+        let props = with_headers(&event_properties(e, &Default::default()), &[(headers::REASON, lstr("CRM said 400: invalid email"))], &[]);
+        publisher.send_to_queue(&names.dlq, &e.to_json(), props).await.unwrap();
+    }
+    let p = cfg.prefix.as_str();
+    assert_eq!(parked_count(p), 3);
+
+    let shown = json(&cli(p, &["--json", "dlq", "show", SERVICE]));
+    assert_eq!(shown.as_array().unwrap().len(), 3);
+    assert_eq!(shown[0]["reason"], "CRM said 400: invalid email");
+    assert_eq!(shown[0]["event_id"], events[0].id.to_string());
+    let table = cli(p, &["dlq", "show", SERVICE]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("reason:   CRM said 400: invalid email"));
+
+    // Purge refuses without a terminal or --yes, and deletes nothing.
+    let refused = cli(p, &["dlq", "purge", SERVICE, "--all"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+    assert_eq!(parked_count(p), 3);
+    // A selector is required.
+    let missing = cli(p, &["dlq", "replay", SERVICE]);
+    assert_eq!(missing.status.code(), Some(2));
+
+    let replayed = json(&cli(p, &["--json", "dlq", "replay", SERVICE, "--account", &a.to_string()]));
+    assert_eq!(replayed["replayed"], 2);
+    let queues = json(&cli(p, &["--json", "queues", SERVICE]));
+    let work = queues.as_array().unwrap().iter().find(|q| q["role"] == "work").unwrap();
+    assert_eq!(work["messages"], 2);
+    assert_eq!(parked_count(p), 1);
+
+    let purged = json(&cli(p, &["--json", "dlq", "purge", SERVICE, "--event", &events[2].id.to_string(), "--yes"]));
+    assert_eq!(purged["purged"], 1);
+    assert_eq!(parked_count(p), 0);
+
+    let unknown = cli(p, &["dlq", "show", "nope"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown service \"nope\""));
+
+    let mut queues = vec![names.work.clone(), names.dlq.clone(), names.unrouted_queue.clone()];
+    queues.extend(Names::new(&cfg, SERVICE).rung_queues().into_iter().map(|(q, _)| q.to_owned()));
+    sb_testkit::delete_topology(&cfg.amqp_url, &cfg.prefix, &queues).await;
+}
+
+#[test]
+fn an_unreachable_broker_is_a_clear_error_without_the_password() {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--amqp-url", "amqp://ops:s3cr3t-pw@127.0.0.1:1/%2f", "dlq", "list"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach RabbitMQ at amqp://ops:***@127.0.0.1:1"), "{err}");
+    assert!(!err.contains("s3cr3t-pw"), "{err}");
+}

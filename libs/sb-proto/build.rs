@@ -1,0 +1,15 @@
+//! Compiles every file under proto/ with protox (pure Rust: no protoc needed) and tonic-prost-build.
+
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    let protos = ["switchboard/ops/v1/ops.proto"];
+    let fds = protox::compile(protos, [&root])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    // compile_fds does not write the descriptor set itself; reflection needs it.
+    std::fs::write(out.join("switchboard_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    println!("cargo:rerun-if-changed={}", root.display());
+    Ok(())
+}
