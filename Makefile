@@ -1,0 +1,25 @@
+# Switchboard — the two commands a fresh machine needs are `make run` and `make test`.
+.PHONY: run stop test bench check-deploy fmt lint
+
+run:            ## infrastructure up, build, start all six services, wait until ready, print URLs
+	bash scripts/dev-up.sh
+
+stop:           ## stop services started with `scripts/dev-up.sh --detach`
+	bash scripts/dev-down.sh
+
+test:           ## the whole test suite against real PostgreSQL and RabbitMQ (what CI runs)
+	bash scripts/test.sh
+
+bench:          ## bus throughput/latency beside a plain-lapin reference, outbox latency
+	bash scripts/ensure-infra.sh
+	cargo bench -p sb-bus --bench bus --locked
+
+check-deploy:   ## validate docker-compose.yml and k8s/ without a Docker engine or cluster
+	bash scripts/install-check-tools.sh
+	bash scripts/check-deploy.sh
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# `make test`: the whole suite. Brings up PostgreSQL and RabbitMQ, installs the deploy-check tools,
+# builds the binaries the system tests start, runs every test in parallel, then the broker-chaos
+# tests on their own (they close every broker connection and restart the broker).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/ensure-infra.sh
+bash scripts/install-check-tools.sh
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "installing cargo-nextest (one time)"
+    cargo install cargo-nextest --locked
+fi
+
+cargo build --workspace --bins --locked
+cargo nextest run --workspace --locked --profile ci -E 'not binary(chaos)'
+cargo nextest run --workspace --locked --profile ci -E 'binary(chaos)'

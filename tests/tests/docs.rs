@@ -1,0 +1,67 @@
+//! The README is the user's manual: these checks keep it true to the code.
+
+use std::path::PathBuf;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
+}
+
+#[test]
+fn readme_lists_every_event_type_of_the_catalog_with_its_producer() {
+    let readme = read("README.md");
+    for spec in sb_bus::catalog::CATALOG {
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}` |", spec.event_type)))
+            .unwrap_or_else(|| panic!("README's event catalog lacks {}", spec.event_type));
+        assert!(row.contains(&format!("| {} |", spec.producer)), "README gives the wrong producer for {}: {row}", spec.event_type);
+    }
+}
+
+#[test]
+fn readme_ports_match_the_defaults() {
+    let readme = read("README.md");
+    for svc in sb_bus::catalog::SERVICES {
+        let (http, grpc) = sb_runtime::config::default_ports(svc);
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| {svc} ")))
+            .unwrap_or_else(|| panic!("README's port table lacks {svc}"));
+        assert!(row.contains(&format!("`127.0.0.1:{http}`")) && row.contains(&format!("`127.0.0.1:{grpc}`")), "{svc}: {row}");
+    }
+}
+
+/// Every setting the config loader reads is documented (`SVC_X` or `SWITCHBOARD_X`).
+#[test]
+fn readme_documents_every_setting_the_code_reads() {
+    let readme = read("README.md");
+    let src = read("libs/sb-runtime/src/config.rs");
+    let mut found = 0;
+    for (call, doc_prefix) in [("env.own(\"", "SVC_"), ("env.shared(\"", "SWITCHBOARD_")] {
+        for piece in src.split(call).skip(1) {
+            let name = piece.split('"').next().unwrap();
+            found += 1;
+            assert!(readme.contains(&format!("`{doc_prefix}{name}`")), "README does not document {doc_prefix}{name}");
+        }
+    }
+    assert!(found >= 8, "expected to find the settings in config.rs, found {found}");
+    for var in ["OTEL_EXPORTER_OTLP_ENDPOINT", "RUST_LOG", "STRIPE_WEBHOOK_SECRET"] {
+        assert!(readme.contains(&format!("`{var}`")), "README does not document {var}");
+    }
+}
+
+#[test]
+fn ci_runs_the_readme_test_command() {
+    let readme = read("README.md");
+    assert!(readme.contains("make run") && readme.contains("make test"));
+    let ci = read(".ci/run");
+    assert!(ci.lines().any(|l| l.trim() == "make test"), ".ci/run must call the README's test command");
+    let makefile = read("Makefile");
+    for target in ["run:", "test:", "bench:"] {
+        assert!(makefile.lines().any(|l| l.starts_with(target)), "Makefile lacks {target}");
+    }
+}

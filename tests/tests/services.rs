@@ -1,0 +1,218 @@
+//! The six service binaries as a user runs them: each becomes ready against the real PostgreSQL
+//! and RabbitMQ, answers gRPC health (SERVING), reflection and Ops, declares its queues, and exits
+//! cleanly on SIGTERM. Needs the binaries built (`make test` builds them first).
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use sb_bus::{BusConfig, catalog::SERVICES, dlq::Ops};
+use sb_testkit::{unique, wait_for};
+
+fn bin(name: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let path = target.join("debug").join(name);
+    assert!(path.exists(), "{} is missing: build the binaries first (`cargo build --workspace --bins`; `make test` does)", path.display());
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+struct Running {
+    name: &'static str,
+    child: Child,
+    http: u16,
+    grpc: u16,
+    log: PathBuf,
+}
+
+fn env_prefix(service: &str) -> String {
+    service.to_uppercase().replace('-', "_")
+}
+
+fn spawn(name: &'static str, prefix: &str, db: &str, dir: &std::path::Path) -> Running {
+    let (http, grpc) = (free_port(), free_port());
+    let p = env_prefix(name);
+    let log = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(bin(name))
+        .env(format!("{p}_HTTP_ADDR"), format!("127.0.0.1:{http}"))
+        .env(format!("{p}_GRPC_ADDR"), format!("127.0.0.1:{grpc}"))
+        .env(format!("{p}_DATABASE_URL"), format!("postgres://postgres@127.0.0.1:5432/{db}_{}", name.replace('-', "_")))
+        .env("SWITCHBOARD_AMQP_URL", sb_testkit::amqp_url())
+        .env("SWITCHBOARD_BUS_PREFIX", prefix)
+        .env("SWITCHBOARD_RETRY_DELAYS", "1s,5s")
+        .env("SWITCHBOARD_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    Running { name, child, http, grpc, log }
+}
+
+async fn drop_databases(db: &str) {
+    use sqlx::Connection;
+    let Ok(mut admin) = sqlx::PgConnection::connect(&sb_testkit::admin_url()).await else { return };
+    for s in SERVICES {
+        let q = format!("DROP DATABASE IF EXISTS \"{db}_{}\" WITH (FORCE)", s.replace('-', "_"));
+        let _ = sqlx::query(sqlx::AssertSqlSafe(q)).execute(&mut admin).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_six_services_become_ready_serve_grpc_and_stop_cleanly_on_sigterm() {
+    let prefix = unique("sys");
+    let db = format!("sbsys_{}", &prefix[1..9]);
+    let dir = std::env::temp_dir().join(&prefix);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut running: Vec<Running> = SERVICES.iter().map(|s| spawn(s, &prefix, &db, &dir)).collect();
+    let http = reqwest::Client::new();
+
+    for r in &running {
+        let url = format!("http://127.0.0.1:{}/readyz", r.http);
+        let log = r.log.clone();
+        let body: serde_json::Value = wait_for(Duration::from_secs(90), &format!("{} /readyz 200 (log: {})", r.name, log.display()), || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let resp = http.get(&url).send().await.ok()?;
+                if resp.status() != 200 {
+                    return None;
+                }
+                resp.json().await.ok()
+            }
+        })
+        .await;
+        assert_eq!(body["checks"]["postgres"], "ok");
+        assert_eq!(body["checks"]["rabbitmq"], "ok");
+        let live = http.get(format!("http://127.0.0.1:{}/healthz", r.http)).send().await.unwrap();
+        assert_eq!(live.status(), 200);
+    }
+
+    for r in &running {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", r.grpc)).unwrap().connect().await.unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        wait_for(Duration::from_secs(30), &format!("{} gRPC health SERVING", r.name), || {
+            let mut health = health.clone();
+            async move {
+                let resp = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.ok()?;
+                (resp.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32).then_some(())
+            }
+        })
+        .await;
+        let named = health.check(tonic_health::pb::HealthCheckRequest { service: format!("switchboard.{}", r.name) }).await.unwrap();
+        assert_eq!(named.into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+        let mut ops = sb_proto::ops::v1::ops_client::OpsClient::new(channel.clone());
+        let info = ops.get_service_info(sb_proto::ops::v1::GetServiceInfoRequest {}).await.unwrap().into_inner();
+        assert_eq!(info.service, r.name);
+        assert_eq!(info.work_queue, format!("{prefix}.{}.work", r.name));
+        assert_eq!(info.dlq, format!("{prefix}.{}.dlq", r.name));
+        assert_eq!(info.outbox_pending, 0);
+
+        // Reflection lists health, reflection and our own Ops service.
+        use tonic_reflection::pb::v1::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+            server_reflection_response::MessageResponse,
+        };
+        let mut reflection = ServerReflectionClient::new(channel);
+        let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+        let mut stream = reflection.server_reflection_info(futures::stream::iter(vec![req])).await.unwrap().into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) = stream.message().await.unwrap().unwrap().message_response else {
+            panic!("{}: reflection did not list services", r.name);
+        };
+        let listed: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        for want in ["grpc.health.v1.Health", "switchboard.ops.v1.Ops", "grpc.reflection.v1.ServerReflection"] {
+            assert!(listed.iter().any(|s| s == want), "{}: {want} missing from {listed:?}", r.name);
+        }
+
+        let metrics = http.get(format!("http://127.0.0.1:{}/metrics", r.http)).send().await.unwrap().text().await.unwrap();
+        assert!(metrics.contains("sb_outbox_pending"), "{}: /metrics lacks the outbox gauge", r.name);
+    }
+
+    // Every work, retry and dead-letter queue exists on the broker (what the dashboard shows).
+    let mut cfg = BusConfig::new(sb_testkit::amqp_url());
+    cfg.prefix = prefix.clone();
+    cfg.retry_delays = vec![Duration::from_secs(1), Duration::from_secs(5)];
+    let ops = Ops::connect(cfg).await.unwrap();
+    let depths = ops.depths(&[]).await.unwrap();
+    assert_eq!(depths.len(), SERVICES.len() * 4, "work + 2 rungs + dlq per service");
+    for d in &depths {
+        assert!(d.messages.is_some(), "queue {} was not declared", d.queue);
+    }
+    ops.close().await;
+
+    // SIGTERM: every service drains and exits 0.
+    for r in &running {
+        let ok = Command::new("kill").args(["-TERM", &r.child.id().to_string()]).status().unwrap().success();
+        assert!(ok);
+    }
+    for r in &mut running {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = r.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(std::time::Instant::now() < deadline, "{} did not exit after SIGTERM", r.name);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(status.success(), "{} exited with {status}", r.name);
+        let log = std::fs::read_to_string(&r.log).unwrap();
+        // JSON logs, one object per line, ending with the clean stop.
+        for line in log.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("{}: not a JSON log line: {line}", r.name));
+            assert!(v.get("level").is_some());
+        }
+        assert!(log.contains("\"stopped\""), "{}: no clean stop in its log", r.name);
+        assert!(!log.contains("guest:guest"), "{}: the broker password reached the log", r.name);
+    }
+    drop_databases(&db).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_setting_stops_the_service_at_start_naming_the_variable() {
+    let out = Command::new(bin("identity"))
+        .env("IDENTITY_HTTP_ADDR", "not-an-address")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("IDENTITY_HTTP_ADDR"), "{err}");
+
+    let out = Command::new(bin("billing")).env("SWITCHBOARD_AMQP_URL", "http://u:hunter2@x").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SWITCHBOARD_AMQP_URL") && !err.contains("hunter2"), "{err}");
+
+    let out = Command::new(bin("crm-sync")).arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn the_migrate_subcommand_creates_and_migrates_the_database_then_exits() {
+    let db = format!("sbsys_{}_mig", &unique("m")[1..9]);
+    let out = Command::new(bin("support-router"))
+        .arg("migrate")
+        .env("SUPPORT_ROUTER_DATABASE_URL", format!("postgres://postgres@127.0.0.1:5432/{db}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = sqlx::PgPool::connect(&format!("postgres://postgres@127.0.0.1:5432/{db}")).await.unwrap();
+        let tables: Vec<String> = sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").fetch_all(&pool).await.unwrap();
+        assert!(tables.contains(&"sb_outbox".to_owned()) && tables.contains(&"sb_inbox".to_owned()), "{tables:?}");
+        pool.close().await;
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&sb_testkit::admin_url()).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{db}\" WITH (FORCE)"))).execute(&mut admin).await.unwrap();
+    });
+}
