@@ -40,7 +40,7 @@ fn spawn(name: &'static str, prefix: &str, db: &str, dir: &std::path::Path) -> R
     let (http, grpc) = (free_port(), free_port());
     let p = env_prefix(name);
     let log = dir.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).unwrap();
+    let file = std::fs::File::create(&log).expect("create log file");
     let child = Command::new(bin(name))
         .env(format!("{p}_HTTP_ADDR"), format!("127.0.0.1:{http}"))
         .env(format!("{p}_GRPC_ADDR"), format!("127.0.0.1:{grpc}"))
@@ -50,10 +50,10 @@ fn spawn(name: &'static str, prefix: &str, db: &str, dir: &std::path::Path) -> R
         .env("SWITCHBOARD_RETRY_DELAYS", "1s,5s")
         .env("SWITCHBOARD_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
-        .stdout(file.try_clone().unwrap())
+        .stdout(file.try_clone().expect("clone log handle"))
         .stderr(file)
         .spawn()
-        .unwrap();
+        .expect("start the service binary");
     Running { name, child, http, grpc, log }
 }
 

@@ -30,10 +30,13 @@ pub fn default_ports(service: &str) -> (u16, u16) {
     }
 }
 
+/// Looks a variable up by name.
+type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Reads settings for one service from a variable source (the process environment by default).
 pub struct Env {
     prefix: String,
-    lookup: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    lookup: Lookup,
 }
 
 impl Env {

@@ -26,7 +26,8 @@ pub struct ServiceDef {
 pub async fn prepare_database(config: &ServiceConfig, def: &ServiceDef) -> anyhow::Result<PgPool> {
     let url = config.database_url.expose_secret();
     db::ensure_database(url).await?;
-    let pool = db::connect(url, (u32::from(config.bus.prefetch) + 8).min(64)).await?;
+    // Handlers beyond the pool size wait for a connection; six services must fit PostgreSQL's default 100.
+    let pool = db::connect(url, (u32::from(config.bus.prefetch) + 4).min(16)).await?;
     db::migrate(&pool, def.migrator).await?;
     Ok(pool)
 }
