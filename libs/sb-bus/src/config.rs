@@ -17,6 +17,9 @@ pub struct BusConfig {
     pub retry_jitter: f64,
     /// Unacknowledged deliveries per consumer; also how many are handled concurrently.
     pub prefetch: u16,
+    /// Up to this many deliveries that arrive together share one transaction (see
+    /// `Handler::batchable`); 1 turns batching off.
+    pub batch_size: u16,
     /// Broker-side backstop: a message redelivered this many times (crash loops) is parked.
     pub delivery_limit: u32,
     /// Queues unused for this long are deleted by the broker (tests only; None in production).
@@ -31,6 +34,7 @@ impl std::fmt::Debug for BusConfig {
             .field("retry_delays", &self.retry_delays)
             .field("retry_jitter", &self.retry_jitter)
             .field("prefetch", &self.prefetch)
+            .field("batch_size", &self.batch_size)
             .field("delivery_limit", &self.delivery_limit)
             .field("queue_expires", &self.queue_expires)
             .finish()
@@ -45,6 +49,7 @@ impl BusConfig {
             retry_delays: parse_delays(DEFAULT_RETRY_DELAYS).unwrap_or_default(),
             retry_jitter: 0.2,
             prefetch: 64,
+            batch_size: 32,
             delivery_limit: 20,
             queue_expires: None,
         }

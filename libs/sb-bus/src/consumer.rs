@@ -1,7 +1,7 @@
 //! Consuming a service's work queue: idempotent handling (inbox), the retry ladder and the DLQ.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     panic::AssertUnwindSafe,
     sync::{
         Arc,
@@ -63,6 +63,24 @@ impl From<sqlx::Error> for HandlerError {
 #[async_trait::async_trait]
 pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, event: &Envelope, tx: &mut PgConnection) -> Result<(), HandlerError>;
+
+    /// Whether several events may share one transaction. A batch whose handler fails is rolled
+    /// back and re-run one event at a time, so return `false` when the handler has effects outside
+    /// the database (HTTP calls, email) that must not be repeated needlessly.
+    fn batchable(&self) -> bool {
+        true
+    }
+}
+
+/// A rolled-back batch: its events, and which handler failed how (if one did).
+type BatchFailure = (Vec<Parsed>, Option<(usize, HandlerError)>);
+
+/// A delivery whose body is a valid envelope.
+struct Parsed {
+    delivery: Delivery,
+    env: Envelope,
+    attempt: usize,
+    started: Instant,
 }
 
 /// Called after an event's transaction committed and before it is acknowledged.
@@ -209,12 +227,13 @@ impl Consumer {
 
         let result = deliveries
             .take_until(shutdown.clone().cancelled_owned())
-            .map_err(anyhow::Error::from)
-            .try_for_each_concurrent(usize::from(self.cfg.prefetch.max(1)), |delivery| {
+            .ready_chunks(usize::from(self.cfg.batch_size.max(1)))
+            .map(Ok::<_, anyhow::Error>)
+            .try_for_each_concurrent(usize::from(self.cfg.prefetch.max(1)), |chunk| {
                 let this = self.clone();
                 let names = names.clone();
                 let publisher = publisher.clone();
-                async move { this.process(delivery, &names, &publisher).await }
+                async move { this.process_chunk(chunk, &names, &publisher).await }
             })
             .await;
         self.connected.store(false, Ordering::SeqCst);
@@ -227,59 +246,163 @@ impl Consumer {
         anyhow::bail!("delivery stream ended (connection closed)")
     }
 
-    async fn process(&self, delivery: Delivery, names: &Names, publisher: &Publisher) -> anyhow::Result<()> {
+    /// Handles the deliveries that were ready together. Batchable events share one transaction
+    /// (one inbox insert, one commit); the rest, and any batch that fails, go one at a time.
+    async fn process_chunk(&self, chunk: Vec<lapin::Result<Delivery>>, names: &Names, publisher: &Publisher) -> anyhow::Result<()> {
+        let mut broken = None;
+        let mut parsed = Vec::with_capacity(chunk.len());
+        for item in chunk {
+            match item {
+                Ok(delivery) => {
+                    if let Some(p) = self.parse(delivery, names, publisher).await? {
+                        parsed.push(p);
+                    }
+                }
+                Err(e) => broken = Some(e),
+            }
+        }
+        let (batch, mut single): (Vec<Parsed>, Vec<Parsed>) =
+            parsed.into_iter().partition(|p| self.handlers.get(&p.env.event_type).is_some_and(|h| h.batchable()));
+        let mut failed = None;
+        if batch.len() > 1 {
+            if let Err((back, failure)) = self.apply_batch(batch).await? {
+                // The event whose handler failed is routed with that error; the others are
+                // re-applied one at a time, since the batch's transaction was rolled back.
+                let mut back = back;
+                if let Some((i, err)) = failure {
+                    failed = Some((back.remove(i), err));
+                }
+                single.extend(back);
+            }
+        } else {
+            single.extend(batch);
+        }
+        if let Some((p, err)) = failed {
+            self.finish(p, Err(err), names, publisher).await?;
+        }
+        futures::future::try_join_all(single.into_iter().map(|p| self.process_one(p, names, publisher))).await?;
+        match broken {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Decodes a delivery; an undecodable one is parked at once and `None` returned.
+    async fn parse(&self, delivery: Delivery, names: &Names, publisher: &Publisher) -> anyhow::Result<Option<Parsed>> {
         let attempt = publisher::header_int(&delivery.properties, headers::ATTEMPT).unwrap_or(0).max(0) as usize;
-        let env = match Envelope::parse(&delivery.data) {
-            Ok(env) => env,
+        match Envelope::parse(&delivery.data) {
+            Ok(env) => Ok(Some(Parsed { delivery, env, attempt, started: Instant::now() })),
             Err(e) => {
                 self.park(&delivery, names, publisher, attempt, None, &e.to_string()).await?;
                 self.stats.count(Outcome::Parked);
                 metrics::counter!("sb_bus_consumed_total", "service" => self.service.clone(), "type" => "invalid", "outcome" => "parked").increment(1);
-                return Ok(());
+                Ok(None)
             }
-        };
-        let span = info_span!("handle_event", service = %self.service, event.r#type = %env.event_type, event.id = %env.id, attempt);
-        trace::continue_trace(&span, &trace::from_properties(&delivery.properties));
+        }
+    }
+
+    fn span(&self, p: &Parsed) -> tracing::Span {
+        let span = info_span!("handle_event", service = %self.service, event.r#type = %p.env.event_type, event.id = %p.env.id, attempt = p.attempt);
+        trace::continue_trace(&span, &trace::from_properties(&p.delivery.properties));
+        span
+    }
+
+    /// Applies several events in one transaction. On failure everything is rolled back and the
+    /// events are handed back, with the index and error of the handler that failed, if one did.
+    async fn apply_batch(&self, batch: Vec<Parsed>) -> anyhow::Result<Result<(), BatchFailure>> {
+        let Ok(mut tx) = self.pool.begin().await else { return Ok(Err((batch, None))) };
+        let ids: Vec<uuid::Uuid> = batch.iter().map(|p| p.env.id).collect();
+        let types: Vec<&str> = batch.iter().map(|p| p.env.event_type.as_str()).collect();
+        let fresh: Result<Vec<uuid::Uuid>, _> = sqlx::query_scalar(
+            "INSERT INTO sb_inbox (consumer, event_id, event_type)
+             SELECT $1, id, ty FROM UNNEST($2::uuid[], $3::text[]) AS t(id, ty)
+             ON CONFLICT DO NOTHING RETURNING event_id",
+        )
+        .bind(&self.service)
+        .bind(&ids)
+        .bind(&types)
+        .fetch_all(&mut *tx)
+        .await;
+        let Ok(fresh) = fresh else { return Ok(Err((batch, None))) };
+        let mut pending: HashSet<uuid::Uuid> = fresh.into_iter().collect();
+        let mut applied = vec![false; batch.len()];
+        for (i, p) in batch.iter().enumerate() {
+            // The first delivery of each new id applies it; later copies in the batch are duplicates.
+            if !pending.remove(&p.env.id) {
+                continue;
+            }
+            let handler = &self.handlers[&p.env.event_type];
+            let res = AssertUnwindSafe(handler.handle(&p.env, &mut tx)).catch_unwind().instrument(self.span(p)).await;
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Ok(Err((batch, Some((i, e))))),
+                Err(_) => return Ok(Err((batch, Some((i, HandlerError::Permanent("handler panicked".into())))))),
+            }
+            applied[i] = true;
+        }
+        if tx.commit().await.is_err() {
+            // Possibly committed after all; the one-at-a-time path sees the inbox rows if so.
+            return Ok(Err((batch, None)));
+        }
+        for (p, applied) in batch.into_iter().zip(applied) {
+            let outcome = if applied { Outcome::Applied } else { Outcome::Duplicate };
+            self.settle(&p, outcome).instrument(self.span(&p)).await?;
+        }
+        Ok(Ok(()))
+    }
+
+    /// Applies one event in its own transaction.
+    async fn process_one(&self, p: Parsed, names: &Names, publisher: &Publisher) -> anyhow::Result<()> {
+        let result = self.apply(&p.env).instrument(self.span(&p)).await;
+        self.finish(p, result, names, publisher).await
+    }
+
+    /// Settles one event given how applying it went: a failure goes to the ladder or the DLQ.
+    async fn finish(&self, p: Parsed, result: Result<bool, HandlerError>, names: &Names, publisher: &Publisher) -> anyhow::Result<()> {
+        let span = self.span(&p);
         async {
-            let started = Instant::now();
-            let outcome = match self.apply(&env).await {
-                Ok(applied) => {
-                    if applied {
-                        if let Some(hook) = &self.after_commit {
-                            hook(&env);
-                        }
-                        let age = (chrono::Utc::now() - env.occurred_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-                        metrics::histogram!("sb_bus_event_age_seconds", "service" => self.service.clone()).record(age.max(0.0));
-                        Outcome::Applied
-                    } else {
-                        Outcome::Duplicate
-                    }
-                }
-                Err(HandlerError::Transient(reason)) if attempt < names.rungs.len() => {
-                    self.retry(&delivery, names, publisher, attempt, &env, &reason).await?;
+            let Parsed { delivery, env, attempt, .. } = &p;
+            let outcome = match result {
+                Ok(true) => Outcome::Applied,
+                Ok(false) => Outcome::Duplicate,
+                Err(HandlerError::Transient(reason)) if *attempt < names.rungs.len() => {
+                    self.retry(delivery, names, publisher, *attempt, env, &reason).await?;
                     Outcome::Retried
                 }
                 Err(HandlerError::Transient(reason)) => {
                     let why = format!("retries exhausted after {} attempts: {reason}", attempt + 1);
-                    self.park(&delivery, names, publisher, attempt + 1, Some(&env), &why).await?;
+                    self.park(delivery, names, publisher, attempt + 1, Some(env), &why).await?;
                     Outcome::Parked
                 }
                 Err(HandlerError::Permanent(reason)) => {
-                    self.park(&delivery, names, publisher, attempt + 1, Some(&env), &reason).await?;
+                    self.park(delivery, names, publisher, attempt + 1, Some(env), &reason).await?;
                     Outcome::Parked
                 }
             };
-            if matches!(outcome, Outcome::Applied | Outcome::Duplicate) {
-                delivery.acker.ack(BasicAckOptions::default()).await?;
-            }
-            self.stats.count(outcome);
-            debug!(outcome = outcome.as_str(), "event handled");
-            metrics::counter!("sb_bus_consumed_total", "service" => self.service.clone(), "type" => env.event_type.clone(), "outcome" => outcome.as_str()).increment(1);
-            metrics::histogram!("sb_bus_handle_seconds", "service" => self.service.clone()).record(started.elapsed().as_secs_f64());
-            Ok(())
+            self.settle(&p, outcome).await
         }
         .instrument(span)
         .await
+    }
+
+    /// Records how a delivery ended; acknowledges it when it was applied or already had been
+    /// (retried and parked messages were acknowledged when they were moved).
+    async fn settle(&self, p: &Parsed, outcome: Outcome) -> anyhow::Result<()> {
+        if outcome == Outcome::Applied {
+            if let Some(hook) = &self.after_commit {
+                hook(&p.env);
+            }
+            let age = (chrono::Utc::now() - p.env.occurred_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            metrics::histogram!("sb_bus_event_age_seconds", "service" => self.service.clone()).record(age.max(0.0));
+        }
+        if matches!(outcome, Outcome::Applied | Outcome::Duplicate) {
+            p.delivery.acker.ack(BasicAckOptions::default()).await?;
+        }
+        self.stats.count(outcome);
+        debug!(outcome = outcome.as_str(), "event handled");
+        metrics::counter!("sb_bus_consumed_total", "service" => self.service.clone(), "type" => p.env.event_type.clone(), "outcome" => outcome.as_str()).increment(1);
+        metrics::histogram!("sb_bus_handle_seconds", "service" => self.service.clone()).record(p.started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     /// Runs the handler in a transaction with the inbox row. `Ok(false)`: already applied before.

@@ -264,3 +264,55 @@ async fn killed_between_commit_and_ack_leaves_one_effect() {
     consumer.stop().await;
     cleanup(&cfg).await;
 }
+
+/// Publishes `events` before any consumer runs, so they are all ready at once.
+async fn preload(cfg: &sb_bus::BusConfig, events: &[sb_bus::Envelope]) {
+    let conn = sb_bus::publisher::connect(cfg, "preload").await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    sb_bus::topology::declare_service(&ch, cfg, SERVICE, &[TEST_EVENT]).await.unwrap();
+    let publisher = sb_bus::Publisher::open(&conn, cfg).await.unwrap();
+    for e in events {
+        publisher.publish(e, &Default::default()).await.unwrap();
+    }
+    conn.close(200, "done".into()).await.unwrap();
+}
+
+#[tokio::test]
+async fn deliveries_ready_together_share_one_transaction() {
+    let cfg = bus_config("batch");
+    let db = database("batch").await;
+    let events: Vec<_> = (0..20).map(|_| event(None)).collect();
+    preload(&cfg, &events).await;
+    let consumer = start_consumer(&cfg, &db.pool, Recorder::default()).await;
+    wait_total(&consumer.stats, 20, "twenty events").await;
+    assert_eq!(all_effects(&db.pool).await, (20, 20));
+    // now() is the transaction's start: fewer distinct values than events means shared transactions.
+    let transactions: i64 = sqlx::query_scalar("SELECT count(DISTINCT processed_at) FROM sb_inbox").fetch_one(&db.pool).await.unwrap();
+    assert!(transactions < 20, "every event had its own transaction");
+    consumer.stop().await;
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn one_failing_event_in_a_batch_is_parked_and_the_others_are_applied_once() {
+    let cfg = bus_config("batchfail");
+    let db = database("batchfail").await;
+    let events: Vec<_> = (0..20).map(|_| event(None)).collect();
+    let poison = events[7].id;
+    preload(&cfg, &events).await;
+    let handler = Recorder { poison: Some(poison), ..Default::default() };
+    let consumer = start_consumer(&cfg, &db.pool, handler).await;
+    wait_total(&consumer.stats, 20, "twenty events").await;
+    assert_eq!(all_effects(&db.pool).await, (19, 19), "the others are applied exactly once");
+    assert_eq!(effects(&db.pool, poison).await, 0);
+    assert_eq!(consumer.stats.applied.load(Ordering::SeqCst), 19);
+    assert_eq!(consumer.stats.parked.load(Ordering::SeqCst), 1);
+    let ops = Ops::connect(cfg.clone()).await.unwrap();
+    let parked = ops.show(SERVICE, 10).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].event_id, Some(poison));
+    assert_eq!(parked[0].reason, "payload rejected: missing email");
+    ops.close().await;
+    consumer.stop().await;
+    cleanup(&cfg).await;
+}

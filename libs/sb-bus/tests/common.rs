@@ -54,13 +54,15 @@ pub struct Recorder {
     pub calls: Arc<AtomicUsize>,
     pub transient_failures: usize,
     pub reject: Arc<AtomicBool>,
+    /// This one event always fails permanently.
+    pub poison: Option<Uuid>,
 }
 
 #[async_trait::async_trait]
 impl sb_bus::Handler for Recorder {
     async fn handle(&self, event: &Envelope, tx: &mut PgConnection) -> Result<(), HandlerError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.reject.load(Ordering::SeqCst) {
+        if self.reject.load(Ordering::SeqCst) || self.poison == Some(event.id) {
             return Err(HandlerError::permanent("payload rejected: missing email"));
         }
         if n < self.transient_failures {

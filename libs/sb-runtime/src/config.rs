@@ -170,6 +170,7 @@ impl ServiceConfig {
         if bus.prefetch == 0 {
             return Err(ConfigError { var: "SWITCHBOARD_PREFETCH".into(), reason: "must be at least 1".into() });
         }
+        bus.batch_size = Env::parse(env.shared("BATCH_SIZE"), bus.batch_size, "a number of messages (1 turns batching off)")?.max(1);
         bus.delivery_limit = Env::parse(env.shared("DELIVERY_LIMIT"), bus.delivery_limit, "a whole number")?;
 
         let log_format = Env::parse(env.shared("LOG_FORMAT"), LogFormat::Pretty, "json or pretty")?;
