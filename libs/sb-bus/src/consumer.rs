@@ -72,6 +72,66 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
+/// What handling needs of the current broker session.
+struct Link {
+    names: Names,
+    publisher: Publisher,
+    acks: AckTracker,
+}
+
+/// Acknowledges settled deliveries. A contiguous run of settled tags starting at the lowest
+/// unacknowledged one goes out as a single `multiple` ack (cheap for quorum queues); a tag settled
+/// out of order is acked on its own at once, so one slow handler never holds the prefetch window.
+/// Every delivery must be settled through it, never acked directly.
+struct AckTracker {
+    ch: lapin::Channel,
+    state: tokio::sync::Mutex<AckState>,
+}
+
+struct AckState {
+    /// The lowest tag not yet known settled (tags start at 1 on every channel).
+    next: u64,
+    /// Settled tags above `next`, and whether each was already acked on its own.
+    settled: std::collections::BTreeMap<u64, bool>,
+}
+
+impl AckTracker {
+    fn new(ch: lapin::Channel) -> Self {
+        Self { ch, state: tokio::sync::Mutex::new(AckState { next: 1, settled: Default::default() }) }
+    }
+
+    async fn settle(&self, tags: &[u64]) -> lapin::Result<()> {
+        // Held across the sends so that acks leave in a consistent order.
+        let mut st = self.state.lock().await;
+        for &t in tags {
+            st.settled.insert(t, false);
+        }
+        let mut run_end = None;
+        loop {
+            let next = st.next;
+            match st.settled.remove(&next) {
+                Some(already_acked) => {
+                    if !already_acked {
+                        run_end = Some(next);
+                    }
+                    st.next += 1;
+                }
+                None => break,
+            }
+        }
+        if let Some(tag) = run_end {
+            self.ch.basic_ack(tag, BasicAckOptions { multiple: true }).await?;
+        }
+        for &t in tags {
+            if let Some(acked @ false) = st.settled.get_mut(&t) {
+                self.ch.basic_ack(t, BasicAckOptions { multiple: false }).await?;
+                *acked = true;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A rolled-back batch: its events, and which handler failed how (if one did).
 type BatchFailure = (Vec<Parsed>, Option<(usize, HandlerError)>);
 
@@ -209,7 +269,7 @@ impl Consumer {
     async fn session(self: Arc<Self>, shutdown: CancellationToken, backoff: &mut Backoff) -> anyhow::Result<()> {
         let conn = publisher::connect(&self.cfg, &format!("{} consumer", self.service)).await?;
         let setup = conn.create_channel().await?;
-        let names = Arc::new(topology::declare_service(&setup, &self.cfg, &self.service, &self.event_types()).await?);
+        let names = topology::declare_service(&setup, &self.cfg, &self.service, &self.event_types()).await?;
         let publisher = Publisher::open(&conn, &self.cfg).await?;
         let ch = conn.create_channel().await?;
         ch.basic_qos(self.cfg.prefetch, BasicQosOptions::default()).await?;
@@ -224,6 +284,7 @@ impl Consumer {
         self.connected.store(true, Ordering::SeqCst);
         backoff.reset();
         info!(service = %self.service, queue = %names.work, "consuming");
+        let link = Arc::new(Link { names, publisher, acks: AckTracker::new(ch.clone()) });
 
         let result = deliveries
             .take_until(shutdown.clone().cancelled_owned())
@@ -231,9 +292,8 @@ impl Consumer {
             .map(Ok::<_, anyhow::Error>)
             .try_for_each_concurrent(usize::from(self.cfg.prefetch.max(1)), |chunk| {
                 let this = self.clone();
-                let names = names.clone();
-                let publisher = publisher.clone();
-                async move { this.process_chunk(chunk, &names, &publisher).await }
+                let link = link.clone();
+                async move { this.process_chunk(chunk, &link).await }
             })
             .await;
         self.connected.store(false, Ordering::SeqCst);
@@ -248,13 +308,13 @@ impl Consumer {
 
     /// Handles the deliveries that were ready together. Batchable events share one transaction
     /// (one inbox insert, one commit); the rest, and any batch that fails, go one at a time.
-    async fn process_chunk(&self, chunk: Vec<lapin::Result<Delivery>>, names: &Names, publisher: &Publisher) -> anyhow::Result<()> {
+    async fn process_chunk(&self, chunk: Vec<lapin::Result<Delivery>>, link: &Link) -> anyhow::Result<()> {
         let mut broken = None;
         let mut parsed = Vec::with_capacity(chunk.len());
         for item in chunk {
             match item {
                 Ok(delivery) => {
-                    if let Some(p) = self.parse(delivery, names, publisher).await? {
+                    if let Some(p) = self.parse(delivery, link).await? {
                         parsed.push(p);
                     }
                 }
@@ -265,7 +325,7 @@ impl Consumer {
             parsed.into_iter().partition(|p| self.handlers.get(&p.env.event_type).is_some_and(|h| h.batchable()));
         let mut failed = None;
         if batch.len() > 1 {
-            if let Err((back, failure)) = self.apply_batch(batch).await? {
+            if let Err((back, failure)) = self.apply_batch(batch, link).await? {
                 // The event whose handler failed is routed with that error; the others are
                 // re-applied one at a time, since the batch's transaction was rolled back.
                 let mut back = back;
@@ -278,9 +338,9 @@ impl Consumer {
             single.extend(batch);
         }
         if let Some((p, err)) = failed {
-            self.finish(p, Err(err), names, publisher).await?;
+            self.finish(p, Err(err), link).await?;
         }
-        futures::future::try_join_all(single.into_iter().map(|p| self.process_one(p, names, publisher))).await?;
+        futures::future::try_join_all(single.into_iter().map(|p| self.process_one(p, link))).await?;
         match broken {
             Some(e) => Err(e.into()),
             None => Ok(()),
@@ -288,12 +348,13 @@ impl Consumer {
     }
 
     /// Decodes a delivery; an undecodable one is parked at once and `None` returned.
-    async fn parse(&self, delivery: Delivery, names: &Names, publisher: &Publisher) -> anyhow::Result<Option<Parsed>> {
+    async fn parse(&self, delivery: Delivery, link: &Link) -> anyhow::Result<Option<Parsed>> {
         let attempt = publisher::header_int(&delivery.properties, headers::ATTEMPT).unwrap_or(0).max(0) as usize;
         match Envelope::parse(&delivery.data) {
             Ok(env) => Ok(Some(Parsed { delivery, env, attempt, started: Instant::now() })),
             Err(e) => {
-                self.park(&delivery, names, publisher, attempt, None, &e.to_string()).await?;
+                self.park(&delivery, link, attempt, None, &e.to_string()).await?;
+                link.acks.settle(&[delivery.delivery_tag]).await?;
                 self.stats.count(Outcome::Parked);
                 metrics::counter!("sb_bus_consumed_total", "service" => self.service.clone(), "type" => "invalid", "outcome" => "parked").increment(1);
                 Ok(None)
@@ -309,7 +370,7 @@ impl Consumer {
 
     /// Applies several events in one transaction. On failure everything is rolled back and the
     /// events are handed back, with the index and error of the handler that failed, if one did.
-    async fn apply_batch(&self, batch: Vec<Parsed>) -> anyhow::Result<Result<(), BatchFailure>> {
+    async fn apply_batch(&self, batch: Vec<Parsed>, link: &Link) -> anyhow::Result<Result<(), BatchFailure>> {
         let Ok(mut tx) = self.pool.begin().await else { return Ok(Err((batch, None))) };
         let ids: Vec<uuid::Uuid> = batch.iter().map(|p| p.env.id).collect();
         let types: Vec<&str> = batch.iter().map(|p| p.env.event_type.as_str()).collect();
@@ -344,50 +405,53 @@ impl Consumer {
             // Possibly committed after all; the one-at-a-time path sees the inbox rows if so.
             return Ok(Err((batch, None)));
         }
-        for (p, applied) in batch.into_iter().zip(applied) {
-            let outcome = if applied { Outcome::Applied } else { Outcome::Duplicate };
-            self.settle(&p, outcome).instrument(self.span(&p)).await?;
+        for (p, applied) in batch.iter().zip(applied) {
+            self.record(p, if applied { Outcome::Applied } else { Outcome::Duplicate });
         }
+        let tags: Vec<u64> = batch.iter().map(|p| p.delivery.delivery_tag).collect();
+        link.acks.settle(&tags).await?;
         Ok(Ok(()))
     }
 
     /// Applies one event in its own transaction.
-    async fn process_one(&self, p: Parsed, names: &Names, publisher: &Publisher) -> anyhow::Result<()> {
+    async fn process_one(&self, p: Parsed, link: &Link) -> anyhow::Result<()> {
         let result = self.apply(&p.env).instrument(self.span(&p)).await;
-        self.finish(p, result, names, publisher).await
+        self.finish(p, result, link).await
     }
 
     /// Settles one event given how applying it went: a failure goes to the ladder or the DLQ.
-    async fn finish(&self, p: Parsed, result: Result<bool, HandlerError>, names: &Names, publisher: &Publisher) -> anyhow::Result<()> {
+    async fn finish(&self, p: Parsed, result: Result<bool, HandlerError>, link: &Link) -> anyhow::Result<()> {
         let span = self.span(&p);
         async {
             let Parsed { delivery, env, attempt, .. } = &p;
             let outcome = match result {
                 Ok(true) => Outcome::Applied,
                 Ok(false) => Outcome::Duplicate,
-                Err(HandlerError::Transient(reason)) if *attempt < names.rungs.len() => {
-                    self.retry(delivery, names, publisher, *attempt, env, &reason).await?;
+                Err(HandlerError::Transient(reason)) if *attempt < link.names.rungs.len() => {
+                    self.retry(delivery, link, *attempt, env, &reason).await?;
                     Outcome::Retried
                 }
                 Err(HandlerError::Transient(reason)) => {
                     let why = format!("retries exhausted after {} attempts: {reason}", attempt + 1);
-                    self.park(delivery, names, publisher, attempt + 1, Some(env), &why).await?;
+                    self.park(delivery, link, attempt + 1, Some(env), &why).await?;
                     Outcome::Parked
                 }
                 Err(HandlerError::Permanent(reason)) => {
-                    self.park(delivery, names, publisher, attempt + 1, Some(env), &reason).await?;
+                    self.park(delivery, link, attempt + 1, Some(env), &reason).await?;
                     Outcome::Parked
                 }
             };
-            self.settle(&p, outcome).await
+            self.record(&p, outcome);
+            link.acks.settle(&[p.delivery.delivery_tag]).await?;
+            Ok(())
         }
         .instrument(span)
         .await
     }
 
-    /// Records how a delivery ended; acknowledges it when it was applied or already had been
-    /// (retried and parked messages were acknowledged when they were moved).
-    async fn settle(&self, p: &Parsed, outcome: Outcome) -> anyhow::Result<()> {
+    /// Records how a delivery ended (its ack follows; a retried or parked message was copied to
+    /// its rung or the DLQ, with a confirm, before this).
+    fn record(&self, p: &Parsed, outcome: Outcome) {
         if outcome == Outcome::Applied {
             if let Some(hook) = &self.after_commit {
                 hook(&p.env);
@@ -395,14 +459,10 @@ impl Consumer {
             let age = (chrono::Utc::now() - p.env.occurred_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
             metrics::histogram!("sb_bus_event_age_seconds", "service" => self.service.clone()).record(age.max(0.0));
         }
-        if matches!(outcome, Outcome::Applied | Outcome::Duplicate) {
-            p.delivery.acker.ack(BasicAckOptions::default()).await?;
-        }
         self.stats.count(outcome);
         debug!(outcome = outcome.as_str(), "event handled");
         metrics::counter!("sb_bus_consumed_total", "service" => self.service.clone(), "type" => p.env.event_type.clone(), "outcome" => outcome.as_str()).increment(1);
         metrics::histogram!("sb_bus_handle_seconds", "service" => self.service.clone()).record(p.started.elapsed().as_secs_f64());
-        Ok(())
     }
 
     /// Runs the handler in a transaction with the inbox row. `Ok(false)`: already applied before.
@@ -434,8 +494,8 @@ impl Consumer {
     }
 
     /// Moves the message to the next rung with a jittered per-message TTL, then acks it here.
-    async fn retry(&self, delivery: &Delivery, names: &Names, publisher: &Publisher, attempt: usize, env: &Envelope, reason: &str) -> anyhow::Result<()> {
-        let (rung, delay) = &names.rungs[attempt];
+    async fn retry(&self, delivery: &Delivery, link: &Link, attempt: usize, env: &Envelope, reason: &str) -> anyhow::Result<()> {
+        let (rung, delay) = &link.names.rungs[attempt];
         let jitter = rand::rng().random_range(0.0..=self.cfg.retry_jitter.clamp(0.0, 0.9));
         let ttl_ms = ((delay.as_millis() as f64) * (1.0 - jitter)).max(1.0) as u64;
         let props = publisher::with_headers(
@@ -449,14 +509,13 @@ impl Consumer {
             &[],
         )
         .with_expiration(ttl_ms.to_string().into());
-        publisher.send_to_queue(rung, &delivery.data, props).await?;
-        delivery.acker.ack(BasicAckOptions::default()).await?;
+        link.publisher.send_to_queue(rung, &delivery.data, props).await?;
         info!(rung = %rung, attempt = attempt + 1, ttl_ms, %reason, "event failed transiently; retry scheduled");
         Ok(())
     }
 
     /// Parks the message in the service's DLQ with the reason, then acks it here.
-    async fn park(&self, delivery: &Delivery, names: &Names, publisher: &Publisher, attempts: usize, env: Option<&Envelope>, reason: &str) -> anyhow::Result<()> {
+    async fn park(&self, delivery: &Delivery, link: &Link, attempts: usize, env: Option<&Envelope>, reason: &str) -> anyhow::Result<()> {
         let routing_key = env.map_or_else(|| delivery.routing_key.to_string(), |e| e.event_type.clone());
         let props = publisher::with_headers(
             &delivery.properties,
@@ -476,10 +535,9 @@ impl Consumer {
             .with_delivery_mode(2)
             .with_message_id(delivery.properties.message_id().clone().unwrap_or_default())
             .with_type(delivery.properties.kind().clone().unwrap_or_default());
-        publisher.send_to_queue(&names.dlq, &delivery.data, props).await?;
-        delivery.acker.ack(BasicAckOptions::default()).await?;
+        link.publisher.send_to_queue(&link.names.dlq, &delivery.data, props).await?;
         metrics::counter!("sb_bus_parked_total", "service" => self.service.clone()).increment(1);
-        warn!(dlq = %names.dlq, attempts, %reason, "event parked in DLQ");
+        warn!(dlq = %link.names.dlq, attempts, %reason, "event parked in DLQ");
         Ok(())
     }
 }

@@ -316,3 +316,43 @@ async fn one_failing_event_in_a_batch_is_parked_and_the_others_are_applied_once(
     consumer.stop().await;
     cleanup(&cfg).await;
 }
+
+/// Holds one event until released; applies the rest at once. Not batchable: it waits on the outside.
+struct Gate {
+    slow: Uuid,
+    release: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl sb_bus::Handler for Gate {
+    async fn handle(&self, event: &sb_bus::Envelope, tx: &mut sqlx::PgConnection) -> Result<(), sb_bus::HandlerError> {
+        if event.id == self.slow {
+            self.release.notified().await;
+        }
+        sqlx::query("INSERT INTO effects (event_id) VALUES ($1)").bind(event.id).execute(tx).await?;
+        Ok(())
+    }
+    fn batchable(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn a_slow_handler_does_not_hold_back_the_events_behind_it() {
+    let mut cfg = bus_config("slow");
+    cfg.prefetch = 4;
+    let db = database("slow").await;
+    let events: Vec<_> = (0..40).map(|_| event(None)).collect();
+    preload(&cfg, &events).await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = Gate { slow: events[0].id, release: release.clone() };
+    let consumer = start(sb_bus::Consumer::new(cfg.clone(), SERVICE, db.pool.clone()).on(TEST_EVENT, gate)).await;
+    // Far more than the prefetch window completes while the first event is still held.
+    wait_total(&consumer.stats, 39, "the 39 events behind the slow one").await;
+    assert_eq!(effects(&db.pool, events[0].id).await, 0);
+    release.notify_one();
+    wait_total(&consumer.stats, 40, "the slow event").await;
+    assert_eq!(all_effects(&db.pool).await, (40, 40));
+    consumer.stop().await;
+    cleanup(&cfg).await;
+}
