@@ -24,7 +24,8 @@ http_of() { local v; v="$(env_name "$1")_HTTP_ADDR"; echo "${!v:-127.0.0.1:${HTT
 grpc_of() { local v; v="$(env_name "$1")_GRPC_ADDR"; echo "${!v:-127.0.0.1:${GRPC[$1]}}"; }
 
 for s in "${SERVICES[@]}"; do
-    nohup "target/debug/$s" >"$RUN_DIR/logs/$s.log" 2>&1 &
+    # Own session: the services outlive the shell that started them (with --detach).
+    setsid nohup "target/debug/$s" >"$RUN_DIR/logs/$s.log" 2>&1 &
     echo $! >"$RUN_DIR/$s.pid"
 done
 

@@ -48,6 +48,7 @@ fn spawn(name: &'static str, prefix: &str, db: &str, dir: &std::path::Path) -> R
         .env("SWITCHBOARD_AMQP_URL", sb_testkit::amqp_url())
         .env("SWITCHBOARD_BUS_PREFIX", prefix)
         .env("SWITCHBOARD_RETRY_DELAYS", "1s,5s")
+        .env("SWITCHBOARD_QUEUE_EXPIRES", "30m")
         .env("SWITCHBOARD_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
         .stdout(file.try_clone().expect("clone log handle"))

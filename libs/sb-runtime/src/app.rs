@@ -166,7 +166,9 @@ impl App {
         tasks.spawn(watch_queues(config.bus.clone(), pool.clone(), service, ready.bus_connected.clone(), shutdown.clone()));
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            if let Err(e) = axum::serve(http, router).with_graceful_shutdown(stop.cancelled_owned()).await {
+            // Peer addresses reach handlers as `ConnectInfo<SocketAddr>` (login throttling, audit).
+            let service = router.into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = axum::serve(http, service).with_graceful_shutdown(stop.cancelled_owned()).await {
                 warn!(error = %e, "HTTP server failed");
             }
         });

@@ -31,9 +31,10 @@ pub fn default_ports(service: &str) -> (u16, u16) {
 }
 
 /// Looks a variable up by name.
-type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+type Lookup = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Reads settings for one service from a variable source (the process environment by default).
+#[derive(Clone)]
 pub struct Env {
     prefix: String,
     lookup: Lookup,
@@ -46,7 +47,7 @@ impl Env {
 
     /// For tests: settings from a closure instead of the process environment.
     pub fn with_lookup(service: &str, lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
-        Self { prefix: service.to_uppercase().replace('-', "_"), lookup: Box::new(lookup) }
+        Self { prefix: service.to_uppercase().replace('-', "_"), lookup: std::sync::Arc::new(lookup) }
     }
 
     pub fn var_name(&self, setting: &str) -> String {
@@ -114,7 +115,16 @@ pub struct ServiceConfig {
     pub otlp_endpoint: Option<String>,
     /// How long shutdown waits for in-flight work before giving up.
     pub shutdown_grace: Duration,
+    /// Shared secret one Switchboard service presents to another over gRPC
+    /// (`x-switchboard-service` metadata).
+    pub service_token: SecretString,
+    /// Where these settings came from, for the service's own settings (see [`ServiceConfig::env`]).
+    source: Env,
 }
+
+/// Used when `SWITCHBOARD_SERVICE_TOKEN` is unset, so a local run needs no setup; a service
+/// started with it logs a warning. Set a real random value in any shared deployment.
+pub const DEV_SERVICE_TOKEN: &str = "switchboard-local-dev-service-token";
 
 impl std::fmt::Debug for ServiceConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -131,6 +141,11 @@ impl std::fmt::Debug for ServiceConfig {
 }
 
 impl ServiceConfig {
+    /// The service's own settings (`{SERVICE}_*`) beyond the common ones, from the same source.
+    pub fn env(&self) -> Env {
+        self.source.clone()
+    }
+
     pub fn from_env(service: &'static str) -> Result<Self, ConfigError> {
         Self::load(service, &Env::for_service(service))
     }
@@ -171,10 +186,18 @@ impl ServiceConfig {
             return Err(ConfigError { var: "SWITCHBOARD_PREFETCH".into(), reason: "must be at least 1".into() });
         }
         bus.batch_size = Env::parse(env.shared("BATCH_SIZE"), bus.batch_size, "a number of messages (1 turns batching off)")?.max(1);
+        if let Some((var, v)) = env.shared("QUEUE_EXPIRES") {
+            bus.queue_expires = Some(sb_bus::config::parse_duration(&v).map_err(|reason| ConfigError { var, reason })?);
+        }
         bus.delivery_limit = Env::parse(env.shared("DELIVERY_LIMIT"), bus.delivery_limit, "a whole number")?;
 
         let log_format = Env::parse(env.shared("LOG_FORMAT"), LogFormat::Pretty, "json or pretty")?;
         let shutdown_secs: u64 = Env::parse(env.shared("SHUTDOWN_GRACE_SECS"), 25, "a number of seconds")?;
+        let service_token = match env.shared("SERVICE_TOKEN") {
+            Some((var, v)) if v.len() < 16 => return Err(ConfigError { var, reason: "must be at least 16 characters".into() }),
+            Some((_, v)) => v,
+            None => DEV_SERVICE_TOKEN.to_owned(),
+        };
         Ok(Self {
             service,
             http_addr,
@@ -184,6 +207,8 @@ impl ServiceConfig {
             log_format,
             otlp_endpoint: env.exact("OTEL_EXPORTER_OTLP_ENDPOINT"),
             shutdown_grace: Duration::from_secs(shutdown_secs),
+            service_token: SecretString::from(service_token),
+            source: env.clone(),
         })
     }
 }

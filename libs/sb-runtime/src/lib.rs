@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 pub struct ServiceDef {
     pub name: &'static str,
     pub migrator: &'static Migrator,
-    /// Registers the service's handlers, routes and RPCs.
-    pub parts: fn(&ServiceConfig, &PgPool) -> Parts,
+    /// Registers the service's handlers, routes and RPCs; a [`ConfigError`] here stops the
+    /// service at start like any other bad setting.
+    pub parts: fn(&ServiceConfig, &PgPool) -> anyhow::Result<Parts>,
 }
 
 /// Creates and migrates the service database, returning a pool on it.
@@ -35,8 +36,16 @@ pub async fn prepare_database(config: &ServiceConfig, def: &ServiceDef) -> anyho
 /// Starts a service from its definition; cancels `shutdown` ends it gracefully.
 pub async fn start(config: ServiceConfig, def: &ServiceDef) -> anyhow::Result<App> {
     let pool = prepare_database(&config, def).await?;
-    let parts = (def.parts)(&config, &pool);
+    let parts = (def.parts)(&config, &pool)?;
     App::build(config, pool, parts).await
+}
+
+/// For tests: a service started in-process from explicit settings (`{SERVICE}_*`,
+/// `SWITCHBOARD_*`), e.g. with `..._HTTP_ADDR=127.0.0.1:0` and a test database.
+pub async fn start_with_vars(def: &ServiceDef, vars: &[(String, String)]) -> anyhow::Result<App> {
+    let map: std::collections::HashMap<String, String> = vars.iter().cloned().collect();
+    let env = config::Env::with_lookup(def.name, move |k| map.get(k).cloned());
+    start(ServiceConfig::load(def.name, &env)?, def).await
 }
 
 /// Cancels the token on SIGTERM or Ctrl-C.
@@ -89,6 +98,9 @@ pub async fn main(def: ServiceDef) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if config.service_token.expose_secret() == config::DEV_SERVICE_TOKEN && cmd == "serve" {
+        eprintln!("{}: SWITCHBOARD_SERVICE_TOKEN is not set; using the local development token (set a random one in any shared deployment)", def.name);
+    }
     let _telemetry = match telemetry::init(def.name, config.log_format, config.otlp_endpoint.as_deref()) {
         Ok(g) => g,
         Err(e) => {
@@ -103,6 +115,10 @@ pub async fn main(def: ServiceDef) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
+            eprintln!("{}: {e}", def.name);
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!(service = def.name, error = format!("{e:#}"), "exiting");
             ExitCode::FAILURE

@@ -1,6 +1,8 @@
 //! Test helpers: a fresh PostgreSQL database and a fresh RabbitMQ name prefix per test, and
 //! condition polling with a deadline (never a fixed sleep).
 
+pub mod smtp;
+
 use std::{future::Future, time::Duration};
 
 use sqlx::{Connection, PgConnection, PgPool, postgres::PgPoolOptions};
@@ -52,12 +54,12 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let pool = self.pool.clone();
         // Drop runs outside async; a short-lived thread with its own runtime does the cleanup.
+        // It must not wait on the test's pool (its runtime may be the one blocked here): FORCE
+        // ends the pool's connections instead.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             rt.block_on(async move {
-                pool.close().await;
                 if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
                     let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
                         .execute(&mut admin)

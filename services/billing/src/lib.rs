@@ -13,8 +13,8 @@ pub const SERVICE: &str = "billing";
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// The handlers, HTTP routes and gRPC services billing adds to the scaffolding.
-pub fn parts(config: &ServiceConfig, pool: &PgPool) -> Parts {
-    Parts::bare(config, pool)
+pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
+    Ok(Parts::bare(config, pool))
 }
 
 pub fn def() -> ServiceDef {

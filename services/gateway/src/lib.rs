@@ -1,20 +1,109 @@
-//! gateway: the edge: portal REST, the Stripe webhook, the customer 360 view (issues #3, #4).
+//! gateway: the portal's REST API and (with its issue) the Stripe webhook.
 //!
-//! Runs on the shared scaffolding: its own database and migrations, the bus consumer (work queue,
-//! retry ladder, DLQ), the outbox relay, health/readiness/metrics over HTTP, gRPC with health,
-//! reflection and `switchboard.ops.v1.Ops`. Its own handlers, routes and RPCs arrive with its issue.
+//! Every route is authorized here on the server — role and tenant — and again by the service
+//! behind it; the browser is never trusted. Errors are `application/problem+json`; requests get an
+//! `x-request-id`; bodies are size-limited; CORS admits only configured origins; responses carry
+//! security headers. The route-by-viewpoint expectations live in `authz-matrix.json` and are
+//! checked by the test suite against the OpenAPI document.
 
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod openapi;
+pub mod routes;
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::{HeaderName, HeaderValue, Method, header},
+};
+use sb_proto::identity::v1::identity_client::IdentityClient;
 use sb_runtime::{Parts, ServiceConfig, ServiceDef};
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::{PgPool, migrate::Migrator};
+use tonic::{Request, transport::Channel};
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    set_header::SetResponseHeaderLayer,
+};
 
 pub const SERVICE: &str = "gateway";
 
-/// This service's own schema (the bus tables are migrated separately by sb-runtime).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// The handlers, HTTP routes and gRPC services gateway adds to the scaffolding.
-pub fn parts(config: &ServiceConfig, pool: &PgPool) -> Parts {
-    Parts::bare(config, pool)
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub cfg: config::GatewayConfig,
+    identity: IdentityClient<Channel>,
+    service_token: SecretString,
+}
+
+impl AppState {
+    pub fn identity(&self) -> IdentityClient<Channel> {
+        self.identity.clone()
+    }
+
+    /// A call made as the gateway itself, forwarding the end user's address.
+    pub fn service_request<T>(&self, msg: T, ip: &auth::ClientIp) -> Request<T> {
+        let mut r = Request::new(msg);
+        if let Ok(v) = self.service_token.expose_secret().parse() {
+            r.metadata_mut().insert("x-switchboard-service", v);
+        }
+        if let Ok(v) = ip.0.parse() {
+            r.metadata_mut().insert("x-client-ip", v);
+        }
+        r
+    }
+}
+
+/// The API router with its middleware: request ids, body limit, CORS, security headers.
+pub fn api(cfg: config::GatewayConfig, service_token: SecretString) -> anyhow::Result<Router> {
+    let channel = tonic::transport::Endpoint::from_shared(cfg.identity_url.clone())?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy();
+    let origins: Vec<HeaderValue> = cfg.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .allow_credentials(true)
+        .max_age(Duration::from_secs(600));
+    let body_limit = cfg.body_limit;
+    let state = AppState { cfg, identity: IdentityClient::new(channel), service_token };
+    let request_id = HeaderName::from_static("x-request-id");
+    let headers = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::STRICT_TRANSPORT_SECURITY, "max-age=63072000; includeSubDomains"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"),
+    ];
+    let mut router = Router::new()
+        .merge(routes::portal::router())
+        .merge(routes::admin::router())
+        .merge(openapi::router())
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit));
+    for (name, value) in headers {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value)));
+    }
+    Ok(router
+        .layer(cors)
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid)))
+}
+
+pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
+    let cfg = config::GatewayConfig::load(config)?;
+    let mut parts = Parts::bare(config, pool);
+    parts.http = api(cfg, config.service_token.clone())?;
+    Ok(parts)
 }
 
 pub fn def() -> ServiceDef {

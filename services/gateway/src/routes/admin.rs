@@ -1,0 +1,194 @@
+//! Staff routes: customer search and view (agents and admins); session revocation,
+//! impersonation, the audit log and the embedded mailbox (admins).
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use sb_proto::identity::v1 as pb;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{AccountOut, UserOut, path_id, portal::SessionOut, time};
+use crate::{
+    AppState,
+    auth::Session,
+    error::{ApiError, ApiJson, Problem},
+};
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SearchQuery {
+    /// Substring of an email, user name or account name (case-insensitive).
+    #[serde(default)]
+    pub q: String,
+    /// At most this many (default 50, max 200).
+    #[serde(default)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerOut {
+    pub account: Option<AccountOut>,
+    pub users: Vec<UserOut>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ImpersonateIn {
+    /// Why (kept in the audit log).
+    pub reason: String,
+    /// Session lifetime in seconds (default 900, at most the configured maximum).
+    #[serde(default)]
+    pub ttl_seconds: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevokedOut {
+    pub revoked: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntryOut {
+    pub id: String,
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+    pub actor_user_id: String,
+    pub action: String,
+    pub target_user_id: String,
+    pub account_id: String,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AuditQuery {
+    /// Only entries where this user is actor or target.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmailOut {
+    pub id: String,
+    pub to: String,
+    pub subject: String,
+    pub text_body: String,
+    pub template: String,
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct MailboxQuery {
+    /// Only emails to this address.
+    #[serde(default)]
+    pub to: String,
+    #[serde(default)]
+    pub limit: u32,
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/customers", get(list_customers))
+        .route("/v1/admin/customers/{account_id}", get(get_customer))
+        .route("/v1/admin/users/{user_id}/revoke-sessions", post(revoke_sessions))
+        .route("/v1/admin/users/{user_id}/impersonate", post(impersonate))
+        .route("/v1/admin/audit", get(list_audit))
+        .route("/v1/admin/mailbox", get(list_mailbox))
+}
+
+fn customer(c: pb::CustomerSummary) -> CustomerOut {
+    CustomerOut { account: c.account.map(Into::into), users: c.users.into_iter().map(Into::into).collect() }
+}
+
+/// Search customers (staff).
+#[utoipa::path(get, path = "/v1/admin/customers", tag = "admin", security(("session" = [])), params(SearchQuery),
+    responses((status = 200, body = [CustomerOut]), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn list_customers(State(app): State<AppState>, session: Session, Query(q): Query<SearchQuery>) -> Result<Json<Vec<CustomerOut>>, ApiError> {
+    session.require_staff()?;
+    let list = app.identity().list_customers(session.request(pb::ListCustomersRequest { query: q.q, limit: q.limit })).await?;
+    Ok(Json(list.into_inner().customers.into_iter().map(customer).collect()))
+}
+
+/// One customer: account and users (staff).
+#[utoipa::path(get, path = "/v1/admin/customers/{account_id}", tag = "admin", security(("session" = [])),
+    params(("account_id" = String, Path, description = "account UUID")),
+    responses((status = 200, body = CustomerOut), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn get_customer(State(app): State<AppState>, session: Session, Path(account_id): Path<String>) -> Result<Json<CustomerOut>, ApiError> {
+    session.require_staff()?;
+    let account_id = path_id("account", &account_id)?;
+    let view = app.identity().get_account(session.request(pb::GetAccountRequest { account_id })).await?.into_inner();
+    Ok(Json(CustomerOut { account: view.account.map(Into::into), users: view.users.into_iter().map(Into::into).collect() }))
+}
+
+/// Revoke every session of a user (admin).
+#[utoipa::path(post, path = "/v1/admin/users/{user_id}/revoke-sessions", tag = "admin", security(("session" = [])),
+    params(("user_id" = String, Path, description = "user UUID")),
+    responses((status = 200, body = RevokedOut), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn revoke_sessions(State(app): State<AppState>, session: Session, Path(user_id): Path<String>) -> Result<Json<RevokedOut>, ApiError> {
+    session.require_admin()?;
+    let user_id = path_id("user", &user_id)?;
+    let r = app.identity().revoke_sessions(session.request(pb::RevokeSessionsRequest { user_id })).await?;
+    Ok(Json(RevokedOut { revoked: r.into_inner().revoked }))
+}
+
+/// Act as a customer for a limited time (admin; audited; shown in their `/v1/me`).
+#[utoipa::path(post, path = "/v1/admin/users/{user_id}/impersonate", tag = "admin", security(("session" = [])),
+    params(("user_id" = String, Path, description = "user UUID")), request_body = ImpersonateIn,
+    responses((status = 201, body = SessionOut), (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn impersonate(State(app): State<AppState>, session: Session, Path(user_id): Path<String>, ApiJson(body): ApiJson<ImpersonateIn>) -> Result<Response, ApiError> {
+    session.require_admin()?;
+    let user_id = path_id("user", &user_id)?;
+    let grant = app
+        .identity()
+        .impersonate(session.request(pb::ImpersonateRequest { user_id, reason: body.reason, ttl_seconds: body.ttl_seconds }))
+        .await?
+        .into_inner();
+    // No cookie: the admin's own browser session stays theirs; the token is used explicitly.
+    let out = SessionOut { token: grant.token, expires_at: time(grant.expires_at), user: grant.user.map(Into::into) };
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// The audit log, newest first (admin).
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("session" = [])), params(AuditQuery),
+    responses((status = 200, body = [AuditEntryOut]), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn list_audit(State(app): State<AppState>, session: Session, Query(q): Query<AuditQuery>) -> Result<Json<Vec<AuditEntryOut>>, ApiError> {
+    session.require_admin()?;
+    let user_id = match q.user_id.as_deref() {
+        Some(id) if !id.is_empty() => path_id("user", id)?,
+        _ => String::new(),
+    };
+    let list = app.identity().list_audit(session.request(pb::ListAuditRequest { user_id, limit: q.limit })).await?;
+    Ok(Json(
+        list.into_inner()
+            .entries
+            .into_iter()
+            .map(|e| AuditEntryOut {
+                id: e.id,
+                at: time(e.at),
+                actor_user_id: e.actor_user_id,
+                action: e.action,
+                target_user_id: e.target_user_id,
+                account_id: e.account_id,
+                detail: serde_json::from_str(&e.detail_json).unwrap_or_default(),
+            })
+            .collect(),
+    ))
+}
+
+/// Emails recorded by the embedded mailbox (admin).
+#[utoipa::path(get, path = "/v1/admin/mailbox", tag = "admin", security(("session" = [])), params(MailboxQuery),
+    responses((status = 200, body = [EmailOut]), (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn list_mailbox(State(app): State<AppState>, session: Session, Query(q): Query<MailboxQuery>) -> Result<Json<Vec<EmailOut>>, ApiError> {
+    session.require_admin()?;
+    let list = app.identity().list_mailbox(session.request(pb::ListMailboxRequest { to: q.to, limit: q.limit })).await?;
+    Ok(Json(
+        list.into_inner()
+            .emails
+            .into_iter()
+            .map(|m| EmailOut { id: m.id, to: m.to, subject: m.subject, text_body: m.text_body, template: m.template, created_at: time(m.created_at) })
+            .collect(),
+    ))
+}

@@ -1,0 +1,64 @@
+//! The portal's REST API under `/v1`: wire types, handlers and their OpenAPI description.
+
+pub mod admin;
+pub mod portal;
+
+use chrono::{DateTime, Utc};
+use sb_proto::identity::v1 as pb;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserOut {
+    pub id: String,
+    pub account_id: String,
+    pub email: String,
+    pub name: String,
+    /// `customer`, `agent` or `admin`.
+    pub role: &'static str,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountOut {
+    pub id: String,
+    pub name: String,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+pub fn time(t: Option<prost_types_ts::Timestamp>) -> Option<DateTime<Utc>> {
+    t.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+}
+
+/// Re-export so handlers can name the protobuf timestamp without another dependency.
+pub mod prost_types_ts {
+    pub use sb_proto::prost_types::Timestamp;
+}
+
+pub fn role_name(r: i32) -> &'static str {
+    match pb::Role::try_from(r) {
+        Ok(pb::Role::Customer) => "customer",
+        Ok(pb::Role::Agent) => "agent",
+        Ok(pb::Role::Admin) => "admin",
+        Ok(pb::Role::Unspecified) | Err(_) => "unknown",
+    }
+}
+
+impl From<pb::User> for UserOut {
+    fn from(u: pb::User) -> Self {
+        Self { id: u.id, account_id: u.account_id, email: u.email, name: u.name, role: role_name(u.role), created_at: time(u.created_at) }
+    }
+}
+
+impl From<pb::Account> for AccountOut {
+    fn from(a: pb::Account) -> Self {
+        Self { id: a.id, name: a.name, created_at: time(a.created_at) }
+    }
+}
+
+/// A path id must be a UUID; anything else is a clear 400, not a lookup.
+pub fn path_id(kind: &str, raw: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(raw).map(|u| u.to_string()).map_err(|_| ApiError::bad_request("invalid_id", format!("{kind} id must be a UUID")))
+}

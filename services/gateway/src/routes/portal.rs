@@ -1,0 +1,172 @@
+//! Public and signed-in portal routes: sign up, log in/out, the caller's own records.
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use sb_proto::identity::v1 as pb;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{AccountOut, UserOut, path_id, time};
+use crate::{
+    AppState,
+    auth::{ClientIp, SESSION_COOKIE, Session},
+    error::{ApiError, ApiJson, Problem},
+};
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SignUpIn {
+    pub email: String,
+    pub password: String,
+    pub name: String,
+    /// The customer company; defaults to the person's name.
+    #[serde(default)]
+    pub account_name: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LogInIn {
+    pub email: String,
+    pub password: String,
+}
+
+/// Only these fields can change; anything else in the body (role, account_id, email) is ignored.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ProfileIn {
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionOut {
+    /// Opaque session token: send as `Authorization: Bearer <token>` (also set as an HttpOnly cookie).
+    pub token: String,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub user: Option<UserOut>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeOut {
+    pub user: Option<UserOut>,
+    pub account: Option<AccountOut>,
+    /// `customer`, `agent` or `admin`.
+    pub role: &'static str,
+    pub session_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Set while an admin is acting as this user.
+    pub impersonated_by: Option<UserOut>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountViewOut {
+    pub account: Option<AccountOut>,
+    pub users: Vec<UserOut>,
+}
+
+impl From<pb::AccountView> for AccountViewOut {
+    fn from(v: pb::AccountView) -> Self {
+        Self { account: v.account.map(Into::into), users: v.users.into_iter().map(Into::into).collect() }
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/signup", post(sign_up))
+        .route("/v1/login", post(log_in))
+        .route("/v1/logout", post(log_out))
+        .route("/v1/me", get(get_me).patch(update_me))
+        .route("/v1/accounts/{account_id}", get(get_account))
+        .route("/v1/users/{user_id}", get(get_user))
+}
+
+fn session_response(app: &AppState, status: StatusCode, grant: pb::SessionGrant) -> Response {
+    let max_age = grant.expires_at.as_ref().map_or(0, |e| (e.seconds - chrono::Utc::now().timestamp()).max(0));
+    let secure = if app.cfg.secure_cookies { "; Secure" } else { "" };
+    let cookie = format!("{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}", grant.token);
+    let out = SessionOut { token: grant.token, expires_at: time(grant.expires_at), user: grant.user.map(Into::into) };
+    let mut resp = (status, Json(out)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// Create an account and its first user, and sign in.
+#[utoipa::path(post, path = "/v1/signup", tag = "portal", request_body = SignUpIn,
+    responses((status = 201, body = SessionOut), (status = 409, description = "email already registered", body = Problem),
+              (status = 422, body = Problem)))]
+pub async fn sign_up(State(app): State<AppState>, ip: ClientIp, ApiJson(body): ApiJson<SignUpIn>) -> Result<Response, ApiError> {
+    let req = pb::SignUpRequest { email: body.email, password: body.password, name: body.name, account_name: body.account_name };
+    let grant = app.identity().sign_up(app.service_request(req, &ip)).await.map_err(|s| {
+        if s.code() == tonic::Code::AlreadyExists {
+            ApiError::new(StatusCode::CONFLICT, "email_taken", "Email already registered", Some("an account with this email already exists; sign in instead".into()))
+        } else {
+            ApiError::from(s)
+        }
+    })?;
+    Ok(session_response(&app, StatusCode::CREATED, grant.into_inner()))
+}
+
+/// Exchange email and password for a session.
+#[utoipa::path(post, path = "/v1/login", tag = "portal", request_body = LogInIn,
+    responses((status = 200, body = SessionOut), (status = 401, body = Problem),
+              (status = 429, description = "too many failed attempts; see Retry-After", body = Problem)))]
+pub async fn log_in(State(app): State<AppState>, ip: ClientIp, ApiJson(body): ApiJson<LogInIn>) -> Result<Response, ApiError> {
+    let grant = app.identity().log_in(app.service_request(pb::LogInRequest { email: body.email, password: body.password }, &ip)).await?;
+    Ok(session_response(&app, StatusCode::OK, grant.into_inner()))
+}
+
+/// End the current session.
+#[utoipa::path(post, path = "/v1/logout", tag = "portal", security(("session" = [])),
+    responses((status = 204), (status = 401, body = Problem)))]
+pub async fn log_out(State(app): State<AppState>, session: Session) -> Result<Response, ApiError> {
+    app.identity().log_out(session.request(pb::LogOutRequest {})).await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("sb_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"));
+    Ok(resp)
+}
+
+/// The caller: user, account, role, and who is impersonating them, if anyone.
+#[utoipa::path(get, path = "/v1/me", tag = "portal", security(("session" = [])),
+    responses((status = 200, body = MeOut), (status = 401, body = Problem)))]
+pub async fn get_me(State(app): State<AppState>, session: Session) -> Result<Json<MeOut>, ApiError> {
+    let me = app.identity().get_me(session.request(pb::GetMeRequest {})).await?.into_inner();
+    let principal = me.principal.unwrap_or_default();
+    Ok(Json(MeOut {
+        user: me.user.map(Into::into),
+        account: me.account.map(Into::into),
+        role: super::role_name(principal.role),
+        session_expires_at: time(principal.expires_at),
+        impersonated_by: me.impersonator.map(Into::into),
+    }))
+}
+
+/// Change the caller's own profile (only `name`; other fields are ignored).
+#[utoipa::path(patch, path = "/v1/me", tag = "portal", security(("session" = [])), request_body = ProfileIn,
+    responses((status = 200, body = UserOut), (status = 401, body = Problem), (status = 422, body = Problem)))]
+pub async fn update_me(State(app): State<AppState>, session: Session, ApiJson(body): ApiJson<ProfileIn>) -> Result<Json<UserOut>, ApiError> {
+    let user = app.identity().update_profile(session.request(pb::UpdateProfileRequest { name: body.name })).await?;
+    Ok(Json(user.into_inner().into()))
+}
+
+/// An account and its users: the caller's own, or any for staff.
+#[utoipa::path(get, path = "/v1/accounts/{account_id}", tag = "portal", security(("session" = [])),
+    params(("account_id" = String, Path, description = "account UUID")),
+    responses((status = 200, body = AccountViewOut), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn get_account(State(app): State<AppState>, session: Session, Path(account_id): Path<String>) -> Result<Json<AccountViewOut>, ApiError> {
+    let account_id = path_id("account", &account_id)?;
+    let view = app.identity().get_account(session.request(pb::GetAccountRequest { account_id })).await?;
+    Ok(Json(view.into_inner().into()))
+}
+
+/// A user: of the caller's own account, or any for staff.
+#[utoipa::path(get, path = "/v1/users/{user_id}", tag = "portal", security(("session" = [])),
+    params(("user_id" = String, Path, description = "user UUID")),
+    responses((status = 200, body = UserOut), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn get_user(State(app): State<AppState>, session: Session, Path(user_id): Path<String>) -> Result<Json<UserOut>, ApiError> {
+    let user_id = path_id("user", &user_id)?;
+    let user = app.identity().get_user(session.request(pb::GetUserRequest { user_id })).await?;
+    Ok(Json(user.into_inner().into()))
+}
