@@ -1,0 +1,115 @@
+//! Starts identity and the gateway in-process (fresh databases, fresh queue prefix) and signs up
+//! or creates the users a test needs.
+
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, time::Duration};
+
+use sb_testkit::{TestDb, unique, wait_for};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE_TOKEN: &str = "gateway-test-service-token-42";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct Running {
+    pub db: TestDb,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub struct System {
+    pub identity: Running,
+    pub gateway: Running,
+    pub base: String,
+    pub web: reqwest::Client,
+}
+
+async fn run(def: &sb_runtime::ServiceDef, prefix: &str, extra: &[(String, String)]) -> Running {
+    let db = TestDb::new(def.name).await.expect("test database");
+    let svc = def.name.to_uppercase().replace('-', "_");
+    let mut vars: Vec<(String, String)> = vec![
+        (format!("{svc}_DATABASE_URL"), db.url.clone()),
+        (format!("{svc}_HTTP_ADDR"), "127.0.0.1:0".into()),
+        (format!("{svc}_GRPC_ADDR"), "127.0.0.1:0".into()),
+        ("SWITCHBOARD_BUS_PREFIX".into(), prefix.into()),
+        ("SWITCHBOARD_RETRY_DELAYS".into(), "300ms,600ms".into()),
+        ("SWITCHBOARD_QUEUE_EXPIRES".into(), "30m".into()),
+        ("SWITCHBOARD_SERVICE_TOKEN".into(), SERVICE_TOKEN.into()),
+        ("SWITCHBOARD_AMQP_URL".into(), sb_testkit::amqp_url()),
+    ];
+    vars.extend(extra.iter().cloned());
+    let app = sb_runtime::start_with_vars(def, &vars).await.expect("service starts");
+    let (http, grpc) = (app.http_addr(), app.grpc_addr());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run(shutdown.clone()));
+    let web = reqwest::Client::new();
+    wait_for(Duration::from_secs(30), &format!("{} /readyz", def.name), || {
+        let web = web.clone();
+        async move { web.get(format!("http://{http}/readyz")).send().await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+    })
+    .await;
+    Running { db, http, grpc, shutdown, task }
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+pub async fn start(identity_extra: &[(&str, &str)], gateway_extra: &[(&str, &str)]) -> System {
+    let prefix = unique("gw");
+    let owned = |v: &[(&str, &str)]| v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+    let identity = run(&identity::def(), &prefix, &owned(identity_extra)).await;
+    let mut gw = owned(gateway_extra);
+    gw.push(("GATEWAY_IDENTITY_URL".into(), format!("http://{}", identity.grpc)));
+    let gateway = run(&gateway::def(), &prefix, &gw).await;
+    let base = format!("http://{}", gateway.http);
+    System { identity, gateway, base, web: reqwest::Client::new() }
+}
+
+/// A signed-in user as a test sees them.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub email: String,
+    pub token: String,
+    pub user_id: String,
+    pub account_id: String,
+}
+
+impl System {
+    pub async fn stop(self) {
+        self.gateway.stop().await;
+        self.identity.stop().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn signup(&self, email: &str) -> User {
+        let r = self.web.post(self.url("/v1/signup")).json(&json!({"email": email, "password": PASSWORD, "name": "Test Person", "account_name": format!("{email} Co")})).send().await.unwrap();
+        assert_eq!(r.status(), 201, "signup {email}");
+        let v: Value = r.json().await.unwrap();
+        User { email: email.into(), token: v["token"].as_str().unwrap().into(), user_id: v["user"]["id"].as_str().unwrap().into(), account_id: v["user"]["account_id"].as_str().unwrap().into() }
+    }
+
+    pub async fn login(&self, email: &str) -> User {
+        let r = self.web.post(self.url("/v1/login")).json(&json!({"email": email, "password": PASSWORD})).send().await.unwrap();
+        assert_eq!(r.status(), 200, "login {email}");
+        let v: Value = r.json().await.unwrap();
+        User { email: email.into(), token: v["token"].as_str().unwrap().into(), user_id: v["user"]["id"].as_str().unwrap().into(), account_id: v["user"]["account_id"].as_str().unwrap().into() }
+    }
+
+    /// A staff user, created the way an operator does, then signed in through the gateway.
+    pub async fn staff(&self, email: &str, role: identity::domain::Role) -> User {
+        let hash = identity::grpc::hash_password(&identity::domain::Password::parse(PASSWORD).unwrap()).await.unwrap();
+        let e = identity::domain::Email::parse(email).unwrap();
+        identity::store::create_user(&self.identity.db.pool, "Founder's team", &e, "Staff", role, &hash).await.unwrap().expect("new staff user");
+        self.login(email).await
+    }
+}
