@@ -4,6 +4,7 @@
 //! Needs docker-compose (or the `docker compose` plugin), kubectl, kubernetes-validate and
 //! hadolint: `bash scripts/install-check-tools.sh` (as root) installs whichever is missing.
 //! Without them these tests fail, on purpose, rather than skip.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::ffi::OsStr;
 use std::fs;
@@ -21,18 +22,11 @@ const TOOLS_BIN: &str = "/opt/switchboard-check-tools/bin";
 const EXIT_TOOL_MISSING: i32 = 2;
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .expect("workspace root (CARGO_MANIFEST_DIR/..) exists")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("workspace root (CARGO_MANIFEST_DIR/..) exists")
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "--- stdout ---\n{}\n--- stderr ---\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("--- stdout ---\n{}\n--- stderr ---\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// `name` on PATH, else in the install script's tools directory.
@@ -49,12 +43,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir =
-            std::env::temp_dir().join(format!("switchboard-{tag}-{}-{nanos}", std::process::id()));
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("switchboard-{tag}-{}-{nanos}", std::process::id()));
         fs::create_dir_all(&dir).expect("create temp dir");
         TempDir(dir)
     }
@@ -79,8 +69,7 @@ fn copy_recursively(from: &Path, to: &Path) {
             copy_recursively(&entry.path(), &to.join(entry.file_name()));
         }
     } else {
-        fs::copy(from, to)
-            .unwrap_or_else(|e| panic!("copy {} -> {}: {e}", from.display(), to.display()));
+        fs::copy(from, to).unwrap_or_else(|e| panic!("copy {} -> {}: {e}", from.display(), to.display()));
     }
 }
 
@@ -88,30 +77,19 @@ fn copy_recursively(from: &Path, to: &Path) {
 fn deploy_copy(tag: &str) -> TempDir {
     let root = workspace_root();
     let tmp = TempDir::new(tag);
-    for item in [
-        "Dockerfile",
-        ".dockerignore",
-        "docker-compose.yml",
-        "k8s",
-        "scripts",
-    ] {
+    for item in ["Dockerfile", ".dockerignore", "docker-compose.yml", "k8s", "scripts"] {
         copy_recursively(&root.join(item), &tmp.path().join(item));
     }
     tmp
 }
 
 fn run_check_deploy(root: &Path) -> Output {
-    Command::new("bash")
-        .arg(root.join("scripts/check-deploy.sh"))
-        .current_dir(root)
-        .output()
-        .expect("run bash scripts/check-deploy.sh")
+    Command::new("bash").arg(root.join("scripts/check-deploy.sh")).current_dir(root).output().expect("run bash scripts/check-deploy.sh")
 }
 
 /// Replaces the first `marker` in `file` with `replacement`; panics if it is not there.
 fn edit(file: &Path, marker: &str, replacement: &str) {
-    let original =
-        fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+    let original = fs::read_to_string(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
     assert!(
         original.contains(marker),
         "{} no longer contains {marker:?}: update this test to break the manifest another way",
@@ -123,53 +101,29 @@ fn edit(file: &Path, marker: &str, replacement: &str) {
 fn assert_check_deploy_fails(root: &Path, expected: &[&str]) {
     let out = run_check_deploy(root);
     let output = text(&out);
-    assert_ne!(
-        out.status.code(),
-        Some(EXIT_TOOL_MISSING),
-        "{INSTALL_HINT}\n\n{output}"
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "check-deploy.sh should have failed (exit 1) on the broken copy:\n{output}"
-    );
+    assert_ne!(out.status.code(), Some(EXIT_TOOL_MISSING), "{INSTALL_HINT}\n\n{output}");
+    assert_eq!(out.status.code(), Some(1), "check-deploy.sh should have failed (exit 1) on the broken copy:\n{output}");
     for needle in expected {
-        assert!(
-            output.contains(needle),
-            "check-deploy.sh output should mention {needle:?}:\n{output}"
-        );
+        assert!(output.contains(needle), "check-deploy.sh output should mention {needle:?}:\n{output}");
     }
 }
 
 const POD_SPEC_MARKER: &str = "      automountServiceAccountToken: false\n";
-const UNKNOWN_FIELD: &str =
-    "      automountServiceAccountToken: false\n      notAPodSpecField: true\n";
+const UNKNOWN_FIELD: &str = "      automountServiceAccountToken: false\n      notAPodSpecField: true\n";
 
 #[test]
 fn deploy_descriptions_pass_check_deploy() {
     let root = workspace_root();
     let out = run_check_deploy(&root);
     let output = text(&out);
-    assert_ne!(
-        out.status.code(),
-        Some(EXIT_TOOL_MISSING),
-        "{INSTALL_HINT}\n\n{output}"
-    );
-    assert!(
-        out.status.success(),
-        "bash scripts/check-deploy.sh failed ({}):\n{output}",
-        out.status
-    );
-    assert!(
-        output.contains("check-deploy: all checks passed"),
-        "unexpected output:\n{output}"
-    );
+    assert_ne!(out.status.code(), Some(EXIT_TOOL_MISSING), "{INSTALL_HINT}\n\n{output}");
+    assert!(out.status.success(), "bash scripts/check-deploy.sh failed ({}):\n{output}", out.status);
+    assert!(output.contains("check-deploy: all checks passed"), "unexpected output:\n{output}");
 }
 
 #[test]
 fn kubernetes_validate_rejects_a_deployment_with_an_unknown_field() {
-    let kv = find_tool("kubernetes-validate")
-        .unwrap_or_else(|| panic!("kubernetes-validate not found. {INSTALL_HINT}"));
+    let kv = find_tool("kubernetes-validate").unwrap_or_else(|| panic!("kubernetes-validate not found. {INSTALL_HINT}"));
     let validate = |file: &Path| -> Output {
         Command::new(&kv)
             .args(["--strict", "--quiet", "-k", "1.30.0"])
@@ -182,19 +136,12 @@ fn kubernetes_validate_rejects_a_deployment_with_an_unknown_field() {
     copy_recursively(&workspace_root().join("k8s/base/billing.yaml"), &manifest);
 
     let out = validate(&manifest);
-    assert!(
-        out.status.success(),
-        "the unmodified k8s/base/billing.yaml should validate:\n{}",
-        text(&out)
-    );
+    assert!(out.status.success(), "the unmodified k8s/base/billing.yaml should validate:\n{}", text(&out));
 
     edit(&manifest, POD_SPEC_MARKER, UNKNOWN_FIELD);
     let out = validate(&manifest);
     let output = text(&out);
-    assert!(
-        !out.status.success(),
-        "kubernetes-validate --strict accepted an unknown field:\n{output}"
-    );
+    assert!(!out.status.success(), "kubernetes-validate --strict accepted an unknown field:\n{output}");
     assert!(
         output.contains("notAPodSpecField") && output.contains("deployment/billing"),
         "kubernetes-validate should name the unknown field and the resource:\n{output}"
@@ -204,15 +151,8 @@ fn kubernetes_validate_rejects_a_deployment_with_an_unknown_field() {
 #[test]
 fn check_deploy_fails_on_a_deployment_with_an_unknown_field() {
     let copy = deploy_copy("unknown-field");
-    edit(
-        &copy.path().join("k8s/base/billing.yaml"),
-        POD_SPEC_MARKER,
-        UNKNOWN_FIELD,
-    );
-    assert_check_deploy_fails(
-        copy.path(),
-        &["FAIL  k8s/base: kubernetes-validate", "notAPodSpecField"],
-    );
+    edit(&copy.path().join("k8s/base/billing.yaml"), POD_SPEC_MARKER, UNKNOWN_FIELD);
+    assert_check_deploy_fails(copy.path(), &["FAIL  k8s/base: kubernetes-validate", "notAPodSpecField"]);
 }
 
 #[test]
@@ -223,24 +163,13 @@ fn check_deploy_fails_on_a_plaintext_secret_in_k8s() {
         "      - RUST_LOG=info\n",
         "      - RUST_LOG=info\n      - SWITCHBOARD_AMQP_URL=amqp://guest:guest@rabbitmq:5672/%2f\n",
     );
-    assert_check_deploy_fails(
-        copy.path(),
-        &[
-            "plaintext credentials",
-            "guest:guest",
-            "must come from a Secret",
-        ],
-    );
+    assert_check_deploy_fails(copy.path(), &["plaintext credentials", "guest:guest", "must come from a Secret"]);
 }
 
 #[test]
 fn check_deploy_fails_on_a_wrong_port_in_compose() {
     let copy = deploy_copy("compose-port");
-    edit(
-        &copy.path().join("docker-compose.yml"),
-        "IDENTITY_HTTP_ADDR: \"0.0.0.0:8081\"",
-        "IDENTITY_HTTP_ADDR: \"0.0.0.0:9081\"",
-    );
+    edit(&copy.path().join("docker-compose.yml"), "IDENTITY_HTTP_ADDR: \"0.0.0.0:8081\"", "IDENTITY_HTTP_ADDR: \"0.0.0.0:9081\"");
     assert_check_deploy_fails(copy.path(), &["IDENTITY_HTTP_ADDR must be 0.0.0.0:8081"]);
 }
 
@@ -261,28 +190,13 @@ fn deploy_files_exist() {
     ] {
         assert!(root.join(file).is_file(), "{file} is missing");
     }
-    let services = [
-        "gateway",
-        "identity",
-        "billing",
-        "crm-sync",
-        "support-router",
-        "ai-assist",
-    ];
+    let services = ["gateway", "identity", "billing", "crm-sync", "support-router", "ai-assist"];
     let k8s: Vec<String> = fs::read_dir(root.join("k8s/base"))
         .expect("k8s/base")
         .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.path()
-                .file_stem()
-                .and_then(OsStr::to_str)
-                .map(str::to_owned)
-        })
+        .filter_map(|e| e.path().file_stem().and_then(OsStr::to_str).map(str::to_owned))
         .collect();
     for svc in services {
-        assert!(
-            k8s.iter().any(|f| f == svc),
-            "k8s/base/{svc}.yaml is missing"
-        );
+        assert!(k8s.iter().any(|f| f == svc), "k8s/base/{svc}.yaml is missing");
     }
 }

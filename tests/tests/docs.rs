@@ -1,4 +1,5 @@
 //! The README is the user's manual: these checks keep it true to the code.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::path::PathBuf;
 
@@ -27,10 +28,7 @@ fn readme_ports_match_the_defaults() {
     let readme = read("README.md");
     for svc in sb_bus::catalog::SERVICES {
         let (http, grpc) = sb_runtime::config::default_ports(svc);
-        let row = readme
-            .lines()
-            .find(|l| l.starts_with(&format!("| {svc} ")))
-            .unwrap_or_else(|| panic!("README's port table lacks {svc}"));
+        let row = readme.lines().find(|l| l.starts_with(&format!("| {svc} "))).unwrap_or_else(|| panic!("README's port table lacks {svc}"));
         assert!(row.contains(&format!("`127.0.0.1:{http}`")) && row.contains(&format!("`127.0.0.1:{grpc}`")), "{svc}: {row}");
     }
 }
@@ -49,6 +47,15 @@ fn readme_documents_every_setting_the_code_reads() {
         }
     }
     assert!(found >= 8, "expected to find the settings in config.rs, found {found}");
+    // Each service's own settings: `env.own("X")` in services/<svc>/src/config.rs is `<SVC>_X`.
+    for svc in sb_bus::catalog::SERVICES {
+        let Ok(src) = std::fs::read_to_string(root().join(format!("services/{svc}/src/config.rs"))) else { continue };
+        let prefix = svc.to_uppercase().replace('-', "_");
+        for piece in src.split("env.own(\"").skip(1) {
+            let name = piece.split('"').next().unwrap();
+            assert!(readme.contains(&format!("`{prefix}_{name}`")), "README does not document {prefix}_{name}");
+        }
+    }
     for var in ["OTEL_EXPORTER_OTLP_ENDPOINT", "RUST_LOG", "STRIPE_WEBHOOK_SECRET"] {
         assert!(readme.contains(&format!("`{var}`")), "README does not document {var}");
     }

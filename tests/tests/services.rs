@@ -1,6 +1,7 @@
 //! The six service binaries as a user runs them: each becomes ready against the real PostgreSQL
 //! and RabbitMQ, answers gRPC health (SERVING), reflection and Ops, declares its queues, and exits
 //! cleanly on SIGTERM. Needs the binaries built (`make test` builds them first).
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::{
     net::TcpListener,
@@ -30,6 +31,16 @@ struct Running {
     http: u16,
     grpc: u16,
     log: PathBuf,
+}
+
+/// A service left running by a failed test would keep reconnecting to the broker for good.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 fn env_prefix(service: &str) -> String {
@@ -79,17 +90,18 @@ async fn all_six_services_become_ready_serve_grpc_and_stop_cleanly_on_sigterm() 
     for r in &running {
         let url = format!("http://127.0.0.1:{}/readyz", r.http);
         let log = r.log.clone();
-        let body: serde_json::Value = wait_for(Duration::from_secs(90), &format!("{} /readyz 200 (log: {})", r.name, log.display()), || {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                let resp = http.get(&url).send().await.ok()?;
-                if resp.status() != 200 {
-                    return None;
+        let body: serde_json::Value =
+            wait_for(Duration::from_secs(90), &format!("{} /readyz 200 (log: {})", r.name, log.display()), || {
+                let (http, url) = (http.clone(), url.clone());
+                async move {
+                    let resp = http.get(&url).send().await.ok()?;
+                    if resp.status() != 200 {
+                        return None;
+                    }
+                    resp.json().await.ok()
                 }
-                resp.json().await.ok()
-            }
-        })
-        .await;
+            })
+            .await;
         assert_eq!(body["checks"]["postgres"], "ok");
         assert_eq!(body["checks"]["rabbitmq"], "ok");
         let live = http.get(format!("http://127.0.0.1:{}/healthz", r.http)).send().await.unwrap();
@@ -179,11 +191,7 @@ async fn all_six_services_become_ready_serve_grpc_and_stop_cleanly_on_sigterm() 
 
 #[test]
 fn a_bad_setting_stops_the_service_at_start_naming_the_variable() {
-    let out = Command::new(bin("identity"))
-        .env("IDENTITY_HTTP_ADDR", "not-an-address")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = Command::new(bin("identity")).env("IDENTITY_HTTP_ADDR", "not-an-address").stdin(Stdio::null()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("IDENTITY_HTTP_ADDR"), "{err}");
@@ -209,8 +217,51 @@ fn the_migrate_subcommand_creates_and_migrates_the_database_then_exits() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let pool = sqlx::PgPool::connect(&format!("postgres://postgres@127.0.0.1:5432/{db}")).await.unwrap();
-        let tables: Vec<String> = sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").fetch_all(&pool).await.unwrap();
+        let tables: Vec<String> = sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
         assert!(tables.contains(&"sb_outbox".to_owned()) && tables.contains(&"sb_inbox".to_owned()), "{tables:?}");
+        pool.close().await;
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&sb_testkit::admin_url()).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{db}\" WITH (FORCE)"))).execute(&mut admin).await.unwrap();
+    });
+}
+
+#[test]
+fn identity_create_user_makes_the_first_admin_from_a_password_on_stdin() {
+    use std::io::Write;
+    let db = format!("sbsys_{}_cu", &unique("c")[1..9]);
+    let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    let run = |password: &str| {
+        let mut child = Command::new(bin("identity"))
+            .args(["create-user", "--email", "Founder@Example.com", "--role", "admin", "--name", "The Founder"])
+            .env("IDENTITY_DATABASE_URL", &url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let short = run("short");
+    assert_eq!(short.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("password: must be at least 10 characters"));
+    let ok = run("a long enough password");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("created admin founder@example.com"));
+    let again = run("a long enough password");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let (role, hash): (String, String) =
+            sqlx::query_as("SELECT role, password_hash FROM users WHERE email = 'founder@example.com'").fetch_one(&pool).await.unwrap();
+        assert_eq!(role, "admin");
+        assert!(hash.starts_with("$argon2id$"), "stored as an argon2id hash");
         pool.close().await;
         use sqlx::Connection;
         let mut admin = sqlx::PgConnection::connect(&sb_testkit::admin_url()).await.unwrap();

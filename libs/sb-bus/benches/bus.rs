@@ -320,7 +320,13 @@ async fn drain(label: &str, base: u64, n: usize, done: &dyn Fn() -> u64) {
 
 /// Runs `publish` (which sends `n` events) while the consumer behind `done` drains them.
 /// Latency here is receive stamp − send stamp carried in `data.t`.
-async fn measure(label: &str, n: usize, samples: &Samples, done: &dyn Fn() -> u64, publish: impl Future<Output = Result<()>>) -> Result<Row> {
+async fn measure(
+    label: &str,
+    n: usize,
+    samples: &Samples,
+    done: &dyn Fn() -> u64,
+    publish: impl Future<Output = Result<()>>,
+) -> Result<Row> {
     samples.take();
     let base = done();
     let cpu_before = Cpu::snapshot();
@@ -560,7 +566,12 @@ async fn handle_reference(data: &[u8], samples: &Samples, inbox: Option<&(PgPool
 
 /// Plain lapin consumer: own connection, same prefetch as the bus, manual ack, deliveries handled
 /// concurrently up to the prefetch (as `sb_bus::Consumer` does).
-async fn start_lapin_consumer(cfg: &BusConfig, queue: &str, samples: Arc<Samples>, inbox: Option<(PgPool, String)>) -> Result<LapinRunning> {
+async fn start_lapin_consumer(
+    cfg: &BusConfig,
+    queue: &str,
+    samples: Arc<Samples>,
+    inbox: Option<(PgPool, String)>,
+) -> Result<LapinRunning> {
     let conn = Connection::connect(&cfg.amqp_url, ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
     ch.basic_qos(cfg.prefetch, BasicQosOptions::default()).await?;
@@ -665,7 +676,8 @@ async fn throughput_rows(s: &Settings, cfg: &BusConfig) -> Result<ThroughputResu
     let ref_samples = Arc::new(Samples::default());
     let rpg_samples = Arc::new(Samples::default());
     let reference = start_lapin_consumer(cfg, &ref_names.work, ref_samples.clone(), None).await?;
-    let reference_pg = start_lapin_consumer(cfg, &rpg_names.work, rpg_samples.clone(), Some((rpg_db.pool.clone(), RPG_SVC.to_owned()))).await?;
+    let reference_pg =
+        start_lapin_consumer(cfg, &rpg_names.work, rpg_samples.clone(), Some((rpg_db.pool.clone(), RPG_SVC.to_owned()))).await?;
 
     // Publishers: ours on its own connection, plain lapin on another.
     let bus_pub_conn = publisher::connect(cfg, "bench bus publisher").await?;
@@ -696,10 +708,16 @@ async fn throughput_rows(s: &Settings, cfg: &BusConfig) -> Result<ThroughputResu
     let mut rounds: [Vec<Row>; 5] = Default::default();
     for _ in 0..s.rounds {
         let pad = &s.pad;
-        rounds[0].push(measure(LABELS[0], n, &ref_samples, &ref_done, publish_lapin_pipelined(&lapin_ch, &exchange, n, w, REF_TYPE, pad)).await?);
+        rounds[0].push(
+            measure(LABELS[0], n, &ref_samples, &ref_done, publish_lapin_pipelined(&lapin_ch, &exchange, n, w, REF_TYPE, pad)).await?,
+        );
         rounds[1].push(measure(LABELS[1], n, &bus_samples, &bus_done, publish_bus_pipelined(&bus_pub, n, w, BUS_TYPE, pad)).await?);
-        rounds[2].push(measure(LABELS[2], n, &rpg_samples, &rpg_done, publish_lapin_pipelined(&lapin_ch, &exchange, n, w, RPG_TYPE, pad)).await?);
-        rounds[3].push(measure(LABELS[3], n, &bus_samples, &bus_done, publish_lapin_pipelined(&lapin_ch, &exchange, n, w, BUS_TYPE, pad)).await?);
+        rounds[2].push(
+            measure(LABELS[2], n, &rpg_samples, &rpg_done, publish_lapin_pipelined(&lapin_ch, &exchange, n, w, RPG_TYPE, pad)).await?,
+        );
+        rounds[3].push(
+            measure(LABELS[3], n, &bus_samples, &bus_done, publish_lapin_pipelined(&lapin_ch, &exchange, n, w, BUS_TYPE, pad)).await?,
+        );
         rounds[4].push(measure(LABELS[4], n, &ref_samples, &ref_done, publish_bus_pipelined(&bus_pub, n, w, REF_TYPE, pad)).await?);
     }
     let (reference_idx, bus_idx, reference_pg_idx) = (0, 1, 2);
@@ -729,9 +747,28 @@ async fn throughput_rows(s: &Settings, cfg: &BusConfig) -> Result<ThroughputResu
     let mut paced_blocks: [Vec<Row>; 3] = Default::default();
     for i in 0..blocks {
         let k = ln / blocks + usize::from(i < ln % blocks);
-        paced_blocks[0].push(measure("ref", k, &ref_samples, &ref_done, paced(k, lr, || send_one_lapin(lapin_ch.clone(), exchange.clone(), REF_TYPE, pad.clone()))).await?);
-        paced_blocks[1].push(measure("bus", k, &bus_samples, &bus_done, paced(k, lr, || send_one_bus(bus_pub.clone(), BUS_TYPE, pad.clone()))).await?);
-        paced_blocks[2].push(measure("rpg", k, &rpg_samples, &rpg_done, paced(k, lr, || send_one_lapin(lapin_ch.clone(), exchange.clone(), RPG_TYPE, pad.clone()))).await?);
+        paced_blocks[0].push(
+            measure(
+                "ref",
+                k,
+                &ref_samples,
+                &ref_done,
+                paced(k, lr, || send_one_lapin(lapin_ch.clone(), exchange.clone(), REF_TYPE, pad.clone())),
+            )
+            .await?,
+        );
+        paced_blocks[1]
+            .push(measure("bus", k, &bus_samples, &bus_done, paced(k, lr, || send_one_bus(bus_pub.clone(), BUS_TYPE, pad.clone()))).await?);
+        paced_blocks[2].push(
+            measure(
+                "rpg",
+                k,
+                &rpg_samples,
+                &rpg_done,
+                paced(k, lr, || send_one_lapin(lapin_ch.clone(), exchange.clone(), RPG_TYPE, pad.clone())),
+            )
+            .await?,
+        );
     }
     let paced_labels = [
         format!("REFERENCE  lapin at {lr}/s -> lapin consumer, ack only"),
@@ -747,7 +784,15 @@ async fn throughput_rows(s: &Settings, cfg: &BusConfig) -> Result<ThroughputResu
     reference_pg.stop().await;
     bus.stop().await;
     drop((bus_db, rpg_db));
-    Ok(ThroughputResults { rows, bus: bus_idx, reference: reference_idx, reference_pg: reference_pg_idx, paced: paced_rows, paired, paired_pg })
+    Ok(ThroughputResults {
+        rows,
+        bus: bus_idx,
+        reference: reference_idx,
+        reference_pg: reference_pg_idx,
+        paced: paced_rows,
+        paired,
+        paired_pg,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -902,10 +947,16 @@ async fn main() -> Result<()> {
         "  N={} events per row (+{} warm-up per path), body {body_bytes} B, confirm window {}, prefetch {} (BusConfig default)",
         s.events, s.warmup, s.window, cfg.prefetch
     );
-    println!("  every row: persistent (delivery_mode 2), mandatory, publisher confirms, manual ack, quorum work queue from topology::declare_service");
+    println!(
+        "  every row: persistent (delivery_mode 2), mandatory, publisher confirms, manual ack, quorum work queue from topology::declare_service"
+    );
     println!("  columns: confirm/s = sent / time to last confirm; e2e msg/s = finished (acked) / time from first publish to last ack;");
-    println!("           latency = consumer-side stamp - send stamp; app/rabbit/pg = CPU ms per 1000 msgs of this process / beam.smp / postgres");
-    println!("           (at fixed low rates the CPU columns include idle polling and broker busy-waiting: compare rows within a table only)");
+    println!(
+        "           latency = consumer-side stamp - send stamp; app/rabbit/pg = CPU ms per 1000 msgs of this process / beam.smp / postgres"
+    );
+    println!(
+        "           (at fixed low rates the CPU columns include idle polling and broker busy-waiting: compare rows within a table only)"
+    );
     println!();
 
     let started = Instant::now();
@@ -981,9 +1032,7 @@ async fn main() -> Result<()> {
         ob.outbox.p50() - ob.direct.p50()
     );
     let b = &ob.breakdown;
-    println!(
-        "  breakdown (relay claim = PostgreSQL now() of the relay's claim transaction, same host clock):"
-    );
+    println!("  breakdown (relay claim = PostgreSQL now() of the relay's claim transaction, same host clock):");
     println!(
         "    commit -> relay claim   p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
         pct_ms(&b.pickup_us, 0.5),
@@ -996,12 +1045,7 @@ async fn main() -> Result<()> {
         pct_ms(&b.relay_to_consumer_us, 0.99),
         pct_ms(&b.relay_to_consumer_us, 1.0)
     );
-    println!(
-        "    relay batches {}  (mean {:.1} rows, max {})",
-        b.batches,
-        b.pickup_us.len() as f64 / b.batches.max(1) as f64,
-        b.max_batch
-    );
+    println!("    relay batches {}  (mean {:.1} rows, max {})", b.batches, b.pickup_us.len() as f64 / b.batches.max(1) as f64, b.max_batch);
     println!();
     println!("  total bench time {:.1} s", started.elapsed().as_secs_f64());
     Ok(())

@@ -356,7 +356,8 @@ impl Consumer {
                 self.park(&delivery, link, attempt, None, &e.to_string()).await?;
                 link.acks.settle(&[delivery.delivery_tag]).await?;
                 self.stats.count(Outcome::Parked);
-                metrics::counter!("sb_bus_consumed_total", "service" => self.service.clone(), "type" => "invalid", "outcome" => "parked").increment(1);
+                metrics::counter!("sb_bus_consumed_total", "service" => self.service.clone(), "type" => "invalid", "outcome" => "parked")
+                    .increment(1);
                 Ok(None)
             }
         }

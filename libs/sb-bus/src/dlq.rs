@@ -109,9 +109,7 @@ impl Ops {
     async fn count(&self, queue: &str) -> lapin::Result<Option<u32>> {
         // A passive declare of a missing queue closes the channel, so each check gets its own.
         let ch = self.conn.create_channel().await?;
-        let res = ch
-            .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-            .await;
+        let res = ch.queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await;
         let _ = ch.close(200, "".into()).await;
         Ok(res.ok().map(|q| q.message_count()))
     }
@@ -168,11 +166,18 @@ impl Ops {
             }
             let props = publisher::with_headers(
                 &d.properties,
+                &[(headers::ATTEMPT, AMQPValue::LongLongInt(0)), (headers::REPLAYED_AT, lstr(chrono::Utc::now().to_rfc3339()))],
                 &[
-                    (headers::ATTEMPT, AMQPValue::LongLongInt(0)),
-                    (headers::REPLAYED_AT, lstr(chrono::Utc::now().to_rfc3339())),
+                    headers::REASON,
+                    headers::FAILED_AT,
+                    "x-death",
+                    "x-first-death-exchange",
+                    "x-first-death-queue",
+                    "x-first-death-reason",
+                    "x-last-death-exchange",
+                    "x-last-death-queue",
+                    "x-last-death-reason",
                 ],
-                &[headers::REASON, headers::FAILED_AT, "x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason"],
             );
             publisher.send_to_queue(&n.work, &d.data, props).await?;
             d.acker.ack(BasicAckOptions::default()).await?;

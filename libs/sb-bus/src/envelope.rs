@@ -112,9 +112,7 @@ impl Envelope {
 
 /// `a.b.c.v1` → true; `a.b.c` or `a.b.c.vX` → false.
 pub fn has_version_suffix(event_type: &str) -> bool {
-    event_type
-        .rsplit_once(".v")
-        .is_some_and(|(head, n)| !head.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    event_type.rsplit_once(".v").is_some_and(|(head, n)| !head.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]
@@ -123,8 +121,8 @@ mod tests {
 
     #[test]
     fn round_trips_and_keeps_wire_names() {
-        let env = Envelope::new("identity", "identity.user.signed_up.v1", serde_json::json!({"email": "a@b.c"}))
-            .with_account(Uuid::now_v7());
+        let env =
+            Envelope::new("identity", "identity.user.signed_up.v1", serde_json::json!({"email": "a@b.c"})).with_account(Uuid::now_v7());
         let json: serde_json::Value = serde_json::from_slice(&env.to_json()).unwrap();
         assert_eq!(json["type"], "identity.user.signed_up.v1");
         assert_eq!(json["envelope_version"], 1);
@@ -141,8 +139,7 @@ mod tests {
 
     #[test]
     fn caused_by_carries_the_chain() {
-        let cause = Envelope::new("identity", "identity.user.signed_up.v1", serde_json::Value::Null)
-            .with_user(Uuid::now_v7());
+        let cause = Envelope::new("identity", "identity.user.signed_up.v1", serde_json::Value::Null).with_user(Uuid::now_v7());
         let effect = Envelope::caused_by(&cause, "crm-sync", "crm.contact.synced.v1", serde_json::Value::Null);
         assert_eq!(effect.correlation_id, cause.correlation_id);
         assert_eq!(effect.causation_id, Some(cause.id));

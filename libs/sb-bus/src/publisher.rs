@@ -96,16 +96,16 @@ impl Publisher {
         confirmed(pending).await
     }
 
-    async fn start(&self, exchange: &str, routing_key: &str, body: &[u8], props: BasicProperties) -> Result<PublisherConfirm, PublishError> {
+    async fn start(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<PublisherConfirm, PublishError> {
         Ok(self
             .ch
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
-                body,
-                props,
-            )
+            .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions { mandatory: true, ..Default::default() }, body, props)
             .await?)
     }
 }

@@ -32,11 +32,7 @@ impl Names {
             unrouted_queue: format!("{p}.unrouted"),
             work: format!("{p}.{service}.work"),
             dlq: format!("{p}.{service}.dlq"),
-            rungs: cfg
-                .retry_delays
-                .iter()
-                .map(|d| (format!("{p}.{service}.retry.{}", format_duration(*d)), *d))
-                .collect(),
+            rungs: cfg.retry_delays.iter().map(|d| (format!("{p}.{service}.retry.{}", format_duration(*d)), *d)).collect(),
         }
     }
 
@@ -78,10 +74,8 @@ fn dead_letter_to(t: &mut FieldTable, target: &str) {
 pub async fn declare_exchange(ch: &Channel, cfg: &BusConfig) -> lapin::Result<()> {
     let n = Names::new(cfg, "_");
     let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    ch.exchange_declare(n.unrouted_exchange.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default())
-        .await?;
-    ch.queue_declare(n.unrouted_queue.as_str().into(), QueueDeclareOptions::durable(), quorum_args(cfg))
-        .await?;
+    ch.exchange_declare(n.unrouted_exchange.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default()).await?;
+    ch.queue_declare(n.unrouted_queue.as_str().into(), QueueDeclareOptions::durable(), quorum_args(cfg)).await?;
     ch.queue_bind(
         n.unrouted_queue.as_str().into(),
         n.unrouted_exchange.as_str().into(),

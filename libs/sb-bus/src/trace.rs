@@ -44,8 +44,5 @@ pub fn continue_trace(span: &tracing::Span, headers: &TraceHeaders) {
 
 /// The trace headers present on an AMQP message.
 pub fn from_properties(props: &lapin::BasicProperties) -> TraceHeaders {
-    ["traceparent", "tracestate"]
-        .into_iter()
-        .filter_map(|k| crate::publisher::header_str(props, k).map(|v| (k.to_owned(), v)))
-        .collect()
+    ["traceparent", "tracestate"].into_iter().filter_map(|k| crate::publisher::header_str(props, k).map(|v| (k.to_owned(), v))).collect()
 }

@@ -1,5 +1,6 @@
 //! The bus against the real broker and database: delivery, rollback, idempotency, retry ladder,
 //! DLQ and replay, and a consumer killed between commit and ack.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 
@@ -46,12 +47,14 @@ async fn committed_event_is_delivered_and_rolled_back_one_is_not() {
     assert_eq!(effects(&consumer_db.pool, dropped.id).await, 0, "a rolled-back event was delivered");
     let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&producer.pool).await.unwrap();
     assert_eq!(orders, 2);
-    let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM sb_outbox WHERE published_at IS NULL").fetch_one(&producer.pool).await.unwrap();
+    let unsent: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sb_outbox WHERE published_at IS NULL").fetch_one(&producer.pool).await.unwrap();
     assert_eq!(unsent, 0, "every committed row is marked sent");
     assert_eq!(consumer.stats.applied.load(Ordering::SeqCst), 2);
 
     // The relay stamps the envelope unchanged: what arrives is what was committed.
-    let delivered: (String,) = sqlx::query_as("SELECT event_type FROM sb_inbox WHERE event_id = $1").bind(kept.id).fetch_one(&consumer_db.pool).await.unwrap();
+    let delivered: (String,) =
+        sqlx::query_as("SELECT event_type FROM sb_inbox WHERE event_id = $1").bind(kept.id).fetch_one(&consumer_db.pool).await.unwrap();
     assert_eq!(delivered.0, common::TEST_EVENT);
     relay.cancel();
     consumer.stop().await;
@@ -170,7 +173,10 @@ async fn a_permanent_failure_lands_in_the_dlq_once_and_replay_applies_it_exactly
 
     // A replay of something already applied is acknowledged without a second effect.
     let again = &events[0];
-    publisher.send_to_queue(&Names::new(&cfg, SERVICE).dlq, &again.to_json(), sb_bus::publisher::event_properties(again, &Default::default())).await.unwrap();
+    publisher
+        .send_to_queue(&Names::new(&cfg, SERVICE).dlq, &again.to_json(), sb_bus::publisher::event_properties(again, &Default::default()))
+        .await
+        .unwrap();
     assert_eq!(ops.replay(SERVICE, Selector::All).await.unwrap(), 1);
     wait_total(&consumer.stats, 7, "duplicate replay").await;
     assert_eq!(effects(&db.pool, again.id).await, 1);
@@ -211,7 +217,9 @@ async fn garbage_and_unknown_types_are_parked_not_dropped_and_purge_needs_a_sele
 #[tokio::test]
 #[ignore = "run as a child process by killed_between_commit_and_ack_leaves_one_effect"]
 async fn child_consumer_that_hangs_after_commit() {
-    let (Ok(url), Ok(prefix), Ok(marker)) = (std::env::var("SB_CHILD_DB"), std::env::var("SB_CHILD_PREFIX"), std::env::var("SB_CHILD_MARKER")) else {
+    let (Ok(url), Ok(prefix), Ok(marker)) =
+        (std::env::var("SB_CHILD_DB"), std::env::var("SB_CHILD_PREFIX"), std::env::var("SB_CHILD_MARKER"))
+    else {
         return;
     };
     let mut cfg = bus_config("child");

@@ -1,5 +1,6 @@
 //! Broker chaos in the middle of a stream: every connection closed, then the broker restarted.
 //! These tests disturb every other user of the broker, so `make test` runs this binary on its own.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 
@@ -50,7 +51,8 @@ async fn closing_connections_and_restarting_the_broker_mid_stream_loses_and_dupl
     let (rows, distinct) = all_effects(&consumer_db.pool).await;
     assert_eq!(distinct, EVENTS, "events lost");
     assert_eq!(rows, EVENTS, "effects duplicated");
-    let unsent: i64 = sqlx::query_scalar("SELECT count(*) FROM sb_outbox WHERE published_at IS NULL").fetch_one(&producer.pool).await.unwrap();
+    let unsent: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sb_outbox WHERE published_at IS NULL").fetch_one(&producer.pool).await.unwrap();
     assert_eq!(unsent, 0);
     println!(
         "chaos: {EVENTS} events, applied {}, redelivered duplicates ignored {}",

@@ -1,7 +1,7 @@
 //! Shared fixtures for the bus integration tests: a fresh database and queue prefix per test, a
 //! handler that records its effect in a table without a unique key (so duplicates would show).
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)] // test support code: a failed unwrap is a failed test
 
 use std::{
     sync::{

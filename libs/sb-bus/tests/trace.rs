@@ -1,4 +1,5 @@
 //! W3C trace context crosses the bus: a handler runs inside the trace that enqueued its event.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 

@@ -91,7 +91,5 @@ pub trait Mailer: Send + Sync {
 
 /// Parses a recipient as lettre does for sending, so that every mailer rejects the same addresses.
 pub(crate) fn parse_recipient(to: &str) -> Result<lettre::message::Mailbox, MailError> {
-    to.trim()
-        .parse::<lettre::message::Mailbox>()
-        .map_err(|e| MailError::Permanent(format!("invalid recipient address: {e}")))
+    to.trim().parse::<lettre::message::Mailbox>().map_err(|e| MailError::Permanent(format!("invalid recipient address: {e}")))
 }

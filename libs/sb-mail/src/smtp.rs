@@ -24,9 +24,7 @@ pub const DEFAULT_FROM: &str = "Switchboard <noreply@localhost>";
 pub enum ConfigError {
     #[error("invalid SMTP URL: {0} (expected smtp://[user:password@]host[:port])")]
     Url(&'static str),
-    #[error(
-        "SMTP over TLS (smtps://, STARTTLS) is not supported yet; use smtp:// to a local server or a relay on a trusted network"
-    )]
+    #[error("SMTP over TLS (smtps://, STARTTLS) is not supported yet; use smtp:// to a local server or a relay on a trusted network")]
     TlsUnsupported,
     #[error("invalid SMTP from address {address:?}: {reason}")]
     From { address: String, reason: String },
@@ -95,14 +93,11 @@ impl SmtpConfig {
         let (username, password) = match userinfo {
             None => (None, None),
             Some(info) => {
-                let (user, pass) = info
-                    .split_once(':')
-                    .ok_or(ConfigError::Url("a user name needs a password (smtp://user:password@host)"))?;
-                let user =
-                    percent_decode(user).ok_or(ConfigError::Url("the user name is not valid percent-encoded UTF-8"))?;
-                let pass = percent_decode(pass).ok_or(ConfigError::Url(
-                    "the password is not valid percent-encoded UTF-8 (write a literal % as %25)",
-                ))?;
+                let (user, pass) =
+                    info.split_once(':').ok_or(ConfigError::Url("a user name needs a password (smtp://user:password@host)"))?;
+                let user = percent_decode(user).ok_or(ConfigError::Url("the user name is not valid percent-encoded UTF-8"))?;
+                let pass = percent_decode(pass)
+                    .ok_or(ConfigError::Url("the password is not valid percent-encoded UTF-8 (write a literal % as %25)"))?;
                 if user.is_empty() {
                     return Err(ConfigError::Url("the user name is empty"));
                 }
@@ -146,8 +141,7 @@ fn split_host_port(hostport: &str) -> Result<(String, u16), ConfigError> {
     if host.is_empty() {
         return Err(ConfigError::Url("the host is empty"));
     }
-    if host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '@' || (c == ':' && !hostport.starts_with('[')))
-    {
+    if host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '@' || (c == ':' && !hostport.starts_with('['))) {
         return Err(ConfigError::Url("the host contains invalid characters"));
     }
     let port = match port {
@@ -217,12 +211,8 @@ impl SmtpMailer {
         if timeout.is_zero() {
             return Err(ConfigError::Invalid("the timeout must be positive"));
         }
-        let from_box = from
-            .trim()
-            .parse::<Mailbox>()
-            .map_err(|e| ConfigError::From { address: from.clone(), reason: e.to_string() })?;
-        let mut builder =
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone()).port(port).timeout(Some(timeout));
+        let from_box = from.trim().parse::<Mailbox>().map_err(|e| ConfigError::From { address: from.clone(), reason: e.to_string() })?;
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone()).port(port).timeout(Some(timeout));
         let mut secrets = Vec::new();
         match (username, password) {
             (Some(user), Some(pass)) => {
@@ -297,10 +287,7 @@ impl Mailer for SmtpMailer {
         let result = match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
             Ok(Ok(_response)) => Ok(()),
             Ok(Err(e)) => Err(self.classify(&e)),
-            Err(_) => Err(MailError::Transient(format!(
-                "SMTP {}:{}: no answer within {:?}",
-                self.host, self.port, self.timeout
-            ))),
+            Err(_) => Err(MailError::Transient(format!("SMTP {}:{}: no answer within {:?}", self.host, self.port, self.timeout))),
         };
         match &result {
             Ok(()) => info!(email_id = %email.id, template = %email.template, mailer = "smtp", "email sent"),
@@ -340,9 +327,7 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (plain, encoded) in
-            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("foobar", "Zm9vYmFy")]
-        {
+        for (plain, encoded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("foobar", "Zm9vYmFy")] {
             assert_eq!(base64(plain.as_bytes()), encoded);
         }
     }

@@ -1,4 +1,5 @@
 //! SmtpConfig parsing and secrecy: no error or Debug output ever carries the password.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::time::Duration;
 
@@ -29,10 +30,7 @@ fn a_raw_at_or_colon_in_the_password_still_parses() {
 #[test]
 fn defaults_and_other_hosts() {
     let c = SmtpConfig::from_url("smtp://localhost").unwrap();
-    assert_eq!(
-        (c.host.as_str(), c.port, c.username.is_none(), c.password.is_none()),
-        ("localhost", DEFAULT_PORT, true, true)
-    );
+    assert_eq!((c.host.as_str(), c.port, c.username.is_none(), c.password.is_none()), ("localhost", DEFAULT_PORT, true, true));
     let c = SmtpConfig::from_url("SMTP://127.0.0.1:1025/").unwrap();
     assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 1025));
     let c = SmtpConfig::from_url("smtp://[::1]:2525").unwrap();
@@ -89,8 +87,7 @@ fn debug_hides_the_password() {
 fn the_mailer_validates_its_config() {
     let bad_from = SmtpConfig::new("localhost", 25, "not an address");
     assert!(matches!(SmtpMailer::new(bad_from).unwrap_err(), ConfigError::From { .. }));
-    let no_user =
-        SmtpConfig { password: Some(SecretString::from(SECRET)), ..SmtpConfig::new("localhost", 25, "a@b.c") };
+    let no_user = SmtpConfig { password: Some(SecretString::from(SECRET)), ..SmtpConfig::new("localhost", 25, "a@b.c") };
     let err = SmtpMailer::new(no_user).unwrap_err();
     assert!(!err.to_string().contains(SECRET));
     let zero = SmtpConfig::new("localhost", 25, "a@b.c").with_timeout(Duration::ZERO);

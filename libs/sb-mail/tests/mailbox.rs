@@ -2,6 +2,7 @@
 //!
 //! Multi-threaded runtimes: `TestDb`'s drop blocks the test's thread while it closes the pool, and
 //! a pooled connection dropped just before is returned by a task that must run elsewhere.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use sb_mail::{Email, MailError, MailboxMailer, Mailer, StoredEmail};
 use sb_testkit::TestDb;
@@ -52,9 +53,7 @@ async fn sending_the_same_email_twice_stores_it_once() {
 async fn list_is_newest_first_filters_by_recipient_and_limits() {
     let db = db("mail_list").await;
     let m = MailboxMailer::new(db.pool.clone());
-    for (to, subject) in
-        [("a@example.com", "1"), ("b@example.com", "2"), ("a@example.com", "3"), ("a@example.com", "4")]
-    {
+    for (to, subject) in [("a@example.com", "1"), ("b@example.com", "2"), ("a@example.com", "3"), ("a@example.com", "4")] {
         m.send(&email(to, subject)).await.unwrap();
     }
     let subjects = |v: Vec<StoredEmail>| v.into_iter().map(|e| e.subject).collect::<Vec<_>>();

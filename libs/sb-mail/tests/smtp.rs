@@ -1,5 +1,6 @@
 //! SmtpMailer against a real SMTP conversation (sb_testkit's fake server): what arrives, and how
 //! every kind of failure is classified.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::time::{Duration, Instant};
 

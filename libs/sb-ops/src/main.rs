@@ -26,7 +26,13 @@ macro_rules! out {
 #[command(name = "switchboard", version, about = "Operate Switchboard's event bus: queues, catalog and dead letters")]
 struct Cli {
     /// Broker URL (the password is never printed).
-    #[arg(long, env = "SWITCHBOARD_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", hide_default_value = true, global = true)]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_default_value = true,
+        global = true
+    )]
     amqp_url: String,
     /// Prefix of exchange and queue names, as configured for the services.
     #[arg(long, env = "SWITCHBOARD_BUS_PREFIX", default_value = "switchboard", global = true)]
@@ -139,7 +145,10 @@ fn print_json(v: &impl serde::Serialize) {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Catalog = cli.command {
         if cli.json {
-            let rows: Vec<_> = CATALOG.iter().map(|s| serde_json::json!({"type": s.event_type, "producer": s.producer, "description": s.description})).collect();
+            let rows: Vec<_> = CATALOG
+                .iter()
+                .map(|s| serde_json::json!({"type": s.event_type, "producer": s.producer, "description": s.description}))
+                .collect();
             print_json(&rows);
         } else {
             for s in CATALOG {

@@ -1,4 +1,5 @@
 //! The `switchboard` binary against the real broker: list, show, replay and purge parked messages.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::process::{Command, Output, Stdio};
 

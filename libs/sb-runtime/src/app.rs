@@ -92,10 +92,8 @@ struct OpsService {
 #[tonic::async_trait]
 impl ops_server::Ops for OpsService {
     async fn get_service_info(&self, _: tonic::Request<GetServiceInfoRequest>) -> Result<tonic::Response<ServiceInfo>, tonic::Status> {
-        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM sb_outbox WHERE published_at IS NULL")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sb_outbox WHERE published_at IS NULL").fetch_one(&self.pool).await.map_err(|e| {
                 warn!(error = %e, "counting outbox rows");
                 tonic::Status::unavailable("database unavailable")
             })?;
@@ -197,7 +195,12 @@ impl App {
 }
 
 /// Keeps gRPC health in step with readiness (SERVING only when PostgreSQL and RabbitMQ are up).
-async fn watch_health(ready: Readiness, reporter: tonic_health::server::HealthReporter, service: &'static str, shutdown: CancellationToken) {
+async fn watch_health(
+    ready: Readiness,
+    reporter: tonic_health::server::HealthReporter,
+    service: &'static str,
+    shutdown: CancellationToken,
+) {
     let grpc_name = format!("switchboard.{service}");
     loop {
         let status = if ready.check().await.0 { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
@@ -214,7 +217,13 @@ async fn watch_health(ready: Readiness, reporter: tonic_health::server::HealthRe
 }
 
 /// Publishes queue depths (work, retry rungs, DLQ) and the outbox backlog as metrics.
-async fn watch_queues(bus: sb_bus::BusConfig, pool: PgPool, service: &'static str, consumer_up: Arc<AtomicBool>, shutdown: CancellationToken) {
+async fn watch_queues(
+    bus: sb_bus::BusConfig,
+    pool: PgPool,
+    service: &'static str,
+    consumer_up: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
     let mut ops: Option<Ops> = None;
     loop {
         // Only look once the consumer has declared the queues, so a look never races their creation.

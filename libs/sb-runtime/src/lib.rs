@@ -98,9 +98,6 @@ pub async fn main(def: ServiceDef) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if config.service_token.expose_secret() == config::DEV_SERVICE_TOKEN && cmd == "serve" {
-        eprintln!("{}: SWITCHBOARD_SERVICE_TOKEN is not set; using the local development token (set a random one in any shared deployment)", def.name);
-    }
     let _telemetry = match telemetry::init(def.name, config.log_format, config.otlp_endpoint.as_deref()) {
         Ok(g) => g,
         Err(e) => {
@@ -108,6 +105,12 @@ pub async fn main(def: ServiceDef) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if config.service_token.expose_secret() == config::DEV_SERVICE_TOKEN && cmd == "serve" {
+        tracing::warn!(
+            service = def.name,
+            "SWITCHBOARD_SERVICE_TOKEN is not set; using the local development token (set a random one in any shared deployment)"
+        );
+    }
     let result = if cmd == "migrate" {
         prepare_database(&config, &def).await.map(|_| tracing::info!(service = def.name, "migrations applied"))
     } else {

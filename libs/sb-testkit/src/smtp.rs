@@ -175,10 +175,7 @@ impl Drop for FakeSmtp {
 
 /// A `127.0.0.1` port nothing listens on (bound, then released), for "SMTP is down" tests.
 pub fn closed_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("can bind 127.0.0.1:0")
+    std::net::TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("can bind 127.0.0.1:0")
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -276,10 +273,8 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> io::Result<()> {
         match verb.as_str() {
             "EHLO" => {
                 tx = Transaction::default();
-                c.reply(&format!(
-                    "250-{HOSTNAME} greets {arg}\r\n250-PIPELINING\r\n250-AUTH PLAIN LOGIN\r\n250-SMTPUTF8\r\n250 8BITMIME"
-                ))
-                .await?;
+                c.reply(&format!("250-{HOSTNAME} greets {arg}\r\n250-PIPELINING\r\n250-AUTH PLAIN LOGIN\r\n250-SMTPUTF8\r\n250 8BITMIME"))
+                    .await?;
             }
             "HELO" => {
                 tx = Transaction::default();
@@ -391,9 +386,7 @@ async fn authenticate(c: &mut Conn, arg: &str) -> io::Result<AuthOutcome> {
             };
             let mut parts = decoded.split(|b| *b == 0);
             match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                (Some(_authz), Some(user), Some(_password), None) => {
-                    Ok(AuthOutcome::User(String::from_utf8_lossy(user).into_owned()))
-                }
+                (Some(_authz), Some(user), Some(_password), None) => Ok(AuthOutcome::User(String::from_utf8_lossy(user).into_owned())),
                 _ => Ok(AuthOutcome::Reply("501 5.5.2 Malformed AUTH PLAIN response")),
             }
         }

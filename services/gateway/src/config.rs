@@ -30,7 +30,10 @@ impl GatewayConfig {
             Some((var, v)) => {
                 let list: Vec<String> = v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect();
                 if let Some(bad) = list.iter().find(|o| !(o.starts_with("http://") || o.starts_with("https://")) || o.contains('*')) {
-                    return Err(ConfigError { var, reason: format!("{bad:?} is not an origin like https://portal.example.com (no wildcards)") });
+                    return Err(ConfigError {
+                        var,
+                        reason: format!("{bad:?} is not an origin like https://portal.example.com (no wildcards)"),
+                    });
                 }
                 list
             }

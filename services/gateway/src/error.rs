@@ -83,7 +83,10 @@ impl From<tonic::Status> for ApiError {
             Code::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", "Not found", msg),
             Code::ResourceExhausted => {
                 let retry = s.metadata().get("retry-after-seconds").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-                Self { retry_after: retry.or(Some(60)), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "Too many requests", msg) }
+                Self {
+                    retry_after: retry.or(Some(60)),
+                    ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "Too many requests", msg)
+                }
             }
             Code::Unavailable | Code::DeadlineExceeded => {
                 warn!(status = %s, "upstream unavailable");

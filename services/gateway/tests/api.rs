@@ -1,5 +1,6 @@
 //! The portal API as a browser or attacker uses it: sign-up races, mass assignment, BOLA/BFLA,
 //! forged sessions, throttling, body limits, problem+json, request ids, CORS, security headers.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 
@@ -31,7 +32,8 @@ async fn a_double_submitted_signup_creates_one_user_and_the_second_gets_409() {
     }
     statuses.sort();
     assert_eq!(statuses, vec![201, 409, 409, 409]);
-    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email = 'twice@example.com'").fetch_one(&sys.identity.db.pool).await.unwrap();
+    let users: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE email = 'twice@example.com'").fetch_one(&sys.identity.db.pool).await.unwrap();
     assert_eq!(users, 1);
     sys.stop().await;
 }
@@ -101,12 +103,16 @@ async fn forged_expired_revoked_and_logged_out_sessions_get_401_and_cookies_work
     // Revoked by an admin.
     let again = sys.login("sess@forge.test").await;
     let admin = sys.staff("admin@forge.test", Role::Admin).await;
-    let r = sys.web.post(sys.url(&format!("/v1/admin/users/{}/revoke-sessions", u.user_id))).bearer_auth(&admin.token).send().await.unwrap();
+    let r =
+        sys.web.post(sys.url(&format!("/v1/admin/users/{}/revoke-sessions", u.user_id))).bearer_auth(&admin.token).send().await.unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["revoked"], 1);
     assert_eq!(sys.web.get(sys.url("/v1/me")).bearer_auth(&again.token).send().await.unwrap().status(), 401);
     // Expired.
     let third = sys.login("sess@forge.test").await;
-    sqlx::query("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE revoked_at IS NULL").execute(&sys.identity.db.pool).await.unwrap();
+    sqlx::query("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE revoked_at IS NULL")
+        .execute(&sys.identity.db.pool)
+        .await
+        .unwrap();
     assert_eq!(sys.web.get(sys.url("/v1/me")).bearer_auth(&third.token).send().await.unwrap().status(), 401);
     sys.stop().await;
 }
@@ -138,11 +144,15 @@ async fn bodies_are_limited_and_bad_ones_are_clear_problems() {
     assert_eq!((status, p["code"].as_str().unwrap()), (413, "body_too_large"));
     let (status, _) = problem(sys.web.post(sys.url("/v1/signup")).body("{}").send().await.unwrap()).await;
     assert_eq!(status, 415);
-    let (status, p) = problem(sys.web.post(sys.url("/v1/signup")).header("content-type", "application/json").body("{nope").send().await.unwrap()).await;
+    let (status, p) =
+        problem(sys.web.post(sys.url("/v1/signup")).header("content-type", "application/json").body("{nope").send().await.unwrap()).await;
     assert_eq!((status, p["code"].as_str().unwrap()), (400, "malformed_json"));
     let (status, p) = problem(sys.web.post(sys.url("/v1/signup")).json(&json!({"email": 5})).send().await.unwrap()).await;
     assert_eq!((status, p["code"].as_str().unwrap()), (422, "validation_failed"));
-    let (status, p) = problem(sys.web.post(sys.url("/v1/signup")).json(&json!({"email": "bad", "password": PASSWORD, "name": "X"})).send().await.unwrap()).await;
+    let (status, p) = problem(
+        sys.web.post(sys.url("/v1/signup")).json(&json!({"email": "bad", "password": PASSWORD, "name": "X"})).send().await.unwrap(),
+    )
+    .await;
     assert_eq!((status, p["code"].as_str().unwrap()), (422, "validation_failed"));
     assert!(p["detail"].as_str().unwrap().starts_with("email"), "{p}");
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&sys.identity.db.pool).await.unwrap();
@@ -200,7 +210,16 @@ async fn impersonation_shows_in_me_and_is_audited() {
     assert_eq!(me["impersonated_by"]["email"], "imp-admin@switchboard.test");
     // Acting as the customer never grants the admin's routes.
     assert_eq!(sys.web.get(sys.url("/v1/admin/audit")).bearer_auth(&token).send().await.unwrap().status(), 403);
-    let audit: Value = sys.web.get(sys.url(&format!("/v1/admin/audit?user_id={}", cust.user_id))).bearer_auth(&admin.token).send().await.unwrap().json().await.unwrap();
+    let audit: Value = sys
+        .web
+        .get(sys.url(&format!("/v1/admin/audit?user_id={}", cust.user_id)))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let entry = audit.as_array().unwrap().iter().find(|e| e["action"] == "impersonation.started").expect("audited");
     assert_eq!(entry["actor_user_id"], admin.user_id);
     assert_eq!(entry["detail"]["reason"], "customer asked for help with billing");
@@ -212,7 +231,8 @@ async fn impersonation_shows_in_me_and_is_audited() {
 
 async fn sbt_wait_mail(sys: &System, admin: &str, to: &str) -> Value {
     sb_testkit::wait_for(std::time::Duration::from_secs(30), "the welcome email in the mailbox", || async {
-        let v: Value = sys.web.get(sys.url(&format!("/v1/admin/mailbox?to={to}"))).bearer_auth(admin).send().await.ok()?.json().await.ok()?;
+        let v: Value =
+            sys.web.get(sys.url(&format!("/v1/admin/mailbox?to={to}"))).bearer_auth(admin).send().await.ok()?.json().await.ok()?;
         v.as_array().and_then(|a| a.first().cloned())
     })
     .await

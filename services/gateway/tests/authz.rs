@@ -1,5 +1,6 @@
 //! The authorization matrix (OWASP's approach): every route in the OpenAPI document must be in
 //! `authz-matrix.json`, and every route answers every viewpoint exactly as the matrix says.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 
@@ -99,7 +100,11 @@ async fn every_route_answers_every_viewpoint_as_the_matrix_says() {
             let got = req.send().await.unwrap().status().as_u16();
             checked += 1;
             if u64::from(got) != expected {
-                mismatches.push(format!("{} {} as {viewpoint}: expected {expected}, got {got}", route["method"].as_str().unwrap(), route["path"].as_str().unwrap()));
+                mismatches.push(format!(
+                    "{} {} as {viewpoint}: expected {expected}, got {got}",
+                    route["method"].as_str().unwrap(),
+                    route["path"].as_str().unwrap()
+                ));
             }
         }
     }

@@ -38,14 +38,14 @@ impl IdentityConfig {
     }
 
     pub fn from(env: &Env) -> Result<Self, ConfigError> {
-        let login_max_failures = at_least_two(env.var_name("LOGIN_MAX_FAILURES"), Env::parse(env.own("LOGIN_MAX_FAILURES"), 5, "a whole number")?)?;
-        let login_ip_max_failures = at_least_two(env.var_name("LOGIN_IP_MAX_FAILURES"), Env::parse(env.own("LOGIN_IP_MAX_FAILURES"), 50, "a whole number")?)?;
+        let login_max_failures =
+            at_least_two(env.var_name("LOGIN_MAX_FAILURES"), Env::parse(env.own("LOGIN_MAX_FAILURES"), 5, "a whole number")?)?;
+        let login_ip_max_failures =
+            at_least_two(env.var_name("LOGIN_IP_MAX_FAILURES"), Env::parse(env.own("LOGIN_IP_MAX_FAILURES"), 50, "a whole number")?)?;
         let mail_from = env.own("MAIL_FROM").map_or_else(|| "Switchboard <no-reply@switchboard.local>".to_owned(), |(_, v)| v);
         let smtp = match env.own("SMTP_URL") {
             Some((var, v)) => Some(
-                sb_mail::SmtpConfig::from_url(&v)
-                    .map_err(|e| ConfigError { var, reason: e.to_string() })?
-                    .with_from(mail_from.clone()),
+                sb_mail::SmtpConfig::from_url(&v).map_err(|e| ConfigError { var, reason: e.to_string() })?.with_from(mail_from.clone()),
             ),
             None => None,
         };

@@ -32,8 +32,17 @@ impl Email {
         let Some((local, domain)) = e.rsplit_once('@') else {
             return Err(invalid("email", "is not an email address"));
         };
-        let ok_chars = |s: &str| !s.is_empty() && s.chars().all(|c| !c.is_whitespace() && !c.is_control() && c != '@' && c != '<' && c != '>' && c != ',');
-        if !ok_chars(local) || local.len() > 64 || !ok_chars(domain) || !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
+        let ok_chars = |s: &str| {
+            !s.is_empty() && s.chars().all(|c| !c.is_whitespace() && !c.is_control() && c != '@' && c != '<' && c != '>' && c != ',')
+        };
+        if !ok_chars(local)
+            || local.len() > 64
+            || !ok_chars(domain)
+            || !domain.contains('.')
+            || domain.starts_with('.')
+            || domain.ends_with('.')
+            || domain.contains("..")
+        {
             return Err(invalid("email", "is not an email address"));
         }
         Ok(Self(e))
@@ -146,7 +155,9 @@ pub mod token {
 
     /// Cheap shape check before any database work: refuses junk without a lookup.
     pub fn well_formed(token: &str) -> bool {
-        token.len() == PREFIX.len() + 43 && token.starts_with(PREFIX) && token[PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        token.len() == PREFIX.len() + 43
+            && token.starts_with(PREFIX)
+            && token[PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     }
 }
 
@@ -157,7 +168,9 @@ mod tests {
     #[test]
     fn emails_are_normalised_and_checked() {
         assert_eq!(Email::parse("  Ada.Lovelace@Example.COM ").unwrap().as_str(), "ada.lovelace@example.com");
-        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a da@example.com", "ada@exa..mple.com", "ada@.example.com", "<a>@b.co"] {
+        for bad in
+            ["", "ada", "ada@", "@example.com", "ada@example", "a da@example.com", "ada@exa..mple.com", "ada@.example.com", "<a>@b.co"]
+        {
             assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(Email::parse(&format!("{}@example.com", "a".repeat(65))).is_err());

@@ -181,7 +181,9 @@ impl IdentityService {
         }
         let bearer = header(md, "authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
         match bearer {
-            Some(t) => self.principal(t).await?.map(Caller::User).ok_or_else(|| Status::unauthenticated("session is invalid or has expired")),
+            Some(t) => {
+                self.principal(t).await?.map(Caller::User).ok_or_else(|| Status::unauthenticated("session is invalid or has expired"))
+            }
             None => Err(Status::unauthenticated("no credentials")),
         }
     }
@@ -234,7 +236,11 @@ impl pb::identity_server::Identity for IdentityService {
         let email = Email::parse(&r.email).map_err(invalid_argument)?;
         let password = Password::parse(&r.password).map_err(invalid_argument)?;
         let name = parse_name("name", &r.name).map_err(invalid_argument)?;
-        let account_name = if r.account_name.trim().is_empty() { name.clone() } else { parse_name("account_name", &r.account_name).map_err(invalid_argument)? };
+        let account_name = if r.account_name.trim().is_empty() {
+            name.clone()
+        } else {
+            parse_name("account_name", &r.account_name).map_err(invalid_argument)?
+        };
         let hash = hash_password(&password).await?;
         let created = store::sign_up(
             &self.pool,
@@ -291,7 +297,17 @@ impl pb::identity_server::Identity for IdentityService {
         store::throttle_reset(&self.pool, &email_key).await.map_err(internal)?;
         let mut tx = self.pool.begin().await.map_err(internal)?;
         let session = store::create_session(&mut tx, user.id, None, self.session_ttl(), client_ip.as_deref()).await.map_err(internal)?;
-        store::audit(&mut tx, Some(user.id), "session.created", Some(user.id), Some(user.account_id), client_ip.as_deref(), serde_json::json!({})).await.map_err(internal)?;
+        store::audit(
+            &mut tx,
+            Some(user.id),
+            "session.created",
+            Some(user.id),
+            Some(user.account_id),
+            client_ip.as_deref(),
+            serde_json::json!({}),
+        )
+        .await
+        .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
         Ok(Response::new(self.grant(&user, session)))
     }
@@ -304,13 +320,15 @@ impl pb::identity_server::Identity for IdentityService {
 
     async fn authenticate(&self, req: Request<pb::AuthenticateRequest>) -> Result<Response<pb::Principal>, Status> {
         self.service_caller(req.metadata()).await?;
-        let p = self.principal(&req.into_inner().token).await?.ok_or_else(|| Status::unauthenticated("session is invalid or has expired"))?;
+        let p =
+            self.principal(&req.into_inner().token).await?.ok_or_else(|| Status::unauthenticated("session is invalid or has expired"))?;
         Ok(Response::new(principal_pb(&p)))
     }
 
     async fn get_me(&self, req: Request<pb::GetMeRequest>) -> Result<Response<pb::Me>, Status> {
         let p = self.user_caller(req.metadata()).await?;
-        let user = store::user(&self.pool, p.user_id).await.map_err(internal)?.ok_or_else(|| Status::unauthenticated("user no longer exists"))?;
+        let user =
+            store::user(&self.pool, p.user_id).await.map_err(internal)?.ok_or_else(|| Status::unauthenticated("user no longer exists"))?;
         let account = store::account(&self.pool, p.account_id).await.map_err(internal)?;
         let impersonator = match p.impersonator_id {
             Some(id) => store::user(&self.pool, id).await.map_err(internal)?,
@@ -376,9 +394,17 @@ impl pb::identity_server::Identity for IdentityService {
         let target = store::user(&self.pool, id).await.map_err(internal)?.ok_or_else(|| Status::not_found("no such user"))?;
         let mut tx = self.pool.begin().await.map_err(internal)?;
         let revoked = store::revoke_user_sessions(&mut tx, target.id).await.map_err(internal)?;
-        store::audit(&mut tx, Some(admin.user_id), "sessions.revoked", Some(target.id), Some(target.account_id), None, serde_json::json!({"revoked": revoked}))
-            .await
-            .map_err(internal)?;
+        store::audit(
+            &mut tx,
+            Some(admin.user_id),
+            "sessions.revoked",
+            Some(target.id),
+            Some(target.account_id),
+            None,
+            serde_json::json!({"revoked": revoked}),
+        )
+        .await
+        .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
         Ok(Response::new(pb::RevokeSessionsResponse { revoked: revoked as u32 }))
     }
@@ -399,7 +425,9 @@ impl pb::identity_server::Identity for IdentityService {
             return Err(Status::permission_denied("only customers can be impersonated"));
         }
         let mut tx = self.pool.begin().await.map_err(internal)?;
-        let session = store::create_session(&mut tx, target.id, Some(admin.user_id), chrono::Duration::seconds(ttl as i64), None).await.map_err(internal)?;
+        let session = store::create_session(&mut tx, target.id, Some(admin.user_id), chrono::Duration::seconds(ttl as i64), None)
+            .await
+            .map_err(internal)?;
         store::audit(
             &mut tx,
             Some(admin.user_id),

@@ -40,7 +40,8 @@ pub struct SendEmail {
 #[async_trait::async_trait]
 impl Handler for SendEmail {
     async fn handle(&self, event: &Envelope, _tx: &mut PgConnection) -> Result<(), HandlerError> {
-        let req: Requested = serde_json::from_value(event.data.clone()).map_err(|e| HandlerError::permanent(format!("invalid email request: {e}")))?;
+        let req: Requested =
+            serde_json::from_value(event.data.clone()).map_err(|e| HandlerError::permanent(format!("invalid email request: {e}")))?;
         let (subject, text_body) = render(&req)?;
         // The event id is the email's idempotency key (mailbox row id, SMTP Message-ID).
         let email = Email { id: event.id, to: req.to, subject, text_body, template: req.template };

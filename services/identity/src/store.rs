@@ -131,14 +131,25 @@ pub async fn sign_up(pool: &PgPool, s: SignUp<'_>) -> Result<Option<(UserRow, Ac
 }
 
 /// A staff or customer user created by an operator (`identity create-user`) or a test.
-pub async fn create_user(pool: &PgPool, account_name: &str, email: &Email, name: &str, role: Role, password_hash: &str) -> Result<Option<UserRow>, sqlx::Error> {
+pub async fn create_user(
+    pool: &PgPool,
+    account_name: &str,
+    email: &Email,
+    name: &str,
+    role: Role,
+    password_hash: &str,
+) -> Result<Option<UserRow>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let account_id: Uuid = sqlx::query_scalar("INSERT INTO accounts (id, name) VALUES ($1, $2) RETURNING id")
         .bind(Uuid::now_v7())
         .bind(account_name)
         .fetch_one(&mut *tx)
         .await?;
-    let user = sqlx::query_as(concat!("INSERT INTO users (id, account_id, email, name, role, password_hash) VALUES ($1, $2, $3, $4, $5, $6) RETURNING ", user_cols!(), ""))
+    let user = sqlx::query_as(concat!(
+        "INSERT INTO users (id, account_id, email, name, role, password_hash) VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+        user_cols!(),
+        ""
+    ))
     .bind(Uuid::now_v7())
     .bind(account_id)
     .bind(email.as_str())
@@ -152,12 +163,19 @@ pub async fn create_user(pool: &PgPool, account_name: &str, email: &Email, name:
         Err(e) if is_unique_violation(&e) => return Ok(None),
         Err(e) => return Err(e),
     };
-    audit(&mut tx, None, "user.created_by_operator", Some(user.id), Some(account_id), None, serde_json::json!({"role": role.as_str()})).await?;
+    audit(&mut tx, None, "user.created_by_operator", Some(user.id), Some(account_id), None, serde_json::json!({"role": role.as_str()}))
+        .await?;
     tx.commit().await?;
     Ok(Some(user))
 }
 
-pub async fn create_session(conn: &mut PgConnection, user_id: Uuid, impersonator: Option<Uuid>, ttl: chrono::Duration, client_ip: Option<&str>) -> Result<NewSession, sqlx::Error> {
+pub async fn create_session(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    impersonator: Option<Uuid>,
+    ttl: chrono::Duration,
+    client_ip: Option<&str>,
+) -> Result<NewSession, sqlx::Error> {
     let token = token::generate();
     let expires_at: DateTime<Utc> = sqlx::query_scalar(
         "INSERT INTO sessions (id, token_hash, user_id, impersonator_id, expires_at, client_ip)
@@ -202,7 +220,8 @@ pub async fn session_by_token(pool: &PgPool, token: &str) -> Result<Option<Sessi
 }
 
 pub async fn revoke_session(pool: &PgPool, session_id: Uuid) -> Result<bool, sqlx::Error> {
-    let n = sqlx::query("UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL").bind(session_id).execute(pool).await?;
+    let n =
+        sqlx::query("UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL").bind(session_id).execute(pool).await?;
     Ok(n.rows_affected() == 1)
 }
 
@@ -223,23 +242,28 @@ pub async fn account(pool: &PgPool, id: Uuid) -> Result<Option<AccountRow>, sqlx
 }
 
 pub async fn account_users(pool: &PgPool, account_id: Uuid) -> Result<Vec<UserRow>, sqlx::Error> {
-    sqlx::query_as(concat!("SELECT ", user_cols!(), " FROM users WHERE account_id = $1 ORDER BY created_at")).bind(account_id).fetch_all(pool).await
+    sqlx::query_as(concat!("SELECT ", user_cols!(), " FROM users WHERE account_id = $1 ORDER BY created_at"))
+        .bind(account_id)
+        .fetch_all(pool)
+        .await
 }
 
 /// Renames the user and announces it (`identity.user.updated.v1`) in one transaction.
 pub async fn update_name(pool: &PgPool, user_id: Uuid, name: &str) -> Result<Option<UserRow>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let user: Option<UserRow> = sqlx::query_as(concat!("UPDATE users SET name = $2, updated_at = now() WHERE id = $1 RETURNING ", user_cols!(), ""))
-        .bind(user_id)
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let user: Option<UserRow> =
+        sqlx::query_as(concat!("UPDATE users SET name = $2, updated_at = now() WHERE id = $1 RETURNING ", user_cols!(), ""))
+            .bind(user_id)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
     if let Some(u) = &user {
         let env = Envelope::new(crate::SERVICE, catalog::IDENTITY_USER_UPDATED, serde_json::json!({"name": u.name, "email": u.email}))
             .with_account(u.account_id)
             .with_user(u.id);
         sb_bus::enqueue(&mut tx, &env).await?;
-        audit(&mut tx, Some(u.id), "user.profile_updated", Some(u.id), Some(u.account_id), None, serde_json::json!({"fields": ["name"]})).await?;
+        audit(&mut tx, Some(u.id), "user.profile_updated", Some(u.id), Some(u.account_id), None, serde_json::json!({"fields": ["name"]}))
+            .await?;
     }
     tx.commit().await?;
     Ok(user)

@@ -1,5 +1,6 @@
 //! identity over gRPC against real PostgreSQL and RabbitMQ: sign-up once, sessions, throttling,
 //! authorization of every call, impersonation audit, and the welcome email through the bus.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
 
@@ -88,7 +89,10 @@ async fn sessions_log_in_out_expire_and_reject_forged_tokens() {
     }
     assert_eq!(c.get_me(tonic::Request::new(pb::GetMeRequest {})).await.unwrap_err().code(), Code::Unauthenticated);
     // A user token cannot act as a service, nor a wrong service token.
-    assert_eq!(c.authenticate(as_user(pb::AuthenticateRequest { token: token.clone() }, &token)).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        c.authenticate(as_user(pb::AuthenticateRequest { token: token.clone() }, &token)).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
     let mut forged = tonic::Request::new(signup("mallory@example.com"));
     forged.metadata_mut().insert("x-switchboard-service", "not-the-token-at-all".parse().unwrap());
     assert_eq!(c.sign_up(forged).await.unwrap_err().code(), Code::Unauthenticated);
@@ -106,7 +110,10 @@ async fn sessions_log_in_out_expire_and_reject_forged_tokens() {
         .unwrap();
     assert_eq!(c.get_me(as_user(pb::GetMeRequest {}, &t2)).await.unwrap_err().code(), Code::Unauthenticated);
     // The stored session holds a hash, never the token.
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE convert_from(token_hash, 'LATIN1') LIKE '%sbs_%'").fetch_one(&id.db.pool).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE convert_from(token_hash, 'LATIN1') LIKE '%sbs_%'")
+        .fetch_one(&id.db.pool)
+        .await
+        .unwrap();
     assert_eq!(stored, 0);
     id.stop().await;
 }
@@ -152,17 +159,27 @@ async fn customers_see_only_their_own_account_and_staff_calls_are_refused() {
     // Own records: fine. Another account's: not found (not forbidden: ids cannot be probed).
     c.get_account(as_user(pb::GetAccountRequest { account_id: a_user.account_id.clone() }, &a.token)).await.unwrap();
     c.get_user(as_user(pb::GetUserRequest { user_id: a_user.id.clone() }, &a.token)).await.unwrap();
-    assert_eq!(c.get_account(as_user(pb::GetAccountRequest { account_id: b_user.account_id.clone() }, &a.token)).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        c.get_account(as_user(pb::GetAccountRequest { account_id: b_user.account_id.clone() }, &a.token)).await.unwrap_err().code(),
+        Code::NotFound
+    );
     assert_eq!(c.get_user(as_user(pb::GetUserRequest { user_id: b_user.id.clone() }, &a.token)).await.unwrap_err().code(), Code::NotFound);
     // Staff and admin calls.
     assert_eq!(c.list_customers(as_user(pb::ListCustomersRequest::default(), &a.token)).await.unwrap_err().code(), Code::PermissionDenied);
-    assert_eq!(c.revoke_sessions(as_user(pb::RevokeSessionsRequest { user_id: b_user.id.clone() }, &a.token)).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        c.revoke_sessions(as_user(pb::RevokeSessionsRequest { user_id: b_user.id.clone() }, &a.token)).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
     let agent = staff(&id, "agent@switchboard.test", Role::Agent).await;
-    let listed = c.list_customers(as_user(pb::ListCustomersRequest { query: "B@EXAMPLE".into(), limit: 0 }, &agent)).await.unwrap().into_inner();
+    let listed =
+        c.list_customers(as_user(pb::ListCustomersRequest { query: "B@EXAMPLE".into(), limit: 0 }, &agent)).await.unwrap().into_inner();
     assert_eq!(listed.customers.len(), 1);
     assert_eq!(listed.customers[0].users[0].email, "b@example.com");
     c.get_account(as_user(pb::GetAccountRequest { account_id: b_user.account_id.clone() }, &agent)).await.unwrap();
-    assert_eq!(c.revoke_sessions(as_user(pb::RevokeSessionsRequest { user_id: b_user.id.clone() }, &agent)).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        c.revoke_sessions(as_user(pb::RevokeSessionsRequest { user_id: b_user.id.clone() }, &agent)).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
 
     let admin = staff(&id, "founder@switchboard.test", Role::Admin).await;
     let revoked = c.revoke_sessions(as_user(pb::RevokeSessionsRequest { user_id: b_user.id.clone() }, &admin)).await.unwrap().into_inner();
@@ -214,5 +231,41 @@ async fn impersonation_is_admin_only_time_limited_visible_and_audited() {
     let entry = audit.entries.iter().find(|e| e.action == "impersonation.started").expect("audited");
     assert_eq!(entry.target_user_id, cust_id);
     assert!(entry.detail_json.contains("ticket 42"));
+    id.stop().await;
+}
+
+#[tokio::test]
+async fn with_smtp_down_signup_succeeds_and_the_email_is_delivered_once_when_it_returns() {
+    use sb_testkit::smtp::{FakeSmtp, Mode};
+    let smtp = FakeSmtp::start().await.unwrap();
+    smtp.set_mode(Mode::TempFail);
+    let url = format!("smtp://{}:{}", smtp.host(), smtp.port());
+    let id = start(&[("IDENTITY_SMTP_URL", url.as_str()), ("SWITCHBOARD_RETRY_DELAYS", "300ms,600ms,1s,2s,4s,8s")]).await;
+    let grant = id.client().sign_up(as_service(signup("outage@example.com"), "192.0.2.9")).await;
+    assert!(grant.is_ok(), "sign-up must not wait on or fail because of SMTP: {grant:?}");
+
+    // The email is retried on the ladder while SMTP refuses.
+    wait_for(Duration::from_secs(30), "two refused SMTP attempts", || async { (smtp.connections() >= 2).then_some(()) }).await;
+    assert_eq!(smtp.count(), 0);
+    smtp.set_mode(Mode::Accept);
+    wait_for(Duration::from_secs(60), "the email once SMTP is back", || async { (smtp.count() >= 1).then_some(()) }).await;
+
+    // Applied once, nothing left on the ladder: it cannot be sent again.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", id.grpc)).unwrap().connect().await.unwrap();
+    let ops = sb_proto::ops::v1::ops_client::OpsClient::new(channel);
+    let info = wait_for(Duration::from_secs(10), "the consumer to record the send", || {
+        let mut ops = ops.clone();
+        async move {
+            let i = ops.get_service_info(sb_proto::ops::v1::GetServiceInfoRequest {}).await.ok()?.into_inner();
+            (i.applied == 1).then_some(i)
+        }
+    })
+    .await;
+    assert!(info.retried >= 1, "{info:?}");
+    assert_eq!(info.parked, 0);
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].to, vec!["outage@example.com".to_owned()]);
+    assert!(mails[0].data.contains("Welcome to your portal"));
     id.stop().await;
 }

@@ -105,7 +105,11 @@ fn customer(c: pb::CustomerSummary) -> CustomerOut {
 /// Search customers (staff).
 #[utoipa::path(get, path = "/v1/admin/customers", tag = "admin", security(("session" = [])), params(SearchQuery),
     responses((status = 200, body = [CustomerOut]), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn list_customers(State(app): State<AppState>, session: Session, Query(q): Query<SearchQuery>) -> Result<Json<Vec<CustomerOut>>, ApiError> {
+pub async fn list_customers(
+    State(app): State<AppState>,
+    session: Session,
+    Query(q): Query<SearchQuery>,
+) -> Result<Json<Vec<CustomerOut>>, ApiError> {
     session.require_staff()?;
     let list = app.identity().list_customers(session.request(pb::ListCustomersRequest { query: q.q, limit: q.limit })).await?;
     Ok(Json(list.into_inner().customers.into_iter().map(customer).collect()))
@@ -115,7 +119,11 @@ pub async fn list_customers(State(app): State<AppState>, session: Session, Query
 #[utoipa::path(get, path = "/v1/admin/customers/{account_id}", tag = "admin", security(("session" = [])),
     params(("account_id" = String, Path, description = "account UUID")),
     responses((status = 200, body = CustomerOut), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn get_customer(State(app): State<AppState>, session: Session, Path(account_id): Path<String>) -> Result<Json<CustomerOut>, ApiError> {
+pub async fn get_customer(
+    State(app): State<AppState>,
+    session: Session,
+    Path(account_id): Path<String>,
+) -> Result<Json<CustomerOut>, ApiError> {
     session.require_staff()?;
     let account_id = path_id("account", &account_id)?;
     let view = app.identity().get_account(session.request(pb::GetAccountRequest { account_id })).await?.into_inner();
@@ -126,7 +134,11 @@ pub async fn get_customer(State(app): State<AppState>, session: Session, Path(ac
 #[utoipa::path(post, path = "/v1/admin/users/{user_id}/revoke-sessions", tag = "admin", security(("session" = [])),
     params(("user_id" = String, Path, description = "user UUID")),
     responses((status = 200, body = RevokedOut), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn revoke_sessions(State(app): State<AppState>, session: Session, Path(user_id): Path<String>) -> Result<Json<RevokedOut>, ApiError> {
+pub async fn revoke_sessions(
+    State(app): State<AppState>,
+    session: Session,
+    Path(user_id): Path<String>,
+) -> Result<Json<RevokedOut>, ApiError> {
     session.require_admin()?;
     let user_id = path_id("user", &user_id)?;
     let r = app.identity().revoke_sessions(session.request(pb::RevokeSessionsRequest { user_id })).await?;
@@ -138,7 +150,12 @@ pub async fn revoke_sessions(State(app): State<AppState>, session: Session, Path
     params(("user_id" = String, Path, description = "user UUID")), request_body = ImpersonateIn,
     responses((status = 201, body = SessionOut), (status = 401, body = Problem), (status = 403, body = Problem),
               (status = 404, body = Problem), (status = 422, body = Problem)))]
-pub async fn impersonate(State(app): State<AppState>, session: Session, Path(user_id): Path<String>, ApiJson(body): ApiJson<ImpersonateIn>) -> Result<Response, ApiError> {
+pub async fn impersonate(
+    State(app): State<AppState>,
+    session: Session,
+    Path(user_id): Path<String>,
+    ApiJson(body): ApiJson<ImpersonateIn>,
+) -> Result<Response, ApiError> {
     session.require_admin()?;
     let user_id = path_id("user", &user_id)?;
     let grant = app
@@ -154,7 +171,11 @@ pub async fn impersonate(State(app): State<AppState>, session: Session, Path(use
 /// The audit log, newest first (admin).
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("session" = [])), params(AuditQuery),
     responses((status = 200, body = [AuditEntryOut]), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn list_audit(State(app): State<AppState>, session: Session, Query(q): Query<AuditQuery>) -> Result<Json<Vec<AuditEntryOut>>, ApiError> {
+pub async fn list_audit(
+    State(app): State<AppState>,
+    session: Session,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditEntryOut>>, ApiError> {
     session.require_admin()?;
     let user_id = match q.user_id.as_deref() {
         Some(id) if !id.is_empty() => path_id("user", id)?,
@@ -181,14 +202,25 @@ pub async fn list_audit(State(app): State<AppState>, session: Session, Query(q):
 /// Emails recorded by the embedded mailbox (admin).
 #[utoipa::path(get, path = "/v1/admin/mailbox", tag = "admin", security(("session" = [])), params(MailboxQuery),
     responses((status = 200, body = [EmailOut]), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn list_mailbox(State(app): State<AppState>, session: Session, Query(q): Query<MailboxQuery>) -> Result<Json<Vec<EmailOut>>, ApiError> {
+pub async fn list_mailbox(
+    State(app): State<AppState>,
+    session: Session,
+    Query(q): Query<MailboxQuery>,
+) -> Result<Json<Vec<EmailOut>>, ApiError> {
     session.require_admin()?;
     let list = app.identity().list_mailbox(session.request(pb::ListMailboxRequest { to: q.to, limit: q.limit })).await?;
     Ok(Json(
         list.into_inner()
             .emails
             .into_iter()
-            .map(|m| EmailOut { id: m.id, to: m.to, subject: m.subject, text_body: m.text_body, template: m.template, created_at: time(m.created_at) })
+            .map(|m| EmailOut {
+                id: m.id,
+                to: m.to,
+                subject: m.subject,
+                text_body: m.text_body,
+                template: m.template,
+                created_at: time(m.created_at),
+            })
             .collect(),
     ))
 }

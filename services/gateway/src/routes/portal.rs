@@ -101,7 +101,12 @@ pub async fn sign_up(State(app): State<AppState>, ip: ClientIp, ApiJson(body): A
     let req = pb::SignUpRequest { email: body.email, password: body.password, name: body.name, account_name: body.account_name };
     let grant = app.identity().sign_up(app.service_request(req, &ip)).await.map_err(|s| {
         if s.code() == tonic::Code::AlreadyExists {
-            ApiError::new(StatusCode::CONFLICT, "email_taken", "Email already registered", Some("an account with this email already exists; sign in instead".into()))
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "email_taken",
+                "Email already registered",
+                Some("an account with this email already exists; sign in instead".into()),
+            )
         } else {
             ApiError::from(s)
         }
@@ -146,7 +151,11 @@ pub async fn get_me(State(app): State<AppState>, session: Session) -> Result<Jso
 /// Change the caller's own profile (only `name`; other fields are ignored).
 #[utoipa::path(patch, path = "/v1/me", tag = "portal", security(("session" = [])), request_body = ProfileIn,
     responses((status = 200, body = UserOut), (status = 401, body = Problem), (status = 422, body = Problem)))]
-pub async fn update_me(State(app): State<AppState>, session: Session, ApiJson(body): ApiJson<ProfileIn>) -> Result<Json<UserOut>, ApiError> {
+pub async fn update_me(
+    State(app): State<AppState>,
+    session: Session,
+    ApiJson(body): ApiJson<ProfileIn>,
+) -> Result<Json<UserOut>, ApiError> {
     let user = app.identity().update_profile(session.request(pb::UpdateProfileRequest { name: body.name })).await?;
     Ok(Json(user.into_inner().into()))
 }
@@ -155,7 +164,11 @@ pub async fn update_me(State(app): State<AppState>, session: Session, ApiJson(bo
 #[utoipa::path(get, path = "/v1/accounts/{account_id}", tag = "portal", security(("session" = [])),
     params(("account_id" = String, Path, description = "account UUID")),
     responses((status = 200, body = AccountViewOut), (status = 401, body = Problem), (status = 404, body = Problem)))]
-pub async fn get_account(State(app): State<AppState>, session: Session, Path(account_id): Path<String>) -> Result<Json<AccountViewOut>, ApiError> {
+pub async fn get_account(
+    State(app): State<AppState>,
+    session: Session,
+    Path(account_id): Path<String>,
+) -> Result<Json<AccountViewOut>, ApiError> {
     let account_id = path_id("account", &account_id)?;
     let view = app.identity().get_account(session.request(pb::GetAccountRequest { account_id })).await?;
     Ok(Json(view.into_inner().into()))

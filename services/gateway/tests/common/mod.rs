@@ -1,7 +1,7 @@
 //! Starts identity and the gateway in-process (fresh databases, fresh queue prefix) and signs up
 //! or creates the users a test needs.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)] // test support code: a failed unwrap is a failed test
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -92,24 +92,43 @@ impl System {
     }
 
     pub async fn signup(&self, email: &str) -> User {
-        let r = self.web.post(self.url("/v1/signup")).json(&json!({"email": email, "password": PASSWORD, "name": "Test Person", "account_name": format!("{email} Co")})).send().await.unwrap();
+        let r = self
+            .web
+            .post(self.url("/v1/signup"))
+            .json(&json!({"email": email, "password": PASSWORD, "name": "Test Person", "account_name": format!("{email} Co")}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 201, "signup {email}");
         let v: Value = r.json().await.unwrap();
-        User { email: email.into(), token: v["token"].as_str().unwrap().into(), user_id: v["user"]["id"].as_str().unwrap().into(), account_id: v["user"]["account_id"].as_str().unwrap().into() }
+        User {
+            email: email.into(),
+            token: v["token"].as_str().unwrap().into(),
+            user_id: v["user"]["id"].as_str().unwrap().into(),
+            account_id: v["user"]["account_id"].as_str().unwrap().into(),
+        }
     }
 
     pub async fn login(&self, email: &str) -> User {
         let r = self.web.post(self.url("/v1/login")).json(&json!({"email": email, "password": PASSWORD})).send().await.unwrap();
         assert_eq!(r.status(), 200, "login {email}");
         let v: Value = r.json().await.unwrap();
-        User { email: email.into(), token: v["token"].as_str().unwrap().into(), user_id: v["user"]["id"].as_str().unwrap().into(), account_id: v["user"]["account_id"].as_str().unwrap().into() }
+        User {
+            email: email.into(),
+            token: v["token"].as_str().unwrap().into(),
+            user_id: v["user"]["id"].as_str().unwrap().into(),
+            account_id: v["user"]["account_id"].as_str().unwrap().into(),
+        }
     }
 
     /// A staff user, created the way an operator does, then signed in through the gateway.
     pub async fn staff(&self, email: &str, role: identity::domain::Role) -> User {
         let hash = identity::grpc::hash_password(&identity::domain::Password::parse(PASSWORD).unwrap()).await.unwrap();
         let e = identity::domain::Email::parse(email).unwrap();
-        identity::store::create_user(&self.identity.db.pool, "Founder's team", &e, "Staff", role, &hash).await.unwrap().expect("new staff user");
+        identity::store::create_user(&self.identity.db.pool, "Founder's team", &e, "Staff", role, &hash)
+            .await
+            .unwrap()
+            .expect("new staff user");
         self.login(email).await
     }
 }

@@ -1,6 +1,6 @@
 //! Starts identity in-process on a fresh database and queue prefix, with gRPC helpers.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)] // test support code: a failed unwrap is a failed test
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -80,7 +80,12 @@ pub fn as_user<T>(msg: T, token: &str) -> Request<T> {
 }
 
 pub fn signup(email: &str) -> pb::SignUpRequest {
-    pb::SignUpRequest { email: email.into(), password: PASSWORD.into(), name: "Ada Lovelace".into(), account_name: "Analytical Engines Ltd".into() }
+    pb::SignUpRequest {
+        email: email.into(),
+        password: PASSWORD.into(),
+        name: "Ada Lovelace".into(),
+        account_name: "Analytical Engines Ltd".into(),
+    }
 }
 
 pub fn login(email: &str, password: &str) -> pb::LogInRequest {
