@@ -13,6 +13,7 @@ test:           ## the whole test suite against real PostgreSQL and RabbitMQ (wh
 bench:          ## bus throughput/latency beside a plain-lapin reference, outbox latency
 	bash scripts/ensure-infra.sh
 	cargo bench -p sb-bus --bench bus --locked
+	cargo bench -p gateway --bench me --locked
 
 check-deploy:   ## validate docker-compose.yml and k8s/ without a Docker engine or cluster
 	bash scripts/install-check-tools.sh

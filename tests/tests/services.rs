@@ -59,7 +59,6 @@ fn spawn(name: &'static str, prefix: &str, db: &str, dir: &std::path::Path) -> R
         .env("SWITCHBOARD_AMQP_URL", sb_testkit::amqp_url())
         .env("SWITCHBOARD_BUS_PREFIX", prefix)
         .env("SWITCHBOARD_RETRY_DELAYS", "1s,5s")
-        .env("SWITCHBOARD_QUEUE_EXPIRES", "30m")
         .env("SWITCHBOARD_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
         .stdout(file.try_clone().expect("clone log handle"))
@@ -186,6 +185,10 @@ async fn all_six_services_become_ready_serve_grpc_and_stop_cleanly_on_sigterm() 
         assert!(!log.contains("guest:guest"), "{}: the broker password reached the log", r.name);
     }
     drop_databases(&db).await;
+    let mut cfg = BusConfig::new(sb_testkit::amqp_url());
+    cfg.prefix = prefix.clone();
+    cfg.retry_delays = vec![Duration::from_secs(1), Duration::from_secs(5)];
+    sb_testkit::delete_services_topology(&cfg, &SERVICES).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -614,7 +614,6 @@ fn bench_config(tag: &str) -> BusConfig {
     cfg.prefix = unique(tag);
     // One rung is enough (nothing fails here); queues expire if the cleanup below is skipped.
     cfg.retry_delays = vec![Duration::from_secs(10)];
-    cfg.queue_expires = Some(Duration::from_secs(1800));
     cfg
 }
 

@@ -24,7 +24,6 @@ pub fn bus_config(tag: &str) -> BusConfig {
     let mut cfg = BusConfig::new(amqp_url());
     cfg.prefix = unique(tag);
     cfg.retry_delays = vec![Duration::from_millis(200), Duration::from_millis(400), Duration::from_millis(800)];
-    cfg.queue_expires = Some(Duration::from_secs(1800));
     cfg
 }
 

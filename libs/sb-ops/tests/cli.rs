@@ -35,7 +35,6 @@ fn parked_count(prefix: &str) -> u64 {
 async fn operators_list_show_replay_and_purge_parked_messages() {
     let mut cfg = BusConfig::new(sb_testkit::amqp_url());
     cfg.prefix = sb_testkit::unique("cli");
-    cfg.queue_expires = Some(std::time::Duration::from_secs(1800));
     let conn = sb_bus::publisher::connect(&cfg, "cli test").await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     let names = topology::declare_service(&ch, &cfg, SERVICE, &[]).await.unwrap();

@@ -108,3 +108,20 @@ pub async fn delete_topology(amqp: &str, prefix: &str, queues: &[String]) {
     }
     let _ = conn.close(200, "cleanup".into()).await;
 }
+
+/// Deletes every queue and exchange the given services declared under `cfg.prefix` (work, retry
+/// rungs, DLQ, the unrouted queue). Tests call it when they stop, so no test leaves quorum queues
+/// behind on the shared broker.
+pub async fn delete_services_topology(cfg: &sb_bus::BusConfig, services: &[&str]) {
+    let mut queues = Vec::new();
+    for svc in services {
+        let n = sb_bus::topology::Names::new(cfg, svc);
+        queues.push(n.work.clone());
+        queues.push(n.dlq.clone());
+        queues.extend(n.rung_queues().into_iter().map(|(q, _)| q.to_owned()));
+        if !queues.contains(&n.unrouted_queue) {
+            queues.push(n.unrouted_queue.clone());
+        }
+    }
+    delete_topology(&cfg.amqp_url, &cfg.prefix, &queues).await;
+}

@@ -30,7 +30,7 @@ impl Modify for SessionAuth {
 #[openapi(
     info(title = "Switchboard portal API", description = "Errors are application/problem+json with a stable `code`. Authenticate with `Authorization: Bearer <token>` from /v1/login or /v1/signup (or the HttpOnly `sb_session` cookie)."),
     paths(
-        portal::sign_up, portal::log_in, portal::log_out, portal::get_me, portal::update_me, portal::get_account, portal::get_user,
+        status, portal::sign_up, portal::log_in, portal::log_out, portal::get_me, portal::update_me, portal::get_account, portal::get_user,
         admin::list_customers, admin::get_customer, admin::revoke_sessions, admin::impersonate, admin::list_audit, admin::list_mailbox,
     ),
     components(schemas(Problem, UserOut, AccountOut)),
@@ -66,6 +66,20 @@ async fn docs() -> impl IntoResponse {
     resp
 }
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct StatusOut {
+    pub service: &'static str,
+    pub version: &'static str,
+    pub status: &'static str,
+}
+
+/// The gateway's own status, answered without touching any other service or database (the
+/// baseline the `/v1/me` benchmark is compared with).
+#[utoipa::path(get, path = "/v1/status", tag = "portal", responses((status = 200, body = StatusOut)))]
+pub async fn status() -> Json<StatusOut> {
+    Json(StatusOut { service: crate::SERVICE, version: env!("CARGO_PKG_VERSION"), status: "ok" })
+}
+
 pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(openapi_json)).route("/docs", get(docs))
+    Router::new().route("/openapi.json", get(openapi_json)).route("/docs", get(docs)).route("/v1/status", get(status))
 }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 pub const SERVICE_TOKEN: &str = "gateway-test-service-token-42";
 pub const PASSWORD: &str = "correct horse battery staple";
+const DELAYS: &str = "300ms,600ms";
 
 pub struct Running {
     pub db: TestDb,
@@ -21,6 +22,7 @@ pub struct Running {
 }
 
 pub struct System {
+    pub prefix: String,
     pub identity: Running,
     pub gateway: Running,
     pub base: String,
@@ -35,8 +37,7 @@ async fn run(def: &sb_runtime::ServiceDef, prefix: &str, extra: &[(String, Strin
         (format!("{svc}_HTTP_ADDR"), "127.0.0.1:0".into()),
         (format!("{svc}_GRPC_ADDR"), "127.0.0.1:0".into()),
         ("SWITCHBOARD_BUS_PREFIX".into(), prefix.into()),
-        ("SWITCHBOARD_RETRY_DELAYS".into(), "300ms,600ms".into()),
-        ("SWITCHBOARD_QUEUE_EXPIRES".into(), "30m".into()),
+        ("SWITCHBOARD_RETRY_DELAYS".into(), DELAYS.into()),
         ("SWITCHBOARD_SERVICE_TOKEN".into(), SERVICE_TOKEN.into()),
         ("SWITCHBOARD_AMQP_URL".into(), sb_testkit::amqp_url()),
     ];
@@ -69,7 +70,7 @@ pub async fn start(identity_extra: &[(&str, &str)], gateway_extra: &[(&str, &str
     gw.push(("GATEWAY_IDENTITY_URL".into(), format!("http://{}", identity.grpc)));
     let gateway = run(&gateway::def(), &prefix, &gw).await;
     let base = format!("http://{}", gateway.http);
-    System { identity, gateway, base, web: reqwest::Client::new() }
+    System { prefix, identity, gateway, base, web: reqwest::Client::new() }
 }
 
 /// A signed-in user as a test sees them.
@@ -85,6 +86,10 @@ impl System {
     pub async fn stop(self) {
         self.gateway.stop().await;
         self.identity.stop().await;
+        let mut cfg = sb_bus::BusConfig::new(sb_testkit::amqp_url());
+        cfg.prefix = self.prefix.clone();
+        cfg.retry_delays = sb_bus::config::parse_delays(DELAYS).unwrap();
+        sb_testkit::delete_services_topology(&cfg, &["identity", "gateway"]).await;
     }
 
     pub fn url(&self, path: &str) -> String {

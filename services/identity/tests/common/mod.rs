@@ -12,7 +12,16 @@ use tonic::{Request, transport::Channel};
 pub const SERVICE_TOKEN: &str = "test-service-token-0123456789";
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// The bus settings the service ran with, to find its queues.
+fn bus(prefix: &str, delays: &str) -> sb_bus::BusConfig {
+    let mut cfg = sb_bus::BusConfig::new(sb_testkit::amqp_url());
+    cfg.prefix = prefix.to_owned();
+    cfg.retry_delays = sb_bus::config::parse_delays(delays).unwrap();
+    cfg
+}
+
 pub struct Identity {
+    delays: String,
     pub db: TestDb,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
@@ -31,7 +40,6 @@ pub async fn start(extra: &[(&str, &str)]) -> Identity {
         ("IDENTITY_GRPC_ADDR", "127.0.0.1:0"),
         ("SWITCHBOARD_BUS_PREFIX", prefix.as_str()),
         ("SWITCHBOARD_RETRY_DELAYS", "300ms,600ms,900ms"),
-        ("SWITCHBOARD_QUEUE_EXPIRES", "30m"),
         ("SWITCHBOARD_SERVICE_TOKEN", SERVICE_TOKEN),
     ]
     .iter()
@@ -39,6 +47,7 @@ pub async fn start(extra: &[(&str, &str)]) -> Identity {
     .collect();
     vars.push(("SWITCHBOARD_AMQP_URL".into(), sb_testkit::amqp_url()));
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let delays = vars.iter().rev().find(|(k, _)| k == "SWITCHBOARD_RETRY_DELAYS").map(|(_, v)| v.clone()).unwrap_or_default();
     let app = sb_runtime::start_with_vars(&identity::def(), &vars).await.expect("identity starts");
     let (grpc, http) = (app.grpc_addr(), app.http_addr());
     let shutdown = CancellationToken::new();
@@ -50,13 +59,14 @@ pub async fn start(extra: &[(&str, &str)]) -> Identity {
     })
     .await;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
-    Identity { db, grpc, http, prefix, client: IdentityClient::new(channel), shutdown, task }
+    Identity { delays, db, grpc, http, prefix, client: IdentityClient::new(channel), shutdown, task }
 }
 
 impl Identity {
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
+        sb_testkit::delete_services_topology(&bus(&self.prefix, &self.delays), &["identity"]).await;
     }
 
     pub fn client(&self) -> IdentityClient<Channel> {

@@ -1,0 +1,121 @@
+//! `GET /v1/me` through the real gateway and identity (release build, real PostgreSQL), beside the
+//! gateway's no-database `GET /v1/status` as the baseline: maximum throughput with a closed loop,
+//! then latency percentiles at a fixed rate of 50 % of that maximum (open loop: latency is
+//! measured from each request's scheduled time, so a stall is not hidden by waiting).
+//!
+//!   cargo bench -p gateway --bench me        (BENCH_SECONDS, BENCH_CONCURRENCY to change)
+
+#![allow(clippy::unwrap_used)] // a benchmark that cannot set itself up should stop loudly
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Requests per second with `concurrency` clients sending back to back for `secs`.
+async fn max_throughput(client: &reqwest::Client, url: &str, token: &str, concurrency: u64, secs: u64) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, url, token, done, stop) = (client.clone(), url.to_owned(), token.to_owned(), done.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = client.get(&url).bearer_auth(&token).send().await.unwrap();
+                    assert!(r.status().is_success(), "{url}: {}", r.status());
+                    r.bytes().await.unwrap();
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Latencies (ms) at a fixed rate, measured from each request's scheduled start.
+async fn fixed_rate(client: &reqwest::Client, url: &str, token: &str, rate: f64, secs: u64) -> Vec<f64> {
+    let n = (rate * secs as f64) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let due = start + interval * i as u32;
+        tokio::time::sleep_until(due).await;
+        let (client, url, token) = (client.clone(), url.to_owned(), token.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let r = client.get(&url).bearer_auth(&token).send().await.unwrap();
+            assert!(r.status().is_success());
+            r.bytes().await.unwrap();
+            due.elapsed().as_secs_f64() * 1e3
+        }));
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let secs = env_num("BENCH_SECONDS", 5);
+        let concurrency = env_num("BENCH_CONCURRENCY", 16);
+        let sys = common::start(&[], &[]).await;
+        let user = sys.signup("bench@me.test").await;
+        let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+        let me = sys.url("/v1/me");
+        let status = sys.url("/v1/status");
+        // Warm-up: connections, caches, JIT-free but pools and prepared statements.
+        max_throughput(&client, &me, &user.token, concurrency, 1).await;
+
+        println!("gateway GET /v1/me benchmark (release; identity + gateway in one process, real PostgreSQL; {} CPUs)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+        println!("  closed loop: {concurrency} clients for {secs} s; fixed rate: 50 % of that maximum for {secs} s, latency from scheduled start");
+        println!();
+        println!("  {:<34} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}", "endpoint", "max req/s", "rate", "p50 ms", "p95 ms", "p99 ms", "max ms");
+        let mut p95_me = f64::NAN;
+        for (name, url) in [("GET /v1/status (baseline, no DB)", &status), ("GET /v1/me (identity + PostgreSQL)", &me)] {
+            let max = max_throughput(&client, url, &user.token, concurrency, secs).await;
+            let rate = (max * 0.5).max(1.0);
+            let lat = fixed_rate(&client, url, &user.token, rate, secs).await;
+            println!(
+                "  {:<34} {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+                name,
+                max,
+                rate,
+                pct(&lat, 0.50),
+                pct(&lat, 0.95),
+                pct(&lat, 0.99),
+                lat.last().copied().unwrap_or(f64::NAN)
+            );
+            p95_me = pct(&lat, 0.95);
+        }
+        println!();
+        println!("  target: /v1/me p95 <= 2 ms at 50 % of max -> {}", if p95_me <= 2.0 { "MET" } else { "MISSED" });
+        sys.stop().await;
+    });
+}
