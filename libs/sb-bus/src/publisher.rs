@@ -35,10 +35,18 @@ pub enum PublishError {
     Nacked,
 }
 
+/// How long opening a connection may take. A broker that accepts TCP but stalls the handshake
+/// (seen on an overloaded RabbitMQ) must not hang a consumer or relay forever: it fails, and the
+/// caller's reconnect loop tries again.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Opens a named connection (the name shows in the management dashboard).
 pub async fn connect(cfg: &BusConfig, name: &str) -> lapin::Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
-    Connection::connect(&cfg.amqp_url, props).await
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&cfg.amqp_url, props)).await {
+        Ok(res) => res,
+        Err(_) => Err(lapin::Error::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out opening the broker connection"))),
+    }
 }
 
 /// W3C trace context and other string headers carried with an event.

@@ -172,7 +172,8 @@ impl App {
         });
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(grpc);
+            // Without TCP_NODELAY, small HTTP/2 frames wait on Nagle + delayed ACK (tens of ms per call).
+            let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
             if let Err(e) = tonic::transport::Server::builder()
                 .add_routes(grpc_routes)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())

@@ -35,6 +35,9 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        // sqlx pings every connection on checkout by default: a round trip per query. Broken
+        // connections surface as query errors instead, which callers already handle.
+        .test_before_acquire(false)
         .connect_with(opts)
         .await
         .context("connecting to the service database")

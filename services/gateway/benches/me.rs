@@ -93,8 +93,13 @@ fn main() {
         // Warm-up: connections, caches, JIT-free but pools and prepared statements.
         max_throughput(&client, &me, &user.token, concurrency, 1).await;
 
-        println!("gateway GET /v1/me benchmark (release; identity + gateway in one process, real PostgreSQL; {} CPUs)", std::thread::available_parallelism().map_or(0, |n| n.get()));
-        println!("  closed loop: {concurrency} clients for {secs} s; fixed rate: 50 % of that maximum for {secs} s, latency from scheduled start");
+        println!(
+            "gateway GET /v1/me benchmark (release; identity + gateway in one process, real PostgreSQL; {} CPUs)",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        println!(
+            "  closed loop: {concurrency} clients for {secs} s; fixed rate: 50 % of that maximum for {secs} s, latency from scheduled start"
+        );
         println!();
         println!("  {:<34} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}", "endpoint", "max req/s", "rate", "p50 ms", "p95 ms", "p99 ms", "max ms");
         let mut p95_me = f64::NAN;

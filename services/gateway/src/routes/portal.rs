@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::{AccountOut, UserOut, path_id, time};
 use crate::{
     AppState,
-    auth::{ClientIp, SESSION_COOKIE, Session},
+    auth::{Bearer, ClientIp, SESSION_COOKIE, Session},
     error::{ApiError, ApiJson, Problem},
 };
 
@@ -136,8 +136,9 @@ pub async fn log_out(State(app): State<AppState>, session: Session) -> Result<Re
 /// The caller: user, account, role, and who is impersonating them, if anyone.
 #[utoipa::path(get, path = "/v1/me", tag = "portal", security(("session" = [])),
     responses((status = 200, body = MeOut), (status = 401, body = Problem)))]
-pub async fn get_me(State(app): State<AppState>, session: Session) -> Result<Json<MeOut>, ApiError> {
-    let me = app.identity().get_me(session.request(pb::GetMeRequest {})).await?.into_inner();
+pub async fn get_me(State(app): State<AppState>, bearer: Bearer) -> Result<Json<MeOut>, ApiError> {
+    // identity authenticates the token itself in GetMe; no separate Authenticate call.
+    let me = app.identity().get_me(bearer.request(pb::GetMeRequest {})).await?.into_inner();
     let principal = me.principal.unwrap_or_default();
     Ok(Json(MeOut {
         user: me.user.map(Into::into),
