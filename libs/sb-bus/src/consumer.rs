@@ -72,6 +72,12 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
+/// How many chunks are handled at once: enough to cover the prefetch window, and at least two so
+/// one committing batch never idles the consumer.
+fn chunk_concurrency(prefetch: u16, batch_size: u16) -> usize {
+    (usize::from(prefetch.max(1)) / usize::from(batch_size.max(1))).max(2)
+}
+
 /// What handling needs of the current broker session.
 struct Link {
     names: Names,
@@ -290,7 +296,9 @@ impl Consumer {
             .take_until(shutdown.clone().cancelled_owned())
             .ready_chunks(usize::from(self.cfg.batch_size.max(1)))
             .map(Ok::<_, anyhow::Error>)
-            .try_for_each_concurrent(usize::from(self.cfg.prefetch.max(1)), |chunk| {
+            // Few chunks in flight, so deliveries pile up into large batches while one commits;
+            // within a chunk, events that cannot share a transaction still run concurrently.
+            .try_for_each_concurrent(chunk_concurrency(self.cfg.prefetch, self.cfg.batch_size), |chunk| {
                 let this = self.clone();
                 let link = link.clone();
                 async move { this.process_chunk(chunk, &link).await }
