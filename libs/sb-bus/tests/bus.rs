@@ -213,6 +213,16 @@ async fn garbage_and_unknown_types_are_parked_not_dropped_and_purge_needs_a_sele
     cleanup(&cfg).await;
 }
 
+/// A child process that is killed if the test fails before it does so itself.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Child half of the kill test: runs a consumer that stops dead after its commit, before its ack.
 #[tokio::test]
 #[ignore = "run as a child process by killed_between_commit_and_ack_leaves_one_effect"]
@@ -239,14 +249,16 @@ async fn killed_between_commit_and_ack_leaves_one_effect() {
     let cfg = bus_config("kill");
     let db = database("kill").await;
     let marker = std::env::temp_dir().join(format!("{}.marker", cfg.prefix));
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["child_consumer_that_hangs_after_commit", "--exact", "--ignored", "--nocapture"])
-        .env("SB_CHILD_DB", &db.url)
-        .env("SB_CHILD_PREFIX", &cfg.prefix)
-        .env("SB_CHILD_MARKER", &marker)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["child_consumer_that_hangs_after_commit", "--exact", "--ignored", "--nocapture"])
+            .env("SB_CHILD_DB", &db.url)
+            .env("SB_CHILD_PREFIX", &cfg.prefix)
+            .env("SB_CHILD_MARKER", &marker)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // The child declares the topology; wait until its queue exists before publishing.
     let ops = Ops::connect(cfg.clone()).await.unwrap();
     wait_for(Duration::from_secs(30), "the child's work queue", || async {
@@ -256,10 +268,12 @@ async fn killed_between_commit_and_ack_leaves_one_effect() {
     .await;
     let (_conn, publisher) = publisher(&cfg).await;
     let env = event(None);
-    publisher.publish(&env, &Default::default()).await.unwrap();
+    // Straight onto the work queue: the queue can exist a moment before its binding does.
+    let work = Names::new(&cfg, SERVICE).work;
+    publisher.send_to_queue(&work, &env.to_json(), sb_bus::publisher::event_properties(&env, &Default::default())).await.unwrap();
     wait_for(Duration::from_secs(30), "the child to commit", || async { marker.exists().then_some(()) }).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     assert_eq!(effects(&db.pool, env.id).await, 1, "the child's commit is durable");
 
     // The unacknowledged delivery comes back to the next consumer, which must not apply it again.
