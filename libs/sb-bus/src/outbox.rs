@@ -37,6 +37,11 @@ pub async fn enqueue(conn: &mut PgConnection, env: &Envelope) -> Result<(), sqlx
     Ok(())
 }
 
+/// Committed events not yet confirmed by the broker (the backlog operators watch).
+pub async fn pending(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM sb_outbox WHERE published_at IS NULL").fetch_one(pool).await
+}
+
 /// Publishes committed outbox rows in commit order. Several relays (replicas) may run at once:
 /// rows are claimed with `FOR UPDATE SKIP LOCKED`.
 pub struct OutboxRelay {

@@ -92,11 +92,10 @@ struct OpsService {
 #[tonic::async_trait]
 impl ops_server::Ops for OpsService {
     async fn get_service_info(&self, _: tonic::Request<GetServiceInfoRequest>) -> Result<tonic::Response<ServiceInfo>, tonic::Status> {
-        let pending: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM sb_outbox WHERE published_at IS NULL").fetch_one(&self.pool).await.map_err(|e| {
-                warn!(error = %e, "counting outbox rows");
-                tonic::Status::unavailable("database unavailable")
-            })?;
+        let pending: i64 = sb_bus::outbox::pending(&self.pool).await.map_err(|e| {
+            warn!(error = %e, "counting outbox rows");
+            tonic::Status::unavailable("database unavailable")
+        })?;
         let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::SeqCst);
         Ok(tonic::Response::new(ServiceInfo {
             service: self.service.to_owned(),
@@ -242,7 +241,7 @@ async fn watch_queues(
                 Err(_) => ops = None,
             }
         }
-        if let Ok(n) = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sb_outbox WHERE published_at IS NULL").fetch_one(&pool).await {
+        if let Ok(n) = sb_bus::outbox::pending(&pool).await {
             metrics::gauge!("sb_outbox_pending").set(n as f64);
         }
         tokio::select! {

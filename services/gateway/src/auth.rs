@@ -123,7 +123,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let app = AppState::from_ref(state);
-        let token = token_from(&parts.headers).filter(|t| !t.is_empty()).ok_or_else(ApiError::unauthenticated)?;
+        let Bearer(token) = Bearer::from_request_parts(parts, state).await?;
         let ip = ClientIp::from_request_parts(parts, state).await?;
         let req = app.service_request(pb::AuthenticateRequest { token: token.clone() }, &ip);
         let principal = app.identity().authenticate(req).await.map_err(|s| match s.code() {

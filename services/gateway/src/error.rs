@@ -120,6 +120,28 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+/// A query string that does not fit (e.g. `?limit=abc`), as a problem.
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(r: axum::extract::rejection::QueryRejection) -> Self {
+        Self::bad_request("invalid_query", r.body_text())
+    }
+}
+
+/// `Query<T>` whose rejections are problems.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state).await.map(|axum::extract::Query(v)| ApiQuery(v)).map_err(ApiError::from)
+    }
+}
+
 /// `Json<T>` whose rejections are problems.
 pub struct ApiJson<T>(pub T);
 

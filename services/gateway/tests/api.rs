@@ -71,6 +71,9 @@ async fn a_customer_cannot_reach_another_accounts_records_or_admin_routes() {
     }
     let (status, p) = problem(sys.web.get(sys.url("/v1/accounts/not-a-uuid")).bearer_auth(&a.token).send().await.unwrap()).await;
     assert_eq!((status, p["code"].as_str().unwrap()), (400, "invalid_id"));
+    let agent = sys.staff("agent@bola.test", Role::Agent).await;
+    let (status, p) = problem(sys.web.get(sys.url("/v1/admin/customers?limit=lots")).bearer_auth(&agent.token).send().await.unwrap()).await;
+    assert_eq!((status, p["code"].as_str().unwrap()), (400, "invalid_query"));
     for (method, path) in [("GET", "/v1/admin/customers".to_owned()), ("POST", format!("/v1/admin/users/{}/revoke-sessions", b.user_id))] {
         let req = sys.web.request(method.parse().unwrap(), sys.url(&path)).bearer_auth(&a.token);
         let (status, p) = problem(req.send().await.unwrap()).await;

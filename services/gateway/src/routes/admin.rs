@@ -3,7 +3,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -16,7 +16,7 @@ use super::{AccountOut, UserOut, path_id, portal::SessionOut, time};
 use crate::{
     AppState,
     auth::Session,
-    error::{ApiError, ApiJson, Problem},
+    error::{ApiError, ApiJson, ApiQuery, Problem},
 };
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -108,7 +108,7 @@ fn customer(c: pb::CustomerSummary) -> CustomerOut {
 pub async fn list_customers(
     State(app): State<AppState>,
     session: Session,
-    Query(q): Query<SearchQuery>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> Result<Json<Vec<CustomerOut>>, ApiError> {
     session.require_staff()?;
     let list = app.identity().list_customers(session.request(pb::ListCustomersRequest { query: q.q, limit: q.limit })).await?;
@@ -174,7 +174,7 @@ pub async fn impersonate(
 pub async fn list_audit(
     State(app): State<AppState>,
     session: Session,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntryOut>>, ApiError> {
     session.require_admin()?;
     let user_id = match q.user_id.as_deref() {
@@ -205,7 +205,7 @@ pub async fn list_audit(
 pub async fn list_mailbox(
     State(app): State<AppState>,
     session: Session,
-    Query(q): Query<MailboxQuery>,
+    ApiQuery(q): ApiQuery<MailboxQuery>,
 ) -> Result<Json<Vec<EmailOut>>, ApiError> {
     session.require_admin()?;
     let list = app.identity().list_mailbox(session.request(pb::ListMailboxRequest { to: q.to, limit: q.limit })).await?;

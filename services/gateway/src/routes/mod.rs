@@ -28,13 +28,8 @@ pub struct AccountOut {
     pub created_at: Option<DateTime<Utc>>,
 }
 
-pub fn time(t: Option<prost_types_ts::Timestamp>) -> Option<DateTime<Utc>> {
+pub fn time(t: Option<sb_proto::prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     t.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-}
-
-/// Re-export so handlers can name the protobuf timestamp without another dependency.
-pub mod prost_types_ts {
-    pub use sb_proto::prost_types::Timestamp;
 }
 
 pub fn role_name(r: i32) -> &'static str {

@@ -82,6 +82,18 @@ pub struct User {
     pub account_id: String,
 }
 
+impl User {
+    /// From a `SessionOut` body (sign-up, log-in).
+    fn from_session(email: &str, v: &Value) -> Self {
+        User {
+            email: email.into(),
+            token: v["token"].as_str().unwrap().into(),
+            user_id: v["user"]["id"].as_str().unwrap().into(),
+            account_id: v["user"]["account_id"].as_str().unwrap().into(),
+        }
+    }
+}
+
 impl System {
     pub async fn stop(self) {
         self.gateway.stop().await;
@@ -105,25 +117,13 @@ impl System {
             .await
             .unwrap();
         assert_eq!(r.status(), 201, "signup {email}");
-        let v: Value = r.json().await.unwrap();
-        User {
-            email: email.into(),
-            token: v["token"].as_str().unwrap().into(),
-            user_id: v["user"]["id"].as_str().unwrap().into(),
-            account_id: v["user"]["account_id"].as_str().unwrap().into(),
-        }
+        User::from_session(email, &r.json().await.unwrap())
     }
 
     pub async fn login(&self, email: &str) -> User {
         let r = self.web.post(self.url("/v1/login")).json(&json!({"email": email, "password": PASSWORD})).send().await.unwrap();
         assert_eq!(r.status(), 200, "login {email}");
-        let v: Value = r.json().await.unwrap();
-        User {
-            email: email.into(),
-            token: v["token"].as_str().unwrap().into(),
-            user_id: v["user"]["id"].as_str().unwrap().into(),
-            account_id: v["user"]["account_id"].as_str().unwrap().into(),
-        }
+        User::from_session(email, &r.json().await.unwrap())
     }
 
     /// A staff user, created the way an operator does, then signed in through the gateway.
