@@ -1,5 +1,11 @@
 //! Generated protobuf messages, gRPC clients and servers for every Switchboard API.
 
+pub mod billing {
+    pub mod v1 {
+        tonic::include_proto!("switchboard.billing.v1");
+    }
+}
+
 pub mod identity {
     pub mod v1 {
         tonic::include_proto!("switchboard.identity.v1");

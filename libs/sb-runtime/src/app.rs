@@ -29,7 +29,13 @@ pub struct Parts {
     pub http: Router,
     /// Extra gRPC services, served beside health, reflection and `switchboard.ops.v1.Ops`.
     pub grpc: tonic::service::Routes,
+    /// Background loops (sweepers, senders): each gets the shutdown token and should return soon
+    /// after it is cancelled.
+    pub tasks: Vec<BackgroundTask>,
 }
+
+/// A background loop started with the service.
+pub type BackgroundTask = Box<dyn FnOnce(CancellationToken) -> futures::future::BoxFuture<'static, ()> + Send>;
 
 impl Parts {
     /// A service that has no handlers, routes or RPCs of its own yet.
@@ -38,7 +44,18 @@ impl Parts {
             consumer: Consumer::new(config.bus.clone(), config.service, pool.clone()),
             http: Router::new(),
             grpc: tonic::service::Routes::default(),
+            tasks: Vec::new(),
         }
+    }
+
+    /// Adds a background loop.
+    pub fn task<F, Fut>(mut self, f: F) -> Self
+    where
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.push(Box::new(move |token| Box::pin(f(token))));
+        self
     }
 }
 
@@ -157,6 +174,9 @@ impl App {
 
         info!(service, http = %http.local_addr()?, grpc = %grpc.local_addr()?, queue = %names.work, "starting");
         let mut tasks = tokio::task::JoinSet::new();
+        for task in parts.tasks {
+            tasks.spawn(task(shutdown.clone()));
+        }
         tasks.spawn(consumer.run(shutdown.clone()));
         tasks.spawn(OutboxRelay::new(pool.clone(), config.bus.clone(), service).run(shutdown.clone()));
         tasks.spawn(watch_health(ready.clone(), health_reporter, service, shutdown.clone()));

@@ -2,13 +2,14 @@
 //! servers every service exposes, and the `main` all six binaries share.
 
 pub mod app;
+pub mod caller;
 pub mod config;
 pub mod db;
 pub mod telemetry;
 
 use std::process::ExitCode;
 
-pub use app::{App, Parts};
+pub use app::{App, BackgroundTask, Parts};
 pub use config::{ConfigError, ServiceConfig};
 use secrecy::ExposeSecret;
 use sqlx::{PgPool, migrate::Migrator};

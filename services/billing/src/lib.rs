@@ -1,20 +1,55 @@
-//! billing: Stripe customers, subscriptions, invoices and portal access (issue #4).
+//! billing: the account ↔ Stripe customer map, subscriptions, invoices, and each account's portal
+//! access (none → pending → active → past_due → revoked) with the Stripe event behind every change.
 //!
-//! Runs on the shared scaffolding: its own database and migrations, the bus consumer (work queue,
-//! retry ladder, DLQ), the outbox relay, health/readiness/metrics over HTTP, gRPC with health,
-//! reflection and `switchboard.ops.v1.Ops`. Its own handlers, routes and RPCs arrive with its issue.
+//! Verified Stripe events arrive from the gateway over the bus (`stripe.event.received.v1`) and are
+//! applied idempotently (event id and dedupe key) and order-safely (facts carry Stripe's time; older
+//! never overwrites newer); access changes go out as `billing.access.changed.v1` through the outbox.
+//! gRPC `switchboard.billing.v1.Billing` answers access queries and starts checkout and portal
+//! sessions — through Stripe when `SWITCHBOARD_STRIPE_API_KEY` is set, else through the embedded
+//! local checkout (`local`), which sends signed Stripe-shaped webhooks to the gateway.
 
+pub mod config;
+pub mod domain;
+pub mod events;
+pub mod grpc;
+pub mod local;
+pub mod reconcile;
+pub mod service;
+pub mod store;
+pub mod stripe_api;
+
+use sb_bus::{Consumer, catalog};
 use sb_runtime::{Parts, ServiceConfig, ServiceDef};
 use sqlx::{PgPool, migrate::Migrator};
+use tracing::warn;
 
 pub const SERVICE: &str = "billing";
 
 /// This service's own schema (the bus tables are migrated separately by sb-runtime).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// The handlers, HTTP routes and gRPC services billing adds to the scaffolding.
 pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
-    Ok(Parts::bare(config, pool))
+    let cfg = config::BillingConfig::load(config)?;
+    if cfg.local() {
+        warn!("no Stripe API key: checkout runs on the embedded local checkout (set SWITCHBOARD_STRIPE_API_KEY for Stripe)");
+    }
+    let billing = service::Billing::new(pool.clone(), cfg)?;
+    let sender = local::Sender::default();
+    let consumer = Consumer::new(config.bus.clone(), SERVICE, pool.clone())
+        .on(catalog::STRIPE_EVENT_RECEIVED, events::StripeEvents { billing: billing.clone() });
+    let grpc = grpc::BillingService::new(billing.clone(), &config.service_token, sender.clone());
+    let mut parts = Parts {
+        consumer,
+        http: axum::Router::new(),
+        grpc: tonic::service::Routes::default().add_service(grpc.into_server()),
+        tasks: Vec::new(),
+    };
+    let sweeper = billing.clone();
+    parts = parts.task(move |stop| sweeper.run_grace_sweeper(stop));
+    if billing.cfg.local() {
+        parts = parts.task(move |stop| local::run_sender(billing, sender, stop));
+    }
+    Ok(parts)
 }
 
 pub fn def() -> ServiceDef {

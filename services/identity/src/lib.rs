@@ -37,7 +37,12 @@ pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
     let consumer = Consumer::new(config.bus.clone(), SERVICE, pool.clone())
         .on(catalog::IDENTITY_EMAIL_REQUESTED, mail::SendEmail { mailer: mailer(&cfg, pool)? });
     let identity = grpc::IdentityService::new(pool.clone(), cfg, &config.service_token);
-    Ok(Parts { consumer, http: axum::Router::new(), grpc: tonic::service::Routes::default().add_service(identity.into_server()) })
+    Ok(Parts {
+        consumer,
+        http: axum::Router::new(),
+        grpc: tonic::service::Routes::default().add_service(identity.into_server()),
+        tasks: Vec::new(),
+    })
 }
 
 pub fn def() -> ServiceDef {

@@ -1,0 +1,599 @@
+//! Billing's rules, without I/O: what a Stripe event says (as facts stamped with Stripe's time),
+//! which fact is newer, and what access an account has given everything known about it.
+//!
+//! Stripe objects are read leniently, field by field (ids may be expanded objects; unknown fields
+//! and other API versions are fine), so a webhook endpoint on a different Stripe API version than
+//! the bindings' still works. Statuses are checked against async-stripe's enums.
+
+use std::{collections::HashMap, str::FromStr, time::Duration};
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// An account's portal access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessStatus {
+    None,
+    Pending,
+    Active,
+    PastDue,
+    Revoked,
+}
+
+impl AccessStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::PastDue => "past_due",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "pending" => Self::Pending,
+            "active" => Self::Active,
+            "past_due" => Self::PastDue,
+            "revoked" => Self::Revoked,
+            _ => Self::None,
+        }
+    }
+
+    /// Access to the portal's paid features (past_due keeps it during the grace period).
+    pub fn grants(self) -> bool {
+        matches!(self, Self::Active | Self::PastDue)
+    }
+}
+
+/// A plan customers can buy: its Stripe price, monthly amount (minor units) and what it unlocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub name: String,
+    pub price_id: String,
+    pub amount: i64,
+    pub entitlements: Vec<String>,
+}
+
+/// The configured plans; the first is the default for checkout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plans(pub Vec<Plan>);
+
+pub const DEFAULT_PLANS: &str =
+    "starter:price_switchboard_starter:1900:portal+support;pro:price_switchboard_pro:4900:portal+support+priority_support+ai_assist";
+
+impl Plans {
+    /// `name:price_id:amount:ent1+ent2;name2:...`
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut plans = Vec::new();
+        for part in raw.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let fields: Vec<&str> = part.split(':').map(str::trim).collect();
+            let [name, price_id, amount, entitlements] = fields[..] else {
+                return Err(format!("{part:?} is not name:price_id:amount:entitlement+entitlement"));
+            };
+            if name.is_empty() || price_id.is_empty() {
+                return Err(format!("{part:?}: name and price id are required"));
+            }
+            let amount = amount.parse::<i64>().map_err(|_| format!("{part:?}: amount must be a whole number of cents"))?;
+            if plans.iter().any(|p: &Plan| p.name == name || p.price_id == price_id) {
+                return Err(format!("{part:?}: plan name and price id must be unique"));
+            }
+            let entitlements = entitlements.split('+').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect();
+            plans.push(Plan { name: name.to_owned(), price_id: price_id.to_owned(), amount, entitlements });
+        }
+        if plans.is_empty() {
+            return Err("at least one plan is required".into());
+        }
+        Ok(Self(plans))
+    }
+
+    pub fn default_plan(&self) -> &Plan {
+        &self.0[0]
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Plan> {
+        self.0.iter().find(|p| p.name == name)
+    }
+
+    pub fn by_price(&self, price_id: &str) -> Option<&Plan> {
+        self.0.iter().find(|p| p.price_id == price_id)
+    }
+
+    /// The plan name for a Stripe price (an unknown price is named by its id).
+    pub fn name_for_price(&self, price_id: &str) -> String {
+        self.by_price(price_id).map_or_else(|| price_id.to_owned(), |p| p.name.clone())
+    }
+
+    /// Entitlements of a plan; an unknown plan still unlocks the portal itself.
+    pub fn entitlements(&self, plan: &str) -> Vec<String> {
+        self.by_name(plan).map_or_else(|| vec!["portal".to_owned()], |p| p.entitlements.clone())
+    }
+}
+
+/// What a refund does to access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundPolicy {
+    /// A fully refunded charge revokes access (default).
+    Full,
+    /// Any refund revokes access.
+    Any,
+    /// Refunds never change access (cancel the subscription to end it).
+    Never,
+}
+
+impl FromStr for RefundPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(Self::Full),
+            "any" => Ok(Self::Any),
+            "never" => Ok(Self::Never),
+            _ => Err("expected full, any or never".into()),
+        }
+    }
+}
+
+/// Tie-break for facts stamped with the same Stripe second: a later stage of a subscription's
+/// life wins, so the same events in any order end in the same state.
+pub fn status_rank(status: &str) -> i32 {
+    match status {
+        "incomplete" => 0,
+        "trialing" => 1,
+        "active" => 2,
+        "paused" => 3,
+        "past_due" => 4,
+        "unpaid" => 5,
+        "incomplete_expired" => 7,
+        "canceled" => 8,
+        _ => -1,
+    }
+}
+
+/// Facts read back from Stripe's API describe the present; they outrank any event of the same second.
+pub const REFETCHED_RANK: i32 = 100;
+
+/// A received Stripe event, with the fields billing uses.
+#[derive(Debug, Clone)]
+pub struct StripeEvent {
+    pub id: String,
+    pub event_type: String,
+    pub created: DateTime<Utc>,
+    pub livemode: bool,
+    pub object: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("not a Stripe event: {0}")]
+pub struct Invalid(pub String);
+
+impl StripeEvent {
+    pub fn parse(v: &Value) -> Result<Self, Invalid> {
+        let id = v.get("id").and_then(Value::as_str).filter(|i| i.starts_with("evt_")).ok_or_else(|| Invalid("id".into()))?;
+        let event_type = v.get("type").and_then(Value::as_str).ok_or_else(|| Invalid("type".into()))?;
+        let created = v.get("created").and_then(Value::as_i64).and_then(timestamp).ok_or_else(|| Invalid("created".into()))?;
+        let object = v.pointer("/data/object").filter(|o| o.is_object()).cloned().ok_or_else(|| Invalid("data.object".into()))?;
+        Ok(Self {
+            id: id.to_owned(),
+            event_type: event_type.to_owned(),
+            created,
+            livemode: v.get("livemode").and_then(Value::as_bool).unwrap_or(false),
+            object,
+        })
+    }
+
+    pub fn object_id(&self) -> String {
+        id_at(&self.object, "/id").unwrap_or_default()
+    }
+
+    /// Two events with the same key are the same change. Events that happen once per object key on
+    /// (object, type); repeatable ones add a digest of the object, so Stripe's duplicate Event
+    /// objects for one change collapse while a later, different update still applies.
+    pub fn dedupe_key(&self) -> String {
+        let once = matches!(
+            self.event_type.as_str(),
+            "checkout.session.completed" | "customer.subscription.created" | "customer.subscription.deleted" | "invoice.paid"
+        );
+        if once {
+            format!("{}|{}", self.object_id(), self.event_type)
+        } else {
+            let digest = Sha256::digest(self.object.to_string().as_bytes());
+            let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+            format!("{}|{}|{hex}", self.object_id(), self.event_type)
+        }
+    }
+}
+
+pub fn timestamp(secs: i64) -> Option<DateTime<Utc>> {
+    Utc.timestamp_opt(secs, 0).single()
+}
+
+/// An id at `ptr`: Stripe sends ids either as strings or, when expanded, as objects with `id`.
+pub fn id_at(v: &Value, ptr: &str) -> Option<String> {
+    match v.pointer(ptr)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
+    v.pointer(ptr).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+/// The Switchboard account an object names: `client_reference_id` (checkout) or
+/// `metadata.account_id` (set on the checkout session, its subscription and its customer).
+pub fn account_hint(object: &Value) -> Option<Uuid> {
+    ["/client_reference_id", "/metadata/account_id", "/parent/subscription_details/metadata/account_id", "/subscription_details/metadata/account_id"]
+        .iter()
+        .filter_map(|p| str_at(object, p))
+        .find_map(|s| Uuid::parse_str(s).ok())
+}
+
+/// The newest known state of one subscription.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionFact {
+    pub id: String,
+    pub customer: String,
+    pub status: String,
+    pub price_id: String,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub as_of: DateTime<Utc>,
+    pub rank: i32,
+    /// Set when this fact is a payment (checkout paid, invoice paid).
+    pub paid_at: Option<DateTime<Utc>>,
+    pub cause_event_id: String,
+    pub cause_event_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvoiceFact {
+    pub id: String,
+    pub customer: String,
+    pub subscription_id: String,
+    pub status: String,
+    pub amount_due: i64,
+    pub amount_paid: i64,
+    pub currency: String,
+    pub attempt_count: i64,
+    pub next_payment_attempt: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefundFact {
+    pub charge_id: String,
+    pub customer: String,
+    pub amount: i64,
+    pub amount_refunded: i64,
+    pub currency: String,
+    pub as_of: DateTime<Utc>,
+    pub cause_event_id: String,
+}
+
+/// What one Stripe event tells billing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fact {
+    /// A checkout finished: links the customer to the account; paid subscription checkouts
+    /// also make the subscription active.
+    CheckoutCompleted { session_id: String, customer: String, account: Option<Uuid>, subscription: Option<SubscriptionFact> },
+    Subscription(SubscriptionFact),
+    /// An invoice changed; paid / failed ones move their subscription too.
+    Invoice { invoice: InvoiceFact, subscription: Option<SubscriptionFact>, failed: bool },
+    Refund(RefundFact),
+    /// Not something billing acts on (other types, one-off payments, objects without a customer).
+    Ignored(&'static str),
+}
+
+/// Reads a Stripe subscription object into a fact.
+pub fn subscription_fact(o: &Value, ev: &StripeEvent, deleted: bool) -> Result<SubscriptionFact, Invalid> {
+    let id = id_at(o, "/id").ok_or_else(|| Invalid("subscription id".into()))?;
+    let customer = id_at(o, "/customer").ok_or_else(|| Invalid("subscription customer".into()))?;
+    let status = if deleted { "canceled" } else { str_at(o, "/status").ok_or_else(|| Invalid("subscription status".into()))? };
+    if matches!(stripe_shared::SubscriptionStatus::from_str(status), Err(_) | Ok(stripe_shared::SubscriptionStatus::Unknown(_))) {
+        return Err(Invalid(format!("subscription status {status:?}")));
+    }
+    let price_id = id_at(o, "/items/data/0/price").or_else(|| id_at(o, "/plan")).unwrap_or_default();
+    let period_end = o
+        .pointer("/items/data/0/current_period_end")
+        .or_else(|| o.get("current_period_end"))
+        .and_then(Value::as_i64)
+        .and_then(timestamp);
+    Ok(SubscriptionFact {
+        id,
+        customer,
+        status: status.to_owned(),
+        price_id,
+        current_period_end: period_end,
+        as_of: ev.created,
+        rank: status_rank(status),
+        paid_at: None,
+        cause_event_id: ev.id.clone(),
+        cause_event_type: ev.event_type.clone(),
+    })
+}
+
+/// Reads an event into the fact it states.
+pub fn read(ev: &StripeEvent) -> Result<Fact, Invalid> {
+    let o = &ev.object;
+    let fact_for = |sub: &str, customer: &str, status: &str, paid: bool| SubscriptionFact {
+        id: sub.to_owned(),
+        customer: customer.to_owned(),
+        status: status.to_owned(),
+        price_id: String::new(),
+        current_period_end: None,
+        as_of: ev.created,
+        rank: status_rank(status),
+        paid_at: paid.then_some(ev.created),
+        cause_event_id: ev.id.clone(),
+        cause_event_type: ev.event_type.clone(),
+    };
+    Ok(match ev.event_type.as_str() {
+        "checkout.session.completed" => {
+            let Some(customer) = id_at(o, "/customer") else { return Ok(Fact::Ignored("checkout without a customer")) };
+            let session_id = id_at(o, "/id").ok_or_else(|| Invalid("checkout session id".into()))?;
+            let mode = str_at(o, "/mode").unwrap_or("");
+            let paid = matches!(str_at(o, "/payment_status"), Some("paid" | "no_payment_required"));
+            let subscription = match id_at(o, "/subscription") {
+                Some(sub) if mode == "subscription" => Some(fact_for(&sub, &customer, if paid { "active" } else { "incomplete" }, paid)),
+                _ => None,
+            };
+            Fact::CheckoutCompleted { session_id, customer, account: account_hint(o), subscription }
+        }
+        "customer.subscription.created" | "customer.subscription.updated" | "customer.subscription.deleted" => {
+            Fact::Subscription(subscription_fact(o, ev, ev.event_type == "customer.subscription.deleted")?)
+        }
+        "invoice.paid" | "invoice.payment_failed" | "invoice.payment_succeeded" => {
+            let Some(customer) = id_at(o, "/customer") else { return Ok(Fact::Ignored("invoice without a customer")) };
+            let failed = ev.event_type == "invoice.payment_failed";
+            let subscription_id = id_at(o, "/parent/subscription_details/subscription").or_else(|| id_at(o, "/subscription")).unwrap_or_default();
+            let invoice = InvoiceFact {
+                id: id_at(o, "/id").ok_or_else(|| Invalid("invoice id".into()))?,
+                customer: customer.clone(),
+                subscription_id: subscription_id.clone(),
+                status: str_at(o, "/status").unwrap_or(if failed { "open" } else { "paid" }).to_owned(),
+                amount_due: o.get("amount_due").and_then(Value::as_i64).unwrap_or(0),
+                amount_paid: o.get("amount_paid").and_then(Value::as_i64).unwrap_or(0),
+                currency: str_at(o, "/currency").unwrap_or("").to_owned(),
+                attempt_count: o.get("attempt_count").and_then(Value::as_i64).unwrap_or(0),
+                next_payment_attempt: o.get("next_payment_attempt").and_then(Value::as_i64).and_then(timestamp),
+            };
+            let subscription = (!subscription_id.is_empty() && ev.event_type != "invoice.payment_succeeded")
+                .then(|| fact_for(&subscription_id, &customer, if failed { "past_due" } else { "active" }, !failed));
+            Fact::Invoice { invoice, subscription, failed }
+        }
+        "charge.refunded" => {
+            let Some(customer) = id_at(o, "/customer") else { return Ok(Fact::Ignored("charge without a customer")) };
+            Fact::Refund(RefundFact {
+                charge_id: id_at(o, "/id").ok_or_else(|| Invalid("charge id".into()))?,
+                customer,
+                amount: o.get("amount").and_then(Value::as_i64).unwrap_or(0),
+                amount_refunded: o.get("amount_refunded").and_then(Value::as_i64).unwrap_or(0),
+                currency: str_at(o, "/currency").unwrap_or("").to_owned(),
+                as_of: ev.created,
+                cause_event_id: ev.id.clone(),
+            })
+        }
+        _ => Fact::Ignored("event type billing does not handle"),
+    })
+}
+
+/// A subscription as stored, with the time of its newest payment.
+#[derive(Debug, Clone)]
+pub struct StoredSubscription {
+    pub fact: SubscriptionFact,
+    pub plan: String,
+    pub last_paid_at: Option<DateTime<Utc>>,
+}
+
+/// Everything known about one account, for [`derive`].
+#[derive(Debug, Clone, Default)]
+pub struct AccountFacts {
+    pub subscriptions: Vec<StoredSubscription>,
+    pub refunds: Vec<RefundFact>,
+    /// The newest open checkout this service started, if it has not expired.
+    pub open_checkout: Option<(String, DateTime<Utc>)>,
+}
+
+/// An account's access as derived from its facts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Derived {
+    pub status: AccessStatus,
+    pub plan: String,
+    pub reason: String,
+    pub cause_event_id: String,
+    pub cause_event_type: String,
+    pub grace_until: Option<DateTime<Utc>>,
+}
+
+impl Derived {
+    fn none() -> Self {
+        Self {
+            status: AccessStatus::None,
+            plan: String::new(),
+            reason: String::new(),
+            cause_event_id: String::new(),
+            cause_event_type: String::new(),
+            grace_until: None,
+        }
+    }
+}
+
+/// The access an account has now. Depends only on the stored facts (not on the order they
+/// arrived in), so the same events delivered in any order end in the same access.
+pub fn derive(facts: &AccountFacts, now: DateTime<Utc>, grace: Duration, refunds: RefundPolicy) -> Derived {
+    let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::days(7));
+    let mut best: Option<(u8, DateTime<Utc>, Derived)> = None;
+    for sub in &facts.subscriptions {
+        let f = &sub.fact;
+        let from_sub = |status: AccessStatus, reason: &str| Derived {
+            status,
+            plan: sub.plan.clone(),
+            reason: reason.to_owned(),
+            cause_event_id: f.cause_event_id.clone(),
+            cause_event_type: f.cause_event_type.clone(),
+            grace_until: None,
+        };
+        // A refund taken after the newest payment ends what that payment bought.
+        let refund = facts.refunds.iter().filter(|r| r.customer == f.customer).find(|r| {
+            let revokes = match refunds {
+                RefundPolicy::Full => r.amount_refunded >= r.amount && r.amount > 0,
+                RefundPolicy::Any => r.amount_refunded > 0,
+                RefundPolicy::Never => false,
+            };
+            revokes && sub.last_paid_at.is_none_or(|paid| r.as_of >= paid)
+        });
+        let (priority, derived) = if let Some(r) = refund {
+            (1, Derived { reason: "charge refunded".into(), cause_event_id: r.cause_event_id.clone(), cause_event_type: "charge.refunded".into(), ..from_sub(AccessStatus::Revoked, "") })
+        } else {
+            match f.status.as_str() {
+                "active" | "trialing" => (4, from_sub(AccessStatus::Active, &f.cause_event_type)),
+                "past_due" | "unpaid" => {
+                    let until = f.as_of + grace;
+                    if now >= until {
+                        (1, from_sub(AccessStatus::Revoked, "grace period ended"))
+                    } else {
+                        (3, Derived { grace_until: Some(until), ..from_sub(AccessStatus::PastDue, "payment failed") })
+                    }
+                }
+                "incomplete" => (2, from_sub(AccessStatus::Pending, "payment not confirmed yet")),
+                "paused" => (1, from_sub(AccessStatus::Revoked, "subscription paused")),
+                _ => (1, from_sub(AccessStatus::Revoked, "subscription canceled")),
+            }
+        };
+        let better = best.as_ref().is_none_or(|(p, at, _)| (priority, f.as_of) > (*p, *at));
+        if better {
+            best = Some((priority, f.as_of, derived));
+        }
+    }
+    match best {
+        // An open checkout means a new purchase is under way; say so instead of "revoked".
+        Some((1, _, _)) | None if facts.open_checkout.is_some() => {
+            let (session, _) = facts.open_checkout.clone().unwrap_or_default();
+            Derived { status: AccessStatus::Pending, reason: format!("checkout started ({session})"), ..Derived::none() }
+        }
+        Some((_, _, d)) => d,
+        None => Derived::none(),
+    }
+}
+
+/// `HashMap` of Stripe metadata, e.g. to carry the account id on objects billing creates.
+pub fn account_metadata(account: Uuid) -> HashMap<String, String> {
+    HashMap::from([("account_id".to_owned(), account.to_string())])
+}
+
+#[cfg(test)]
+mod tests {
+    use sb_stripe::objects::{self, CheckoutSpec, InvoiceSpec, SubscriptionSpec};
+
+    use super::*;
+
+    fn plans() -> Plans {
+        Plans::parse(DEFAULT_PLANS).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn ev(id: &str, ty: &str, created: i64, object: Value) -> StripeEvent {
+        StripeEvent::parse(&objects::event(id, ty, created, object)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn plans_parse_and_reject_bad_lists() {
+        let p = plans();
+        assert_eq!(p.default_plan().name, "starter");
+        assert_eq!(p.name_for_price("price_switchboard_pro"), "pro");
+        assert_eq!(p.name_for_price("price_other"), "price_other");
+        assert!(p.entitlements("pro").contains(&"ai_assist".to_owned()));
+        for bad in ["", "a:b:c", "a:b:x:portal", "a:p:1:x;a:q:1:y", ":p:1:x"] {
+            assert!(Plans::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reads_stripe_shaped_events() {
+        let account = Uuid::now_v7();
+        let a = account.to_string();
+        let cs = objects::checkout_session(&CheckoutSpec { id: "cs_1", account_id: &a, customer: "cus_1", subscription: "sub_1", created: 10, ..Default::default() });
+        let Fact::CheckoutCompleted { customer, account: hint, subscription: Some(sub), .. } = read(&ev("evt_1", "checkout.session.completed", 10, cs)).unwrap_or_else(|e| panic!("{e}")) else {
+            panic!("not a checkout fact")
+        };
+        assert_eq!((customer.as_str(), hint, sub.status.as_str(), sub.paid_at.is_some()), ("cus_1", Some(account), "active", true));
+
+        let so = objects::subscription(&SubscriptionSpec { id: "sub_1", customer: "cus_1", status: "past_due", price: "price_switchboard_pro", created: 5, period_end: 99, account_id: &a });
+        let Fact::Subscription(f) = read(&ev("evt_2", "customer.subscription.updated", 20, so.clone())).unwrap_or_else(|e| panic!("{e}")) else { panic!() };
+        assert_eq!((f.status.as_str(), f.price_id.as_str(), f.rank), ("past_due", "price_switchboard_pro", 4));
+        assert_eq!(f.current_period_end, timestamp(99));
+        let Fact::Subscription(f) = read(&ev("evt_3", "customer.subscription.deleted", 30, so)).unwrap_or_else(|e| panic!("{e}")) else { panic!() };
+        assert_eq!(f.status, "canceled");
+
+        let inv = objects::invoice(&InvoiceSpec { id: "in_1", customer: "cus_1", subscription: "sub_1", status: "open", created: 40, amount: 900, attempt_count: 1 });
+        let Fact::Invoice { subscription: Some(s), failed: true, .. } = read(&ev("evt_4", "invoice.payment_failed", 40, inv)).unwrap_or_else(|e| panic!("{e}")) else { panic!() };
+        assert_eq!(s.status, "past_due");
+        let bad = objects::with(objects::subscription(&SubscriptionSpec { id: "sub_1", customer: "cus_1", status: "active", ..Default::default() }), serde_json::json!({"status": "bogus"}));
+        assert!(read(&ev("evt_5", "customer.subscription.updated", 1, bad)).is_err());
+        assert!(StripeEvent::parse(&serde_json::json!({"id": "nope"})).is_err());
+    }
+
+    #[test]
+    fn dedupe_keys_collapse_double_events_but_not_later_updates() {
+        let so = |status| objects::subscription(&SubscriptionSpec { id: "sub_1", customer: "cus_1", status, ..Default::default() });
+        let a = ev("evt_a", "customer.subscription.updated", 1, so("active"));
+        let b = ev("evt_b", "customer.subscription.updated", 1, so("active"));
+        let c = ev("evt_c", "customer.subscription.updated", 2, so("past_due"));
+        assert_eq!(a.dedupe_key(), b.dedupe_key());
+        assert_ne!(a.dedupe_key(), c.dedupe_key());
+        let p1 = ev("evt_p1", "invoice.paid", 1, serde_json::json!({"id": "in_1"}));
+        let p2 = ev("evt_p2", "invoice.paid", 9, serde_json::json!({"id": "in_1", "x": 1}));
+        assert_eq!(p1.dedupe_key(), p2.dedupe_key());
+    }
+
+    fn stored(status: &str, as_of: i64, paid: Option<i64>) -> StoredSubscription {
+        StoredSubscription {
+            fact: SubscriptionFact {
+                id: "sub_1".into(),
+                customer: "cus_1".into(),
+                status: status.into(),
+                price_id: "price_switchboard_pro".into(),
+                current_period_end: None,
+                as_of: timestamp(as_of).unwrap_or_default(),
+                rank: status_rank(status),
+                paid_at: None,
+                cause_event_id: format!("evt_{as_of}"),
+                cause_event_type: "customer.subscription.updated".into(),
+            },
+            plan: "pro".into(),
+            last_paid_at: paid.and_then(timestamp),
+        }
+    }
+
+    #[test]
+    fn derive_access() {
+        let now = timestamp(1_000).unwrap_or_default();
+        let week = Duration::from_secs(7 * 86_400);
+        let d = |facts: &AccountFacts| derive(facts, now, week, RefundPolicy::Full);
+        assert_eq!(d(&AccountFacts::default()).status, AccessStatus::None);
+        let pending = AccountFacts { open_checkout: Some(("cs_1".into(), now)), ..Default::default() };
+        assert_eq!(d(&pending).status, AccessStatus::Pending);
+        let active = AccountFacts { subscriptions: vec![stored("active", 10, Some(10))], ..Default::default() };
+        assert_eq!((d(&active).status, d(&active).plan.as_str()), (AccessStatus::Active, "pro"));
+        let past_due = AccountFacts { subscriptions: vec![stored("past_due", 900, Some(10))], ..Default::default() };
+        let got = d(&past_due);
+        assert_eq!((got.status, got.grace_until), (AccessStatus::PastDue, timestamp(900 + 7 * 86_400)));
+        let expired = derive(&past_due, timestamp(900 + 7 * 86_400).unwrap_or_default(), week, RefundPolicy::Full);
+        assert_eq!((expired.status, expired.reason.as_str()), (AccessStatus::Revoked, "grace period ended"));
+        assert_eq!(d(&AccountFacts { subscriptions: vec![stored("canceled", 10, Some(5))], ..Default::default() }).status, AccessStatus::Revoked);
+
+        let refund = |amount_refunded, at| RefundFact { charge_id: "ch_1".into(), customer: "cus_1".into(), amount: 900, amount_refunded, currency: "usd".into(), as_of: timestamp(at).unwrap_or_default(), cause_event_id: "evt_r".into() };
+        let full = AccountFacts { subscriptions: vec![stored("active", 10, Some(10))], refunds: vec![refund(900, 20)], ..Default::default() };
+        assert_eq!((d(&full).status, d(&full).cause_event_type.as_str()), (AccessStatus::Revoked, "charge.refunded"));
+        assert_eq!(derive(&full, now, week, RefundPolicy::Never).status, AccessStatus::Active);
+        let partial = AccountFacts { refunds: vec![refund(100, 20)], ..full.clone() };
+        assert_eq!(d(&partial).status, AccessStatus::Active);
+        assert_eq!(derive(&partial, now, week, RefundPolicy::Any).status, AccessStatus::Revoked);
+        // A later update without a new payment does not undo the refund; a new payment does.
+        let later_update = AccountFacts { subscriptions: vec![stored("active", 30, Some(10))], ..full.clone() };
+        assert_eq!(d(&later_update).status, AccessStatus::Revoked);
+        let repaid = AccountFacts { subscriptions: vec![stored("active", 30, Some(30))], ..full };
+        assert_eq!(d(&repaid).status, AccessStatus::Active);
+    }
+}

@@ -1,0 +1,514 @@
+//! billing's SQL: the only place that sees rows.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
+use uuid::Uuid;
+
+use crate::domain::{AccessStatus, AccountFacts, Derived, InvoiceFact, RefundFact, StoredSubscription, SubscriptionFact};
+
+/// Records an event once. False when its id or its dedupe key was seen before.
+pub async fn record_event(
+    conn: &mut PgConnection,
+    id: &str,
+    event_type: &str,
+    object_id: &str,
+    dedupe_key: &str,
+    created: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "INSERT INTO stripe_events (event_id, event_type, object_id, dedupe_key, stripe_created, outcome)
+         VALUES ($1, $2, $3, $4, $5, 'received') ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(event_type)
+    .bind(object_id)
+    .bind(dedupe_key)
+    .bind(created)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn set_outcome(conn: &mut PgConnection, event_id: &str, outcome: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE stripe_events SET outcome = $2 WHERE event_id = $1").bind(event_id).bind(outcome).execute(conn).await?;
+    Ok(())
+}
+
+/// Links a Stripe customer to an account (the first link wins). Returns the linked account.
+pub async fn link_customer(conn: &mut PgConnection, customer: &str, account: Uuid) -> sqlx::Result<Uuid> {
+    sqlx::query("INSERT INTO customers (stripe_customer_id, account_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(customer)
+        .bind(account)
+        .execute(&mut *conn)
+        .await?;
+    Ok(account_for_customer(conn, customer).await?.unwrap_or(account))
+}
+
+pub async fn account_for_customer(conn: &mut PgConnection, customer: &str) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar("SELECT account_id FROM customers WHERE stripe_customer_id = $1").bind(customer).fetch_optional(conn).await
+}
+
+pub async fn customer_for_account(conn: &mut PgConnection, account: Uuid) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT stripe_customer_id FROM customers WHERE account_id = $1 ORDER BY created_at DESC LIMIT 1")
+        .bind(account)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Applies a subscription fact if it is newer than what is stored ((as_of, rank) order); a
+/// payment time is kept whenever it is newer, whatever the order. Returns whether state moved.
+pub async fn apply_subscription(conn: &mut PgConnection, f: &SubscriptionFact, plan: &str) -> sqlx::Result<bool> {
+    // Insert if new; else update only what this fact has newer.
+    let inserted = sqlx::query(
+        "INSERT INTO subscriptions (id, stripe_customer_id, status, plan, price_id, current_period_end, as_of, rank,
+                                    last_paid_at, cause_event_id, cause_event_type)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&f.id)
+    .bind(&f.customer)
+    .bind(&f.status)
+    .bind(plan)
+    .bind(&f.price_id)
+    .bind(f.current_period_end)
+    .bind(f.as_of)
+    .bind(f.rank)
+    .bind(f.paid_at)
+    .bind(&f.cause_event_id)
+    .bind(&f.cause_event_type)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if inserted {
+        return Ok(true);
+    }
+    let newer = sqlx::query(
+        "UPDATE subscriptions SET status = $2, as_of = $3, rank = $4, cause_event_id = $5, cause_event_type = $6,
+                plan = CASE WHEN $7 = '' THEN plan ELSE $7 END,
+                price_id = CASE WHEN $8 = '' THEN price_id ELSE $8 END,
+                current_period_end = COALESCE($9, current_period_end),
+                updated_at = now()
+         WHERE id = $1 AND (as_of, rank) < ($3, $4)",
+    )
+    .bind(&f.id)
+    .bind(&f.status)
+    .bind(f.as_of)
+    .bind(f.rank)
+    .bind(&f.cause_event_id)
+    .bind(&f.cause_event_type)
+    .bind(plan)
+    .bind(&f.price_id)
+    .bind(f.current_period_end)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    let mut paid = false;
+    if let Some(at) = f.paid_at {
+        paid = sqlx::query("UPDATE subscriptions SET last_paid_at = $2 WHERE id = $1 AND (last_paid_at IS NULL OR last_paid_at < $2)")
+            .bind(&f.id)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+            == 1;
+    }
+    // An older fact may still carry what a newer one lacked (an invoice event names no price).
+    sqlx::query(
+        "UPDATE subscriptions SET plan = CASE WHEN plan = '' THEN $2 ELSE plan END,
+                price_id = CASE WHEN price_id = '' THEN $3 ELSE price_id END,
+                current_period_end = COALESCE(current_period_end, $4)
+         WHERE id = $1 AND (plan = '' OR price_id = '' OR current_period_end IS NULL)",
+    )
+    .bind(&f.id)
+    .bind(plan)
+    .bind(&f.price_id)
+    .bind(f.current_period_end)
+    .execute(&mut *conn)
+    .await?;
+    Ok(newer || paid)
+}
+
+pub async fn apply_invoice(conn: &mut PgConnection, inv: &InvoiceFact, as_of: DateTime<Utc>, rank: i32) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO invoices (id, stripe_customer_id, subscription_id, status, amount_due, amount_paid, currency, attempt_count, as_of, rank)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, amount_due = EXCLUDED.amount_due,
+             amount_paid = EXCLUDED.amount_paid, attempt_count = EXCLUDED.attempt_count, as_of = EXCLUDED.as_of, rank = EXCLUDED.rank
+         WHERE (invoices.as_of, invoices.rank) < (EXCLUDED.as_of, EXCLUDED.rank)",
+    )
+    .bind(&inv.id)
+    .bind(&inv.customer)
+    .bind(&inv.subscription_id)
+    .bind(&inv.status)
+    .bind(inv.amount_due)
+    .bind(inv.amount_paid)
+    .bind(&inv.currency)
+    .bind(inv.attempt_count as i32)
+    .bind(as_of)
+    .bind(rank)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn apply_refund(conn: &mut PgConnection, r: &RefundFact) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO refunds (charge_id, stripe_customer_id, amount, amount_refunded, currency, as_of, cause_event_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (charge_id) DO UPDATE SET amount_refunded = EXCLUDED.amount_refunded, as_of = EXCLUDED.as_of,
+             cause_event_id = EXCLUDED.cause_event_id
+         WHERE refunds.amount_refunded < EXCLUDED.amount_refunded",
+    )
+    .bind(&r.charge_id)
+    .bind(&r.customer)
+    .bind(r.amount)
+    .bind(r.amount_refunded)
+    .bind(&r.currency)
+    .bind(r.as_of)
+    .bind(&r.cause_event_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn subscription_row(r: &PgRow) -> sqlx::Result<StoredSubscription> {
+    Ok(StoredSubscription {
+        fact: SubscriptionFact {
+            id: r.try_get("id")?,
+            customer: r.try_get("stripe_customer_id")?,
+            status: r.try_get("status")?,
+            price_id: r.try_get("price_id")?,
+            current_period_end: r.try_get("current_period_end")?,
+            as_of: r.try_get("as_of")?,
+            rank: r.try_get("rank")?,
+            paid_at: None,
+            cause_event_id: r.try_get("cause_event_id")?,
+            cause_event_type: r.try_get("cause_event_type")?,
+        },
+        plan: r.try_get("plan")?,
+        last_paid_at: r.try_get("last_paid_at")?,
+    })
+}
+
+pub async fn subscriptions(conn: &mut PgConnection, account: Uuid) -> sqlx::Result<Vec<StoredSubscription>> {
+    let rows = sqlx::query(
+        "SELECT s.* FROM subscriptions s JOIN customers c USING (stripe_customer_id) WHERE c.account_id = $1 ORDER BY s.as_of DESC, s.id",
+    )
+    .bind(account)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(subscription_row).collect()
+}
+
+pub async fn account_facts(conn: &mut PgConnection, account: Uuid, now: DateTime<Utc>) -> sqlx::Result<AccountFacts> {
+    let subscriptions = subscriptions(&mut *conn, account).await?;
+    let refunds = sqlx::query(
+        "SELECT r.* FROM refunds r JOIN customers c USING (stripe_customer_id) WHERE c.account_id = $1 ORDER BY r.as_of DESC",
+    )
+    .bind(account)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(RefundFact {
+            charge_id: r.try_get("charge_id")?,
+            customer: r.try_get("stripe_customer_id")?,
+            amount: r.try_get("amount")?,
+            amount_refunded: r.try_get("amount_refunded")?,
+            currency: r.try_get("currency")?,
+            as_of: r.try_get("as_of")?,
+            cause_event_id: r.try_get("cause_event_id")?,
+        })
+    })
+    .collect::<sqlx::Result<Vec<_>>>()?;
+    let open_checkout = sqlx::query_as::<_, (String, DateTime<Utc>)>(
+        "SELECT session_id, created_at FROM checkouts WHERE account_id = $1 AND status = 'open' AND expires_at > $2
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(account)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(AccountFacts { subscriptions, refunds, open_checkout })
+}
+
+/// An account's stored access.
+#[derive(Debug, Clone)]
+pub struct AccessRow {
+    pub account_id: Uuid,
+    pub status: AccessStatus,
+    pub plan: String,
+    pub since: DateTime<Utc>,
+    pub reason: String,
+    pub cause_event_id: String,
+    pub cause_event_type: String,
+    pub grace_until: Option<DateTime<Utc>>,
+}
+
+fn access_row(r: &PgRow) -> sqlx::Result<AccessRow> {
+    Ok(AccessRow {
+        account_id: r.try_get("account_id")?,
+        status: AccessStatus::parse(r.try_get("status")?),
+        plan: r.try_get("plan")?,
+        since: r.try_get("since")?,
+        reason: r.try_get("reason")?,
+        cause_event_id: r.try_get("cause_event_id")?,
+        cause_event_type: r.try_get("cause_event_type")?,
+        grace_until: r.try_get("grace_until")?,
+    })
+}
+
+/// The account's access row, locked for this transaction (created as `none` if missing), so
+/// concurrent changes to one account are applied one after the other.
+pub async fn lock_access(conn: &mut PgConnection, account: Uuid) -> sqlx::Result<AccessRow> {
+    sqlx::query("INSERT INTO access (account_id, status) VALUES ($1, 'none') ON CONFLICT DO NOTHING").bind(account).execute(&mut *conn).await?;
+    let row = sqlx::query("SELECT * FROM access WHERE account_id = $1 FOR UPDATE").bind(account).fetch_one(conn).await?;
+    access_row(&row)
+}
+
+pub async fn get_access(conn: &mut PgConnection, account: Uuid) -> sqlx::Result<Option<AccessRow>> {
+    sqlx::query("SELECT * FROM access WHERE account_id = $1").bind(account).fetch_optional(conn).await?.as_ref().map(access_row).transpose()
+}
+
+/// Stores a derived access; a change of status or plan starts a new `since` and is recorded in
+/// the history. Returns the previous row when something changed.
+pub async fn update_access(conn: &mut PgConnection, old: &AccessRow, d: &Derived, now: DateTime<Utc>) -> sqlx::Result<bool> {
+    let changed = old.status != d.status || old.plan != d.plan;
+    if !changed {
+        // Same status: keep since and cause, but follow a moved grace deadline.
+        if old.grace_until != d.grace_until {
+            sqlx::query("UPDATE access SET grace_until = $2, updated_at = now() WHERE account_id = $1")
+                .bind(old.account_id)
+                .bind(d.grace_until)
+                .execute(conn)
+                .await?;
+        }
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE access SET status = $2, plan = $3, since = $4, reason = $5, cause_event_id = $6, cause_event_type = $7,
+                grace_until = $8, updated_at = now() WHERE account_id = $1",
+    )
+    .bind(old.account_id)
+    .bind(d.status.as_str())
+    .bind(&d.plan)
+    .bind(now)
+    .bind(&d.reason)
+    .bind(&d.cause_event_id)
+    .bind(&d.cause_event_type)
+    .bind(d.grace_until)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO access_changes (account_id, from_status, to_status, plan, reason, cause_event_id, cause_event_type, at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(old.account_id)
+    .bind(old.status.as_str())
+    .bind(d.status.as_str())
+    .bind(&d.plan)
+    .bind(&d.reason)
+    .bind(&d.cause_event_id)
+    .bind(&d.cause_event_type)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(true)
+}
+
+/// Accounts whose grace period has ended but are still past_due.
+pub async fn grace_expired(pool: &PgPool, now: DateTime<Utc>) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar("SELECT account_id FROM access WHERE status = 'past_due' AND grace_until <= $1 LIMIT 500").bind(now).fetch_all(pool).await
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessChangeRow {
+    pub from: AccessStatus,
+    pub to: AccessStatus,
+    pub plan: String,
+    pub reason: String,
+    pub cause_event_id: String,
+    pub cause_event_type: String,
+    pub at: DateTime<Utc>,
+}
+
+pub async fn history(conn: &mut PgConnection, account: Uuid, limit: i64) -> sqlx::Result<Vec<AccessChangeRow>> {
+    let rows = sqlx::query("SELECT * FROM access_changes WHERE account_id = $1 ORDER BY id DESC LIMIT $2").bind(account).bind(limit).fetch_all(conn).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AccessChangeRow {
+                from: AccessStatus::parse(r.try_get("from_status")?),
+                to: AccessStatus::parse(r.try_get("to_status")?),
+                plan: r.try_get("plan")?,
+                reason: r.try_get("reason")?,
+                cause_event_id: r.try_get("cause_event_id")?,
+                cause_event_type: r.try_get("cause_event_type")?,
+                at: r.try_get("at")?,
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct InvoiceRow {
+    pub id: String,
+    pub subscription_id: String,
+    pub status: String,
+    pub amount_due: i64,
+    pub amount_paid: i64,
+    pub currency: String,
+    pub as_of: DateTime<Utc>,
+}
+
+pub async fn invoices(conn: &mut PgConnection, account: Uuid, limit: i64) -> sqlx::Result<Vec<InvoiceRow>> {
+    let rows = sqlx::query(
+        "SELECT i.* FROM invoices i JOIN customers c USING (stripe_customer_id) WHERE c.account_id = $1 ORDER BY i.as_of DESC LIMIT $2",
+    )
+    .bind(account)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(InvoiceRow {
+                id: r.try_get("id")?,
+                subscription_id: r.try_get("subscription_id")?,
+                status: r.try_get("status")?,
+                amount_due: r.try_get("amount_due")?,
+                amount_paid: r.try_get("amount_paid")?,
+                currency: r.try_get("currency")?,
+                as_of: r.try_get("as_of")?,
+            })
+        })
+        .collect()
+}
+
+/// A checkout session this service started.
+#[derive(Debug, Clone)]
+pub struct CheckoutRow {
+    pub session_id: String,
+    pub account_id: Uuid,
+    pub plan: String,
+    pub price_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub url: String,
+    pub local: bool,
+    pub status: String,
+    pub success_url: String,
+    pub cancel_url: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+fn checkout_row(r: &PgRow) -> sqlx::Result<CheckoutRow> {
+    Ok(CheckoutRow {
+        session_id: r.try_get("session_id")?,
+        account_id: r.try_get("account_id")?,
+        plan: r.try_get("plan")?,
+        price_id: r.try_get("price_id")?,
+        amount: r.try_get("amount")?,
+        currency: r.try_get("currency")?,
+        url: r.try_get("url")?,
+        local: r.try_get("local")?,
+        status: r.try_get("status")?,
+        success_url: r.try_get("success_url")?,
+        cancel_url: r.try_get("cancel_url")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+    })
+}
+
+pub async fn insert_checkout(conn: &mut PgConnection, c: &CheckoutRow) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO checkouts (session_id, account_id, plan, price_id, amount, currency, url, local, status, success_url, cancel_url, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(&c.session_id)
+    .bind(c.account_id)
+    .bind(&c.plan)
+    .bind(&c.price_id)
+    .bind(c.amount)
+    .bind(&c.currency)
+    .bind(&c.url)
+    .bind(c.local)
+    .bind(&c.status)
+    .bind(&c.success_url)
+    .bind(&c.cancel_url)
+    .bind(c.created_at)
+    .bind(c.expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn checkout(conn: &mut PgConnection, session_id: &str, lock: bool) -> sqlx::Result<Option<CheckoutRow>> {
+    let sql = if lock { "SELECT * FROM checkouts WHERE session_id = $1 FOR UPDATE" } else { "SELECT * FROM checkouts WHERE session_id = $1" };
+    sqlx::query(sql).bind(session_id).fetch_optional(conn).await?.as_ref().map(checkout_row).transpose()
+}
+
+/// Marks a checkout complete (when Stripe says so, or the local page was confirmed).
+pub async fn complete_checkout(conn: &mut PgConnection, session_id: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE checkouts SET status = 'complete', completed_at = COALESCE(completed_at, now()) WHERE session_id = $1")
+        .bind(session_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Queues a signed webhook for the local checkout's sender (idempotent by event id).
+pub async fn queue_local_webhook(conn: &mut PgConnection, event_id: &str, body: &str) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO local_webhooks (event_id, body) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING")
+        .bind(event_id)
+        .bind(body)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Due local webhooks, oldest first, locked so replicas do not send one twice at once.
+pub async fn due_local_webhooks(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<(i64, String, i32)>> {
+    sqlx::query_as(
+        "SELECT id, body, attempts FROM local_webhooks WHERE next_attempt_at <= now() ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn local_webhook_sent(conn: &mut PgConnection, id: i64) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM local_webhooks WHERE id = $1").bind(id).execute(conn).await?;
+    Ok(())
+}
+
+pub async fn local_webhook_failed(conn: &mut PgConnection, id: i64, retry_in_secs: f64, error: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE local_webhooks SET attempts = attempts + 1, last_error = $3,
+                next_attempt_at = now() + make_interval(secs => $2) WHERE id = $1",
+    )
+    .bind(id)
+    .bind(retry_in_secs)
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The account's newest subscription that is not ended (for the local portal's cancel).
+pub async fn live_subscription(conn: &mut PgConnection, account: Uuid) -> sqlx::Result<Option<StoredSubscription>> {
+    let row = sqlx::query(
+        "SELECT s.* FROM subscriptions s JOIN customers c USING (stripe_customer_id)
+         WHERE c.account_id = $1 AND s.status NOT IN ('canceled', 'incomplete_expired') ORDER BY s.as_of DESC LIMIT 1",
+    )
+    .bind(account)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(subscription_row).transpose()
+}
+
+/// Every subscription billing knows, for reconciliation.
+pub async fn all_subscriptions(pool: &PgPool) -> sqlx::Result<Vec<StoredSubscription>> {
+    let rows = sqlx::query("SELECT * FROM subscriptions ORDER BY id").fetch_all(pool).await?;
+    rows.iter().map(subscription_row).collect()
+}
