@@ -8,11 +8,19 @@ ROOT is the workspace root (docker-compose.yml, Dockerfile, k8s/secret.example.y
 each RENDERED.yaml is the output of `kubectl kustomize LABEL` for one kustomization.
 Needs PyYAML only (kubernetes-validate's own dependency). Prints one line per problem
 and exits 1 if there is any.
+
+Besides ports, probes and the like, it checks that the services are wired to each other
+(WIRING: the gateway's gRPC clients, billing's local-checkout webhooks), that every
+service gets the shared service token, that gateway and billing share the Stripe webhook
+secret, that secrets come from the Secret in k8s (and from the environment / .env, with
+the code's public development defaults, in compose), and that the retired variable name
+STRIPE_WEBHOOK_SECRET is used nowhere.
 """
 
 import re
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -29,7 +37,46 @@ BINARIES = list(SERVICES) + ["switchboard"]
 SHARED_CONFIG = ["SWITCHBOARD_BUS_PREFIX", "SWITCHBOARD_RETRY_DELAYS", "SWITCHBOARD_LOG_FORMAT", "RUST_LOG"]
 SECRET_NAME = "switchboard-secrets"
 NAMESPACE = "switchboard"
-SECRETISH = re.compile(r"(DATABASE_URL|AMQP_URL|STRIPE_WEBHOOK_SECRET)$")
+SECRETISH = re.compile(r"(DATABASE_URL|AMQP_URL|SERVICE_TOKEN|STRIPE_WEBHOOK_SECRET|STRIPE_API_KEY)$")
+
+# Shared secrets (read as {SVC}_<NAME>, else SWITCHBOARD_<NAME>) and who needs them.
+SERVICE_TOKEN = "SWITCHBOARD_SERVICE_TOKEN"  # every service; at least 16 characters
+WEBHOOK_SECRET = "SWITCHBOARD_STRIPE_WEBHOOK_SECRET"  # gateway verifies, billing's local checkout signs
+WEBHOOK_SECRET_USERS = ("gateway", "billing")
+STRIPE_API_KEY = "SWITCHBOARD_STRIPE_API_KEY"  # billing only, optional
+STRIPE_API_KEY_USERS = ("billing",)
+# The variable's old name, read by nothing any more: a deployment setting it would silently
+# run with the public development secret.
+RETIRED = re.compile(r"(?<![A-Za-z0-9_])STRIPE_WEBHOOK_SECRET(?![A-Za-z0-9_])")
+# Secret -> key each secret variable is read from in k8s.
+SECRET_KEYS = {SERVICE_TOKEN: "service-token", WEBHOOK_SECRET: "stripe-webhook-secret", STRIPE_API_KEY: "stripe-api-key"}
+OPTIONAL_SECRET_KEYS = {"stripe-api-key"}
+# The public development values the code falls back to when a secret is unset (compose
+# defaults to them so that its services agree with each other and warn like the code does).
+DEV_SECRETS = {
+    SERVICE_TOKEN: ("libs/sb-runtime/src/config.rs", "DEV_SERVICE_TOKEN", "switchboard-local-dev-service-token"),
+    WEBHOOK_SECRET: ("libs/sb-stripe/src/lib.rs", "DEV_WEBHOOK_SECRET", "whsec_switchboard_local_development_only"),
+}
+
+
+def grpc_url(target):
+    return f"http://{target}:{SERVICES[target][2]}"
+
+
+# Service-to-service addresses: service -> {variable: URL through the target's compose
+# service / k8s Service name}. The code's defaults (127.0.0.1) are wrong in a container.
+WIRING = {
+    "gateway": {
+        "GATEWAY_IDENTITY_URL": grpc_url("identity"),
+        "GATEWAY_BILLING_URL": grpc_url("billing"),
+    },
+    "billing": {
+        # The embedded local checkout POSTs signed webhooks here, inside the network.
+        "BILLING_LOCAL_WEBHOOK_URL": f"http://gateway:{SERVICES['gateway'][1]}/webhooks/stripe",
+    },
+}
+# Where browsers reach the gateway, for billing: SWITCHBOARD_PUBLIC_URL or BILLING_PUBLIC_URL.
+PUBLIC_URL_VARS = ("BILLING_PUBLIC_URL", "SWITCHBOARD_PUBLIC_URL")
 
 problems = []
 
@@ -42,12 +89,63 @@ def db_name(name):
     return "switchboard_" + name.replace("-", "_")
 
 
+def same_endpoint(actual, expected, k8s_namespace=None):
+    """Whether URL `actual` is `expected` (scheme, host, port, path; a trailing / ignored).
+
+    In k8s the host may also be the Service's namespaced or fully qualified DNS name."""
+    try:
+        a, e = urlsplit(str(actual)), urlsplit(expected)
+        a_port, e_port = a.port, e.port
+    except ValueError:
+        return False
+    hosts = {e.hostname}
+    if k8s_namespace:
+        hosts |= {f"{e.hostname}.{k8s_namespace}", f"{e.hostname}.{k8s_namespace}.svc",
+                  f"{e.hostname}.{k8s_namespace}.svc.cluster.local"}
+    return (a.scheme == e.scheme and a.hostname in hosts and a_port == e_port
+            and a.path.rstrip("/") == e.path.rstrip("/") and not a.query and not a.fragment)
+
+
+def is_http_url(value):
+    return bool(re.fullmatch(r"https?://[^/\s]+(/\S*)?", str(value or "")))
+
+
+INTERPOLATION = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+
+
+def compose_default(value):
+    """`value` as compose resolves it with an empty environment (${VAR:-default} -> default)."""
+    return INTERPOLATION.sub(lambda m: m.group(3) if m.group(2) in (":-", "-") else "", str(value))
+
+
+def check_retired_name(where, text):
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if RETIRED.search(line):
+            problem(f"{where}:{lineno}", f"uses the retired name STRIPE_WEBHOOK_SECRET (now {WEBHOOK_SECRET}): {line.strip()!r}")
+
+
+def check_dev_secrets(root):
+    """The development defaults above still match the code (skipped without the sources)."""
+    for var, (source, const, value) in DEV_SECRETS.items():
+        path = root / source
+        if not path.exists():
+            continue
+        m = re.search(rf"\b{const}\s*:\s*&str\s*=\s*\"([^\"]*)\"", path.read_text())
+        if not m:
+            problem("scripts/check-deploy-consistency.py", f"{const} not found in {source}: update DEV_SECRETS")
+        elif m.group(1) != value:
+            problem("scripts/check-deploy-consistency.py", f"DEV_SECRETS[{var}] is {value!r} but {source} has {m.group(1)!r}")
+
+
 # --------------------------------------------------------------------------- compose
 def check_compose(root):
     path = root / "docker-compose.yml"
     where = "docker-compose.yml"
-    doc = yaml.safe_load(path.read_text())  # resolves anchors and `<<` merge keys
+    text = path.read_text()
+    check_retired_name(where, text)
+    doc = yaml.safe_load(text)  # resolves anchors and `<<` merge keys
     services = doc.get("services") or {}
+    shared_secret_values = {}  # variable -> {service: raw value}, must agree across services
 
     expected = set(SERVICES) | {"postgres", "rabbitmq"}
     for extra in sorted(set(services) - expected):
@@ -109,8 +207,42 @@ def check_compose(root):
         for key in SHARED_CONFIG:
             if key not in env:
                 problem(w, f"environment lacks {key}")
-        if name == "gateway" and "STRIPE_WEBHOOK_SECRET" not in env:
-            problem(w, "environment lacks STRIPE_WEBHOOK_SECRET")
+
+        # Wiring to the other services, by their compose service names.
+        for var, url in WIRING.get(name, {}).items():
+            value = compose_default(env.get(var, ""))
+            if not same_endpoint(value, url):
+                problem(w, f"{var} must be {url} (the other service inside the compose network), got {env.get(var)!r}")
+        if name == "billing":
+            found = [v for v in PUBLIC_URL_VARS if v in env]
+            if not found:
+                problem(w, f"environment lacks SWITCHBOARD_PUBLIC_URL (where browsers reach the gateway, "
+                           f"e.g. http://localhost:{SERVICES['gateway'][1]})")
+            for var in found:
+                if not is_http_url(compose_default(env[var])):
+                    problem(w, f"{var} must be an http(s) URL, got {env[var]!r}")
+
+        # Secrets: from the environment / .env, defaulting to the code's public dev values.
+        wanted = [SERVICE_TOKEN] + ([WEBHOOK_SECRET] if name in WEBHOOK_SECRET_USERS else [])
+        for var in wanted:
+            if var not in env:
+                problem(w, f"environment lacks {var}")
+                continue
+            shared_secret_values.setdefault(var, {})[name] = str(env[var])
+            m = INTERPOLATION.fullmatch(str(env[var]))
+            dev = DEV_SECRETS[var][2]
+            if not m or m.group(1) != var or m.group(2) != ":-" or m.group(3) != dev:
+                problem(w, f"{var} must be \"${{{var}:-{dev}}}\" (overridable from the environment or .env; "
+                           f"defaults to the code's public development value), got {env[var]!r}")
+        if name in STRIPE_API_KEY_USERS:
+            if env.get(STRIPE_API_KEY) != f"${{{STRIPE_API_KEY}:-}}":
+                problem(w, f"{STRIPE_API_KEY} must be \"${{{STRIPE_API_KEY}:-}}\" (optional, from the environment "
+                           f"or .env, never a committed key), got {env.get(STRIPE_API_KEY)!r}")
+        elif STRIPE_API_KEY in env:
+            problem(w, f"{STRIPE_API_KEY} is only for {', '.join(STRIPE_API_KEY_USERS)}")
+        for var, value in env.items():
+            if re.search(r"(SERVICE_TOKEN|STRIPE_WEBHOOK_SECRET|STRIPE_API_KEY)$", var) and not INTERPOLATION.fullmatch(str(value)):
+                problem(w, f"{var} holds a literal value: take it from the environment (${{{var}:-...}})")
 
         deps = s.get("depends_on") or {}
         for dep in ("postgres", "rabbitmq"):
@@ -127,6 +259,10 @@ def check_compose(root):
             test = " ".join(hc.get("test", [])) if isinstance(hc.get("test"), list) else str(hc.get("test"))
             if f"/{http}" not in test or "/readyz" not in test:
                 problem(w, f"healthcheck must probe /readyz on port {http}, got {test!r}")
+
+    for var, values in shared_secret_values.items():
+        if len(set(values.values())) > 1:
+            problem(where, f"{var} differs between services {sorted(values)}: they must share one value")
 
 
 # --------------------------------------------------------------------------- kubernetes
@@ -149,7 +285,9 @@ def check_probe(w, container, kind, path, http):
 
 
 def check_rendered(where, path, secret_keys):
-    docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
+    text = Path(path).read_text()
+    check_retired_name(f"{where} (rendered)", text)
+    docs = [d for d in yaml.safe_load_all(text) if d]
     by_kind = {}
     for d in docs:
         by_kind.setdefault(d.get("kind"), {})[d["metadata"]["name"]] = d
@@ -164,6 +302,8 @@ def check_rendered(where, path, secret_keys):
 
     configmaps = by_kind.get("ConfigMap", {})
     shared = [n for n in configmaps if n.startswith("switchboard-config")]
+    shared_data = configmaps[shared[0]].get("data", {}) if len(shared) == 1 else {}
+    referenced_keys = set()
     if len(shared) != 1:
         problem(where, f"expected exactly one switchboard-config ConfigMap, found {shared}")
     for cm_name in shared:
@@ -208,18 +348,50 @@ def check_rendered(where, path, secret_keys):
         for var, port in ((f"{svc}_HTTP_ADDR", http), (f"{svc}_GRPC_ADDR", grpc)):
             if env.get(var, {}).get("value") != f"0.0.0.0:{port}":
                 problem(w, f"{var} must be 0.0.0.0:{port}, got {env.get(var)}")
-        needed = {f"{svc}_DATABASE_URL": f"{name}-database-url", "SWITCHBOARD_AMQP_URL": "amqp-url"}
-        if name == "gateway":
-            needed["STRIPE_WEBHOOK_SECRET"] = "stripe-webhook-secret"
+        needed = {
+            f"{svc}_DATABASE_URL": f"{name}-database-url",
+            "SWITCHBOARD_AMQP_URL": "amqp-url",
+            SERVICE_TOKEN: SECRET_KEYS[SERVICE_TOKEN],
+        }
+        if name in WEBHOOK_SECRET_USERS:
+            needed[WEBHOOK_SECRET] = SECRET_KEYS[WEBHOOK_SECRET]
+        if name in STRIPE_API_KEY_USERS:
+            needed[STRIPE_API_KEY] = SECRET_KEYS[STRIPE_API_KEY]
+        elif STRIPE_API_KEY in env:
+            problem(w, f"{STRIPE_API_KEY} is only for {', '.join(STRIPE_API_KEY_USERS)}")
         for var, key in needed.items():
             ref = (env.get(var, {}).get("valueFrom") or {}).get("secretKeyRef") or {}
             if ref.get("name") != SECRET_NAME or ref.get("key") != key:
                 problem(w, f"{var} must come from secretKeyRef {SECRET_NAME}/{key}, got {env.get(var)}")
-            if secret_keys is not None and key not in secret_keys:
+                continue
+            referenced_keys.add(key)
+            optional = key in OPTIONAL_SECRET_KEYS
+            if bool(ref.get("optional", False)) != optional:
+                problem(w, f"{var}: secretKeyRef {SECRET_NAME}/{key} must {'' if optional else 'not '}be optional: true")
+            documented = secret_keys is None or key in secret_keys[0] or (optional and key in secret_keys[1])
+            if not documented:
                 problem(w, f"secret key {key!r} is not documented in k8s/secret.example.yaml")
         for var, e in env.items():
-            if SECRETISH.search(var) and "value" in e:
-                problem(w, f"{var} is set as a plain value; it must come from a Secret")
+            if SECRETISH.search(var) and not (e.get("valueFrom") or {}).get("secretKeyRef"):
+                problem(w, f"{var} is not taken from a secretKeyRef; it must come from a Secret")
+        for src in c.get("envFrom", []):
+            if src.get("secretRef"):
+                problem(w, f"envFrom secretRef {src['secretRef']} hides which secrets are read: use secretKeyRef per variable")
+
+        # Wiring to the other services, by their Services' DNS names (env, else the ConfigMap).
+        def setting(var):
+            e = env.get(var)
+            return e.get("value") if e is not None else shared_data.get(var)
+        for var, url in WIRING.get(name, {}).items():
+            if not same_endpoint(setting(var), url, NAMESPACE):
+                problem(w, f"{var} must be {url} (the other service's Service), got {setting(var)!r}")
+        if name == "billing":
+            urls = {v: setting(v) for v in PUBLIC_URL_VARS if setting(v) is not None}
+            if not urls:
+                problem(w, "no SWITCHBOARD_PUBLIC_URL (where browsers reach the gateway) in the ConfigMap or env")
+            for var, value in urls.items():
+                if not is_http_url(value) or re.search(r"//(localhost|127\.0\.0\.1)[:/]", str(value) + "/"):
+                    problem(w, f"{var} must be the portal's public http(s) URL, got {value!r}")
         refs = [(f.get("configMapRef") or {}).get("name") for f in c.get("envFrom", [])]
         if not any(r in shared for r in refs):
             problem(w, f"envFrom must reference the switchboard-config ConfigMap, got {refs}")
@@ -251,20 +423,29 @@ def check_rendered(where, path, secret_keys):
         if sports.get("grpc") not in ((grpc, "grpc"), (grpc, grpc)):
             problem(f"{where} Service/{name}", f"port grpc must be {grpc} -> grpc, got {sports.get('grpc')}")
 
+    if secret_keys is not None:
+        for key in sorted((secret_keys[0] | secret_keys[1]) - referenced_keys):
+            problem(where, f"k8s/secret.example.yaml documents key {key!r}, which no Deployment reads")
+
 
 def secret_example_keys(root):
+    """(keys set, optional keys shown commented out) of k8s/secret.example.yaml."""
     path = root / "k8s" / "secret.example.yaml"
     if not path.exists():
         problem("k8s/secret.example.yaml", "missing")
         return None
-    doc = yaml.safe_load(path.read_text())
+    text = path.read_text()
+    doc = yaml.safe_load(text)
     if doc.get("kind") != "Secret" or doc["metadata"].get("name") != SECRET_NAME:
         problem("k8s/secret.example.yaml", f"must be the Secret {SECRET_NAME!r}")
     values = {**(doc.get("stringData") or {}), **(doc.get("data") or {})}
     for key, value in values.items():
         if "REPLACE_ME" not in str(value):
             problem("k8s/secret.example.yaml", f"key {key!r} must hold a REPLACE_ME placeholder, not a value")
-    return set(values)
+    commented = set(re.findall(r'^  # ([a-z0-9-]+): "REPLACE_ME', text, re.M))
+    for key in sorted(OPTIONAL_SECRET_KEYS - set(values) - commented):
+        problem("k8s/secret.example.yaml", f"optional key {key!r} is not documented (as a commented-out line)")
+    return set(values), commented
 
 
 # --------------------------------------------------------------------------- Dockerfile
@@ -304,6 +485,10 @@ def check_dockerfile(root):
 def main():
     root = Path(sys.argv[1])
     check_dockerfile(root)
+    check_dev_secrets(root)
+    for f in [root / "Dockerfile", *sorted((root / "k8s").rglob("*.y*ml"))]:
+        if f.is_file():
+            check_retired_name(str(f.relative_to(root)), f.read_text())
     check_compose(root)
     keys = secret_example_keys(root)
     for arg in sys.argv[2:]:

@@ -8,7 +8,10 @@
 #   3. rendered k8s manifests    `kubernetes-validate --strict` (unknown fields fail) against
 #                                each version in K8S_VERSIONS; so is k8s/secret.example.yaml
 #   4. consistency with the facts: the six services, their binaries, ports, env vars,
-#                                probes, secrets wiring, Dockerfile (check-deploy-consistency.py)
+#                                service-to-service wiring (gateway -> identity/billing, billing's
+#                                local webhooks -> gateway, shared service token and Stripe
+#                                webhook secret), probes, secrets wiring, Dockerfile
+#                                (check-deploy-consistency.py)
 #   5. no plaintext credentials in k8s/
 #
 # Exit status: 0 all passed, 1 a check failed, 2 a tool is missing
@@ -138,9 +141,9 @@ validate k8s/secret.example.yaml k8s/secret.example.yaml
 
 # --- 4. consistency with the facts --------------------------------------------------------
 if out="$("$PY" "$ROOT/scripts/check-deploy-consistency.py" "$ROOT" "${RENDERED[@]}" 2>&1)"; then
-    ok "consistency: six services, ports, env, probes, secrets wiring, Dockerfile"
+    ok "consistency: six services, ports, env, service wiring, probes, secrets wiring, Dockerfile"
 else
-    fail "consistency: six services, ports, env, probes, secrets wiring, Dockerfile" "$out"
+    fail "consistency: six services, ports, env, service wiring, probes, secrets wiring, Dockerfile" "$out"
 fi
 
 # --- 5. no plaintext credentials in k8s/ --------------------------------------------------

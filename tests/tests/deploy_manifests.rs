@@ -173,6 +173,59 @@ fn check_deploy_fails_on_a_wrong_port_in_compose() {
     assert_check_deploy_fails(copy.path(), &["IDENTITY_HTTP_ADDR must be 0.0.0.0:8081"]);
 }
 
+/// The gateway's default identity address (127.0.0.1) is wrong inside compose: it must use the
+/// `identity` service name.
+#[test]
+fn check_deploy_fails_when_compose_does_not_wire_the_gateway_to_identity() {
+    let copy = deploy_copy("compose-wiring");
+    edit(
+        &copy.path().join("docker-compose.yml"),
+        "GATEWAY_IDENTITY_URL: \"http://identity:50051\"",
+        "GATEWAY_IDENTITY_URL: \"http://127.0.0.1:50051\"",
+    );
+    assert_check_deploy_fails(copy.path(), &["GATEWAY_IDENTITY_URL must be http://identity:50051", "127.0.0.1:50051"]);
+}
+
+/// billing's local checkout must POST its webhooks to the gateway Service, not to the public URL.
+#[test]
+fn check_deploy_fails_when_billing_webhooks_miss_the_gateway_in_k8s() {
+    let copy = deploy_copy("k8s-webhook-url");
+    edit(
+        &copy.path().join("k8s/base/billing.yaml"),
+        "value: \"http://gateway:8080/webhooks/stripe\"",
+        "value: \"https://portal.example.com/webhooks/stripe\"",
+    );
+    assert_check_deploy_fails(copy.path(), &["Deployment/billing: BILLING_LOCAL_WEBHOOK_URL must be http://gateway:8080/webhooks/stripe"]);
+}
+
+const SERVICE_TOKEN_REF: &str = "            - name: SWITCHBOARD_SERVICE_TOKEN\n              valueFrom:\n                secretKeyRef:\n                  name: switchboard-secrets\n                  key: service-token\n";
+
+/// Every service needs the shared service token from the Secret.
+#[test]
+fn check_deploy_fails_when_a_deployment_lacks_the_service_token() {
+    let copy = deploy_copy("k8s-service-token");
+    edit(&copy.path().join("k8s/base/crm-sync.yaml"), SERVICE_TOKEN_REF, "");
+    assert_check_deploy_fails(
+        copy.path(),
+        &["Deployment/crm-sync: SWITCHBOARD_SERVICE_TOKEN must come from secretKeyRef switchboard-secrets/service-token"],
+    );
+}
+
+/// STRIPE_WEBHOOK_SECRET is read by nothing any more: a manifest still setting it would run
+/// with the public development secret.
+#[test]
+fn check_deploy_fails_on_the_retired_stripe_webhook_secret_name() {
+    let copy = deploy_copy("retired-name");
+    edit(&copy.path().join("k8s/base/gateway.yaml"), "- name: SWITCHBOARD_STRIPE_WEBHOOK_SECRET", "- name: STRIPE_WEBHOOK_SECRET");
+    assert_check_deploy_fails(
+        copy.path(),
+        &[
+            "uses the retired name STRIPE_WEBHOOK_SECRET",
+            "Deployment/gateway: SWITCHBOARD_STRIPE_WEBHOOK_SECRET must come from secretKeyRef switchboard-secrets/stripe-webhook-secret",
+        ],
+    );
+}
+
 /// The tests above only mean something if they look at the real files.
 #[test]
 fn deploy_files_exist() {
