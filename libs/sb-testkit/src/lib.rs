@@ -2,6 +2,7 @@
 //! condition polling with a deadline (never a fixed sleep).
 
 pub mod smtp;
+pub mod stripe;
 
 use std::{future::Future, time::Duration};
 

@@ -35,6 +35,9 @@ CREATE TABLE subscriptions (
     rank               integer NOT NULL,
     -- Newest payment (checkout paid, invoice paid): a refund after it ends what it bought.
     last_paid_at       timestamptz,
+    -- Start of the current past_due/unpaid spell (the grace period counts from here, not from
+    -- Stripe's later retry failures).
+    past_due_since     timestamptz,
     cause_event_id     text NOT NULL,
     cause_event_type   text NOT NULL,
     updated_at         timestamptz NOT NULL DEFAULT now()

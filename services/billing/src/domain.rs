@@ -226,10 +226,15 @@ fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
 /// The Switchboard account an object names: `client_reference_id` (checkout) or
 /// `metadata.account_id` (set on the checkout session, its subscription and its customer).
 pub fn account_hint(object: &Value) -> Option<Uuid> {
-    ["/client_reference_id", "/metadata/account_id", "/parent/subscription_details/metadata/account_id", "/subscription_details/metadata/account_id"]
-        .iter()
-        .filter_map(|p| str_at(object, p))
-        .find_map(|s| Uuid::parse_str(s).ok())
+    [
+        "/client_reference_id",
+        "/metadata/account_id",
+        "/parent/subscription_details/metadata/account_id",
+        "/subscription_details/metadata/account_id",
+    ]
+    .iter()
+    .filter_map(|p| str_at(object, p))
+    .find_map(|s| Uuid::parse_str(s).ok())
 }
 
 /// The newest known state of one subscription.
@@ -277,10 +282,19 @@ pub struct RefundFact {
 pub enum Fact {
     /// A checkout finished: links the customer to the account; paid subscription checkouts
     /// also make the subscription active.
-    CheckoutCompleted { session_id: String, customer: String, account: Option<Uuid>, subscription: Option<SubscriptionFact> },
+    CheckoutCompleted {
+        session_id: String,
+        customer: String,
+        account: Option<Uuid>,
+        subscription: Option<SubscriptionFact>,
+    },
     Subscription(SubscriptionFact),
     /// An invoice changed; paid / failed ones move their subscription too.
-    Invoice { invoice: InvoiceFact, subscription: Option<SubscriptionFact>, failed: bool },
+    Invoice {
+        invoice: InvoiceFact,
+        subscription: Option<SubscriptionFact>,
+        failed: bool,
+    },
     Refund(RefundFact),
     /// Not something billing acts on (other types, one-off payments, objects without a customer).
     Ignored(&'static str),
@@ -295,11 +309,8 @@ pub fn subscription_fact(o: &Value, ev: &StripeEvent, deleted: bool) -> Result<S
         return Err(Invalid(format!("subscription status {status:?}")));
     }
     let price_id = id_at(o, "/items/data/0/price").or_else(|| id_at(o, "/plan")).unwrap_or_default();
-    let period_end = o
-        .pointer("/items/data/0/current_period_end")
-        .or_else(|| o.get("current_period_end"))
-        .and_then(Value::as_i64)
-        .and_then(timestamp);
+    let period_end =
+        o.pointer("/items/data/0/current_period_end").or_else(|| o.get("current_period_end")).and_then(Value::as_i64).and_then(timestamp);
     Ok(SubscriptionFact {
         id,
         customer,
@@ -347,7 +358,8 @@ pub fn read(ev: &StripeEvent) -> Result<Fact, Invalid> {
         "invoice.paid" | "invoice.payment_failed" | "invoice.payment_succeeded" => {
             let Some(customer) = id_at(o, "/customer") else { return Ok(Fact::Ignored("invoice without a customer")) };
             let failed = ev.event_type == "invoice.payment_failed";
-            let subscription_id = id_at(o, "/parent/subscription_details/subscription").or_else(|| id_at(o, "/subscription")).unwrap_or_default();
+            let subscription_id =
+                id_at(o, "/parent/subscription_details/subscription").or_else(|| id_at(o, "/subscription")).unwrap_or_default();
             let invoice = InvoiceFact {
                 id: id_at(o, "/id").ok_or_else(|| Invalid("invoice id".into()))?,
                 customer: customer.clone(),
@@ -385,6 +397,8 @@ pub struct StoredSubscription {
     pub fact: SubscriptionFact,
     pub plan: String,
     pub last_paid_at: Option<DateTime<Utc>>,
+    /// Start of the current past_due spell.
+    pub past_due_since: Option<DateTime<Utc>>,
 }
 
 /// Everything known about one account, for [`derive`].
@@ -445,12 +459,20 @@ pub fn derive(facts: &AccountFacts, now: DateTime<Utc>, grace: Duration, refunds
             revokes && sub.last_paid_at.is_none_or(|paid| r.as_of >= paid)
         });
         let (priority, derived) = if let Some(r) = refund {
-            (1, Derived { reason: "charge refunded".into(), cause_event_id: r.cause_event_id.clone(), cause_event_type: "charge.refunded".into(), ..from_sub(AccessStatus::Revoked, "") })
+            (
+                1,
+                Derived {
+                    reason: "charge refunded".into(),
+                    cause_event_id: r.cause_event_id.clone(),
+                    cause_event_type: "charge.refunded".into(),
+                    ..from_sub(AccessStatus::Revoked, "")
+                },
+            )
         } else {
             match f.status.as_str() {
                 "active" | "trialing" => (4, from_sub(AccessStatus::Active, &f.cause_event_type)),
                 "past_due" | "unpaid" => {
-                    let until = f.as_of + grace;
+                    let until = sub.past_due_since.unwrap_or(f.as_of) + grace;
                     if now >= until {
                         (1, from_sub(AccessStatus::Revoked, "grace period ended"))
                     } else {
@@ -513,23 +535,60 @@ mod tests {
     fn reads_stripe_shaped_events() {
         let account = Uuid::now_v7();
         let a = account.to_string();
-        let cs = objects::checkout_session(&CheckoutSpec { id: "cs_1", account_id: &a, customer: "cus_1", subscription: "sub_1", created: 10, ..Default::default() });
-        let Fact::CheckoutCompleted { customer, account: hint, subscription: Some(sub), .. } = read(&ev("evt_1", "checkout.session.completed", 10, cs)).unwrap_or_else(|e| panic!("{e}")) else {
+        let cs = objects::checkout_session(&CheckoutSpec {
+            id: "cs_1",
+            account_id: &a,
+            customer: "cus_1",
+            subscription: "sub_1",
+            created: 10,
+            ..Default::default()
+        });
+        let Fact::CheckoutCompleted { customer, account: hint, subscription: Some(sub), .. } =
+            read(&ev("evt_1", "checkout.session.completed", 10, cs)).unwrap_or_else(|e| panic!("{e}"))
+        else {
             panic!("not a checkout fact")
         };
         assert_eq!((customer.as_str(), hint, sub.status.as_str(), sub.paid_at.is_some()), ("cus_1", Some(account), "active", true));
 
-        let so = objects::subscription(&SubscriptionSpec { id: "sub_1", customer: "cus_1", status: "past_due", price: "price_switchboard_pro", created: 5, period_end: 99, account_id: &a });
-        let Fact::Subscription(f) = read(&ev("evt_2", "customer.subscription.updated", 20, so.clone())).unwrap_or_else(|e| panic!("{e}")) else { panic!() };
+        let so = objects::subscription(&SubscriptionSpec {
+            id: "sub_1",
+            customer: "cus_1",
+            status: "past_due",
+            price: "price_switchboard_pro",
+            created: 5,
+            period_end: 99,
+            account_id: &a,
+        });
+        let Fact::Subscription(f) = read(&ev("evt_2", "customer.subscription.updated", 20, so.clone())).unwrap_or_else(|e| panic!("{e}"))
+        else {
+            panic!()
+        };
         assert_eq!((f.status.as_str(), f.price_id.as_str(), f.rank), ("past_due", "price_switchboard_pro", 4));
         assert_eq!(f.current_period_end, timestamp(99));
-        let Fact::Subscription(f) = read(&ev("evt_3", "customer.subscription.deleted", 30, so)).unwrap_or_else(|e| panic!("{e}")) else { panic!() };
+        let Fact::Subscription(f) = read(&ev("evt_3", "customer.subscription.deleted", 30, so)).unwrap_or_else(|e| panic!("{e}")) else {
+            panic!()
+        };
         assert_eq!(f.status, "canceled");
 
-        let inv = objects::invoice(&InvoiceSpec { id: "in_1", customer: "cus_1", subscription: "sub_1", status: "open", created: 40, amount: 900, attempt_count: 1 });
-        let Fact::Invoice { subscription: Some(s), failed: true, .. } = read(&ev("evt_4", "invoice.payment_failed", 40, inv)).unwrap_or_else(|e| panic!("{e}")) else { panic!() };
+        let inv = objects::invoice(&InvoiceSpec {
+            id: "in_1",
+            customer: "cus_1",
+            subscription: "sub_1",
+            status: "open",
+            created: 40,
+            amount: 900,
+            attempt_count: 1,
+        });
+        let Fact::Invoice { subscription: Some(s), failed: true, .. } =
+            read(&ev("evt_4", "invoice.payment_failed", 40, inv)).unwrap_or_else(|e| panic!("{e}"))
+        else {
+            panic!()
+        };
         assert_eq!(s.status, "past_due");
-        let bad = objects::with(objects::subscription(&SubscriptionSpec { id: "sub_1", customer: "cus_1", status: "active", ..Default::default() }), serde_json::json!({"status": "bogus"}));
+        let bad = objects::with(
+            objects::subscription(&SubscriptionSpec { id: "sub_1", customer: "cus_1", status: "active", ..Default::default() }),
+            serde_json::json!({"status": "bogus"}),
+        );
         assert!(read(&ev("evt_5", "customer.subscription.updated", 1, bad)).is_err());
         assert!(StripeEvent::parse(&serde_json::json!({"id": "nope"})).is_err());
     }
@@ -563,6 +622,7 @@ mod tests {
             },
             plan: "pro".into(),
             last_paid_at: paid.and_then(timestamp),
+            past_due_since: None,
         }
     }
 
@@ -580,11 +640,27 @@ mod tests {
         let got = d(&past_due);
         assert_eq!((got.status, got.grace_until), (AccessStatus::PastDue, timestamp(900 + 7 * 86_400)));
         let expired = derive(&past_due, timestamp(900 + 7 * 86_400).unwrap_or_default(), week, RefundPolicy::Full);
+        // Later retry failures do not move the deadline: it counts from the spell's first failure.
+        let mut spell = past_due.clone();
+        spell.subscriptions[0].past_due_since = timestamp(500);
+        assert_eq!(d(&spell).grace_until, timestamp(500 + 7 * 86_400));
         assert_eq!((expired.status, expired.reason.as_str()), (AccessStatus::Revoked, "grace period ended"));
-        assert_eq!(d(&AccountFacts { subscriptions: vec![stored("canceled", 10, Some(5))], ..Default::default() }).status, AccessStatus::Revoked);
+        assert_eq!(
+            d(&AccountFacts { subscriptions: vec![stored("canceled", 10, Some(5))], ..Default::default() }).status,
+            AccessStatus::Revoked
+        );
 
-        let refund = |amount_refunded, at| RefundFact { charge_id: "ch_1".into(), customer: "cus_1".into(), amount: 900, amount_refunded, currency: "usd".into(), as_of: timestamp(at).unwrap_or_default(), cause_event_id: "evt_r".into() };
-        let full = AccountFacts { subscriptions: vec![stored("active", 10, Some(10))], refunds: vec![refund(900, 20)], ..Default::default() };
+        let refund = |amount_refunded, at| RefundFact {
+            charge_id: "ch_1".into(),
+            customer: "cus_1".into(),
+            amount: 900,
+            amount_refunded,
+            currency: "usd".into(),
+            as_of: timestamp(at).unwrap_or_default(),
+            cause_event_id: "evt_r".into(),
+        };
+        let full =
+            AccountFacts { subscriptions: vec![stored("active", 10, Some(10))], refunds: vec![refund(900, 20)], ..Default::default() };
         assert_eq!((d(&full).status, d(&full).cause_event_type.as_str()), (AccessStatus::Revoked, "charge.refunded"));
         assert_eq!(derive(&full, now, week, RefundPolicy::Never).status, AccessStatus::Active);
         let partial = AccountFacts { refunds: vec![refund(100, 20)], ..full.clone() };

@@ -182,7 +182,10 @@ impl billing_server::Billing for BillingService {
         }))
     }
 
-    async fn create_checkout_session(&self, req: Request<pb::CreateCheckoutSessionRequest>) -> Result<Response<pb::CheckoutSession>, Status> {
+    async fn create_checkout_session(
+        &self,
+        req: Request<pb::CreateCheckoutSessionRequest>,
+    ) -> Result<Response<pb::CheckoutSession>, Status> {
         let caller = self.caller(&req)?;
         let body = req.into_inner();
         let account = account_id(&body.account_id)?;
@@ -196,12 +199,13 @@ impl billing_server::Billing for BillingService {
                 Status::invalid_argument(format!("plan: unknown plan {:?} (one of: {})", body.plan, names.join(", ")))
             })?
         };
-        let mut tx = self.billing.pool.begin().await.map_err(internal)?;
-        let current = store::lock_access(&mut tx, account).await.map_err(internal)?;
-        if current.status.grants() {
-            return Err(Status::failed_precondition("the account already has an active subscription; manage it in the billing portal"));
+        let already = || Status::failed_precondition("the account already has an active subscription; manage it in the billing portal");
+        let mut conn = self.billing.pool.acquire().await.map_err(internal)?;
+        if store::get_access(&mut conn, account).await.map_err(internal)?.is_some_and(|a| a.status.grants()) {
+            return Err(already());
         }
-        let customer = store::customer_for_account(&mut tx, account).await.map_err(internal)?;
+        let customer = store::customer_for_account(&mut conn, account).await.map_err(internal)?;
+        drop(conn);
         let now = Utc::now();
         let success_url = format!("{}/billing/local/done", cfg.public_url);
         let cancel_url = format!("{}/billing/local/cancelled", cfg.public_url);
@@ -234,6 +238,11 @@ impl billing_server::Billing for BillingService {
             created_at: now,
             expires_at,
         };
+        // No lock is held while Stripe answers; the state is checked again before recording.
+        let mut tx = self.billing.pool.begin().await.map_err(internal)?;
+        if store::lock_access(&mut tx, account).await.map_err(internal)?.status.grants() {
+            return Err(already());
+        }
         store::insert_checkout(&mut tx, &row).await.map_err(internal)?;
         self.billing.recompute(&mut tx, account, None).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;

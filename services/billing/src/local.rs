@@ -94,7 +94,11 @@ pub async fn queue_checkout_paid(conn: &mut PgConnection, session: &store::Check
 }
 
 /// Queues `customer.subscription.deleted` for a cancelled local subscription.
-pub async fn queue_subscription_cancelled(conn: &mut PgConnection, sub: &crate::domain::StoredSubscription, account: Uuid) -> sqlx::Result<()> {
+pub async fn queue_subscription_cancelled(
+    conn: &mut PgConnection,
+    sub: &crate::domain::StoredSubscription,
+    account: Uuid,
+) -> sqlx::Result<()> {
     let now = Utc::now().timestamp();
     let object = objects::subscription(&SubscriptionSpec {
         id: &sub.fact.id,

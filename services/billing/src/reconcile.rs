@@ -58,7 +58,14 @@ pub async fn run(billing: &Billing, apply: bool) -> anyhow::Result<Report> {
             let hint = sub.metadata.get("account_id").and_then(|a| Uuid::parse_str(a).ok());
             let found = match hint {
                 Some(a) => Some(a),
-                None => api.customer_account(&fact.customer).await.ok().flatten(),
+                // A customer Stripe does not know names no account; Stripe being unavailable stops
+                // the run (repaired without its account, the subscription would no longer differ
+                // and later runs would never link it).
+                None => match api.customer_account(&fact.customer).await {
+                    Ok(a) => a,
+                    Err(ApiError::Refused(_)) => None,
+                    Err(ApiError::Unavailable(m)) => anyhow::bail!("reading customer {} from Stripe: {m}", fact.customer),
+                },
             };
             if let Some(a) = found {
                 account = Some(store::link_customer(&mut tx, &fact.customer, a).await?);

@@ -113,6 +113,20 @@ pub async fn apply_subscription(conn: &mut PgConnection, f: &SubscriptionFact, p
             .rows_affected()
             == 1;
     }
+    // The grace period counts from the first failure of a past_due spell, whatever order the
+    // failures arrive in; a spell ends when the subscription is no longer past_due.
+    sqlx::query(
+        "UPDATE subscriptions SET past_due_since = CASE
+             WHEN status NOT IN ('past_due', 'unpaid') THEN NULL
+             WHEN $2 IN ('past_due', 'unpaid') THEN LEAST(COALESCE(past_due_since, $3), $3)
+             ELSE COALESCE(past_due_since, as_of) END
+         WHERE id = $1",
+    )
+    .bind(&f.id)
+    .bind(&f.status)
+    .bind(f.as_of)
+    .execute(&mut *conn)
+    .await?;
     // An older fact may still carry what a newer one lacked (an invoice event names no price).
     sqlx::query(
         "UPDATE subscriptions SET plan = CASE WHEN plan = '' THEN $2 ELSE plan END,
@@ -188,6 +202,7 @@ fn subscription_row(r: &PgRow) -> sqlx::Result<StoredSubscription> {
         },
         plan: r.try_get("plan")?,
         last_paid_at: r.try_get("last_paid_at")?,
+        past_due_since: r.try_get("past_due_since")?,
     })
 }
 
@@ -203,25 +218,24 @@ pub async fn subscriptions(conn: &mut PgConnection, account: Uuid) -> sqlx::Resu
 
 pub async fn account_facts(conn: &mut PgConnection, account: Uuid, now: DateTime<Utc>) -> sqlx::Result<AccountFacts> {
     let subscriptions = subscriptions(&mut *conn, account).await?;
-    let refunds = sqlx::query(
-        "SELECT r.* FROM refunds r JOIN customers c USING (stripe_customer_id) WHERE c.account_id = $1 ORDER BY r.as_of DESC",
-    )
-    .bind(account)
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(RefundFact {
-            charge_id: r.try_get("charge_id")?,
-            customer: r.try_get("stripe_customer_id")?,
-            amount: r.try_get("amount")?,
-            amount_refunded: r.try_get("amount_refunded")?,
-            currency: r.try_get("currency")?,
-            as_of: r.try_get("as_of")?,
-            cause_event_id: r.try_get("cause_event_id")?,
-        })
-    })
-    .collect::<sqlx::Result<Vec<_>>>()?;
+    let refunds =
+        sqlx::query("SELECT r.* FROM refunds r JOIN customers c USING (stripe_customer_id) WHERE c.account_id = $1 ORDER BY r.as_of DESC")
+            .bind(account)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(RefundFact {
+                    charge_id: r.try_get("charge_id")?,
+                    customer: r.try_get("stripe_customer_id")?,
+                    amount: r.try_get("amount")?,
+                    amount_refunded: r.try_get("amount_refunded")?,
+                    currency: r.try_get("currency")?,
+                    as_of: r.try_get("as_of")?,
+                    cause_event_id: r.try_get("cause_event_id")?,
+                })
+            })
+            .collect::<sqlx::Result<Vec<_>>>()?;
     let open_checkout = sqlx::query_as::<_, (String, DateTime<Utc>)>(
         "SELECT session_id, created_at FROM checkouts WHERE account_id = $1 AND status = 'open' AND expires_at > $2
          ORDER BY created_at DESC LIMIT 1",
@@ -262,7 +276,10 @@ fn access_row(r: &PgRow) -> sqlx::Result<AccessRow> {
 /// The account's access row, locked for this transaction (created as `none` if missing), so
 /// concurrent changes to one account are applied one after the other.
 pub async fn lock_access(conn: &mut PgConnection, account: Uuid) -> sqlx::Result<AccessRow> {
-    sqlx::query("INSERT INTO access (account_id, status) VALUES ($1, 'none') ON CONFLICT DO NOTHING").bind(account).execute(&mut *conn).await?;
+    sqlx::query("INSERT INTO access (account_id, status) VALUES ($1, 'none') ON CONFLICT DO NOTHING")
+        .bind(account)
+        .execute(&mut *conn)
+        .await?;
     let row = sqlx::query("SELECT * FROM access WHERE account_id = $1 FOR UPDATE").bind(account).fetch_one(conn).await?;
     access_row(&row)
 }
@@ -319,7 +336,10 @@ pub async fn update_access(conn: &mut PgConnection, old: &AccessRow, d: &Derived
 
 /// Accounts whose grace period has ended but are still past_due.
 pub async fn grace_expired(pool: &PgPool, now: DateTime<Utc>) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar("SELECT account_id FROM access WHERE status = 'past_due' AND grace_until <= $1 LIMIT 500").bind(now).fetch_all(pool).await
+    sqlx::query_scalar("SELECT account_id FROM access WHERE status = 'past_due' AND grace_until <= $1 LIMIT 500")
+        .bind(now)
+        .fetch_all(pool)
+        .await
 }
 
 #[derive(Debug, Clone)]
@@ -334,7 +354,11 @@ pub struct AccessChangeRow {
 }
 
 pub async fn history(conn: &mut PgConnection, account: Uuid, limit: i64) -> sqlx::Result<Vec<AccessChangeRow>> {
-    let rows = sqlx::query("SELECT * FROM access_changes WHERE account_id = $1 ORDER BY id DESC LIMIT $2").bind(account).bind(limit).fetch_all(conn).await?;
+    let rows = sqlx::query("SELECT * FROM access_changes WHERE account_id = $1 ORDER BY id DESC LIMIT $2")
+        .bind(account)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
     rows.iter()
         .map(|r| {
             Ok(AccessChangeRow {
@@ -444,7 +468,8 @@ pub async fn insert_checkout(conn: &mut PgConnection, c: &CheckoutRow) -> sqlx::
 }
 
 pub async fn checkout(conn: &mut PgConnection, session_id: &str, lock: bool) -> sqlx::Result<Option<CheckoutRow>> {
-    let sql = if lock { "SELECT * FROM checkouts WHERE session_id = $1 FOR UPDATE" } else { "SELECT * FROM checkouts WHERE session_id = $1" };
+    let sql =
+        if lock { "SELECT * FROM checkouts WHERE session_id = $1 FOR UPDATE" } else { "SELECT * FROM checkouts WHERE session_id = $1" };
     sqlx::query(sql).bind(session_id).fetch_optional(conn).await?.as_ref().map(checkout_row).transpose()
 }
 

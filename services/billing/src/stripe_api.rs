@@ -110,7 +110,9 @@ impl StripeApi {
     /// The account id a customer carries in its metadata, if any.
     pub async fn customer_account(&self, customer: &str) -> Result<Option<Uuid>, ApiError> {
         Ok(match RetrieveCustomer::new(customer).send(&self.client).await? {
-            RetrieveCustomerReturned::Customer(c) => c.metadata.as_ref().and_then(|m| m.get("account_id")).and_then(|a| Uuid::parse_str(a).ok()),
+            RetrieveCustomerReturned::Customer(c) => {
+                c.metadata.as_ref().and_then(|m| m.get("account_id")).and_then(|a| Uuid::parse_str(a).ok())
+            }
             RetrieveCustomerReturned::DeletedCustomer(_) => None,
         })
     }
@@ -135,7 +137,13 @@ impl StripeApi {
 }
 
 /// A subscription read back from Stripe, as a fact that outranks events of the same second.
-pub fn fact_from_stripe(sub: &Subscription, as_of: DateTime<Utc>, rank: i32, cause_event_id: &str, cause_event_type: &str) -> SubscriptionFact {
+pub fn fact_from_stripe(
+    sub: &Subscription,
+    as_of: DateTime<Utc>,
+    rank: i32,
+    cause_event_id: &str,
+    cause_event_type: &str,
+) -> SubscriptionFact {
     let item = sub.items.data.first();
     SubscriptionFact {
         id: sub.id.to_string(),
