@@ -152,8 +152,23 @@ pub fn status_rank(status: &str) -> i32 {
     }
 }
 
+/// Which kind of source stated a subscription's status: at equal time and status, the
+/// subscription object itself is the most direct witness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Checkout = 0,
+    Invoice = 1,
+    Subscription = 2,
+}
+
+/// The full tie-break of a fact (after its time): status stage first, then its source, so the
+/// same facts in any order leave the same row, cause included.
+pub fn fact_rank(status: &str, source: Source) -> i32 {
+    status_rank(status) * 10 + source as i32
+}
+
 /// Facts read back from Stripe's API describe the present; they outrank any event of the same second.
-pub const REFETCHED_RANK: i32 = 100;
+pub const REFETCHED_RANK: i32 = 1000;
 
 /// A received Stripe event, with the fields billing uses.
 #[derive(Debug, Clone)]
@@ -318,7 +333,7 @@ pub fn subscription_fact(o: &Value, ev: &StripeEvent, deleted: bool) -> Result<S
         price_id,
         current_period_end: period_end,
         as_of: ev.created,
-        rank: status_rank(status),
+        rank: fact_rank(status, Source::Subscription),
         paid_at: None,
         cause_event_id: ev.id.clone(),
         cause_event_type: ev.event_type.clone(),
@@ -328,14 +343,14 @@ pub fn subscription_fact(o: &Value, ev: &StripeEvent, deleted: bool) -> Result<S
 /// Reads an event into the fact it states.
 pub fn read(ev: &StripeEvent) -> Result<Fact, Invalid> {
     let o = &ev.object;
-    let fact_for = |sub: &str, customer: &str, status: &str, paid: bool| SubscriptionFact {
+    let fact_for = |sub: &str, customer: &str, status: &str, paid: bool, source: Source| SubscriptionFact {
         id: sub.to_owned(),
         customer: customer.to_owned(),
         status: status.to_owned(),
         price_id: String::new(),
         current_period_end: None,
         as_of: ev.created,
-        rank: status_rank(status),
+        rank: fact_rank(status, source),
         paid_at: paid.then_some(ev.created),
         cause_event_id: ev.id.clone(),
         cause_event_type: ev.event_type.clone(),
@@ -347,7 +362,9 @@ pub fn read(ev: &StripeEvent) -> Result<Fact, Invalid> {
             let mode = str_at(o, "/mode").unwrap_or("");
             let paid = matches!(str_at(o, "/payment_status"), Some("paid" | "no_payment_required"));
             let subscription = match id_at(o, "/subscription") {
-                Some(sub) if mode == "subscription" => Some(fact_for(&sub, &customer, if paid { "active" } else { "incomplete" }, paid)),
+                Some(sub) if mode == "subscription" => {
+                    Some(fact_for(&sub, &customer, if paid { "active" } else { "incomplete" }, paid, Source::Checkout))
+                }
                 _ => None,
             };
             Fact::CheckoutCompleted { session_id, customer, account: account_hint(o), subscription }
@@ -372,7 +389,7 @@ pub fn read(ev: &StripeEvent) -> Result<Fact, Invalid> {
                 next_payment_attempt: o.get("next_payment_attempt").and_then(Value::as_i64).and_then(timestamp),
             };
             let subscription = (!subscription_id.is_empty() && ev.event_type != "invoice.payment_succeeded")
-                .then(|| fact_for(&subscription_id, &customer, if failed { "past_due" } else { "active" }, !failed));
+                .then(|| fact_for(&subscription_id, &customer, if failed { "past_due" } else { "active" }, !failed, Source::Invoice));
             Fact::Invoice { invoice, subscription, failed }
         }
         "charge.refunded" => {
@@ -470,7 +487,7 @@ pub fn derive(facts: &AccountFacts, now: DateTime<Utc>, grace: Duration, refunds
             )
         } else {
             match f.status.as_str() {
-                "active" | "trialing" => (4, from_sub(AccessStatus::Active, &f.cause_event_type)),
+                "active" | "trialing" => (4, from_sub(AccessStatus::Active, "subscription active")),
                 "past_due" | "unpaid" => {
                     let until = sub.past_due_since.unwrap_or(f.as_of) + grace;
                     if now >= until {
@@ -563,7 +580,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!((f.status.as_str(), f.price_id.as_str(), f.rank), ("past_due", "price_switchboard_pro", 4));
+        assert_eq!((f.status.as_str(), f.price_id.as_str(), f.rank), ("past_due", "price_switchboard_pro", 42));
         assert_eq!(f.current_period_end, timestamp(99));
         let Fact::Subscription(f) = read(&ev("evt_3", "customer.subscription.deleted", 30, so)).unwrap_or_else(|e| panic!("{e}")) else {
             panic!()

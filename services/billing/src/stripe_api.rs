@@ -15,7 +15,7 @@ use stripe_core::customer::{RetrieveCustomer, RetrieveCustomerReturned};
 use stripe_shared::{CheckoutSessionMode, Subscription};
 use uuid::Uuid;
 
-use crate::domain::{Plan, SubscriptionFact, account_metadata, status_rank, timestamp};
+use crate::domain::{Plan, Source, SubscriptionFact, account_metadata, fact_rank, timestamp};
 
 /// A Stripe API failure, split the way the bus needs it.
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +152,7 @@ pub fn fact_from_stripe(
         price_id: item.map(|i| i.price.id.to_string()).unwrap_or_default(),
         current_period_end: item.and_then(|i| timestamp(i.current_period_end)),
         as_of,
-        rank: rank.max(status_rank(sub.status.as_str())),
+        rank: rank.max(fact_rank(sub.status.as_str(), Source::Subscription)),
         paid_at: None,
         cause_event_id: cause_event_id.to_owned(),
         cause_event_type: cause_event_type.to_owned(),
