@@ -55,8 +55,13 @@ fn readme_documents_every_setting_the_code_reads() {
             let name = piece.split('"').next().unwrap();
             assert!(readme.contains(&format!("`{prefix}_{name}`")), "README does not document {prefix}_{name}");
         }
+        // Shared ones a service reads (`env.shared("X")`: `SWITCHBOARD_X`, overridable per service).
+        for piece in src.split("env.shared(\"").skip(1) {
+            let name = piece.split('"').next().unwrap();
+            assert!(readme.contains(&format!("`SWITCHBOARD_{name}`")), "README does not document SWITCHBOARD_{name}");
+        }
     }
-    for var in ["OTEL_EXPORTER_OTLP_ENDPOINT", "RUST_LOG", "STRIPE_WEBHOOK_SECRET"] {
+    for var in ["OTEL_EXPORTER_OTLP_ENDPOINT", "RUST_LOG"] {
         assert!(readme.contains(&format!("`{var}`")), "README does not document {var}");
     }
 }

@@ -48,7 +48,11 @@ fn env_prefix(service: &str) -> String {
 }
 
 fn spawn(name: &'static str, prefix: &str, db: &str, dir: &std::path::Path) -> Running {
-    let (http, grpc) = (free_port(), free_port());
+    spawn_with(name, prefix, db, dir, (free_port(), free_port()), &[])
+}
+
+fn spawn_with(name: &'static str, prefix: &str, db: &str, dir: &std::path::Path, ports: (u16, u16), extra: &[(String, String)]) -> Running {
+    let (http, grpc) = ports;
     let p = env_prefix(name);
     let log = dir.join(format!("{name}.log"));
     let file = std::fs::File::create(&log).expect("create log file");
@@ -61,6 +65,7 @@ fn spawn(name: &'static str, prefix: &str, db: &str, dir: &std::path::Path) -> R
         .env("SWITCHBOARD_RETRY_DELAYS", "1s,5s")
         .env("SWITCHBOARD_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
+        .envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(file.try_clone().expect("clone log handle"))
         .stderr(file)
         .spawn()
@@ -83,7 +88,21 @@ async fn all_six_services_become_ready_serve_grpc_and_stop_cleanly_on_sigterm() 
     let db = format!("sbsys_{}", &prefix[1..9]);
     let dir = std::env::temp_dir().join(&prefix);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut running: Vec<Running> = SERVICES.iter().map(|s| spawn(s, &prefix, &db, &dir)).collect();
+    // The services find each other as a deployment wires them: the gateway calls identity and
+    // billing over gRPC, billing's local checkout posts its webhooks to the gateway.
+    let ports: std::collections::HashMap<&str, (u16, u16)> = SERVICES.iter().map(|s| (*s, (free_port(), free_port()))).collect();
+    let gateway_url = format!("http://127.0.0.1:{}", ports["gateway"].0);
+    let extra = |s: &str| -> Vec<(String, String)> {
+        match s {
+            "gateway" => vec![
+                ("GATEWAY_IDENTITY_URL".into(), format!("http://127.0.0.1:{}", ports["identity"].1)),
+                ("GATEWAY_BILLING_URL".into(), format!("http://127.0.0.1:{}", ports["billing"].1)),
+            ],
+            "billing" => vec![("SWITCHBOARD_PUBLIC_URL".into(), gateway_url.clone())],
+            _ => vec![],
+        }
+    };
+    let mut running: Vec<Running> = SERVICES.iter().map(|s| spawn_with(s, &prefix, &db, &dir, ports[s], &extra(s))).collect();
     let http = reqwest::Client::new();
 
     for r in &running {
@@ -147,6 +166,35 @@ async fn all_six_services_become_ready_serve_grpc_and_stop_cleanly_on_sigterm() 
         let metrics = http.get(format!("http://127.0.0.1:{}/metrics", r.http)).send().await.unwrap().text().await.unwrap();
         assert!(metrics.contains("sb_outbox_pending"), "{}: /metrics lacks the outbox gauge", r.name);
     }
+
+    // A new user's payment flow across the binaries: sign up, start checkout, pay on the local
+    // checkout page (billing sends signed webhooks to the gateway), see access active.
+    let signup: serde_json::Value = http
+        .post(format!("{gateway_url}/v1/signup"))
+        .json(&serde_json::json!({"email": "first@customer.test", "password": "correct horse battery staple", "name": "First"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = signup["token"].as_str().unwrap().to_owned();
+    let checkout: serde_json::Value =
+        http.post(format!("{gateway_url}/v1/billing/checkout")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let pay_url = checkout["url"].as_str().unwrap_or_else(|| panic!("no checkout url: {checkout}")).to_owned();
+    let page = http.get(&pay_url).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("<form method=\"post\""), "{page}");
+    let paid = http.post(&pay_url).bearer_auth(&token).send().await.unwrap();
+    assert!(paid.status().is_success(), "paying answered {}", paid.status());
+    let me: serde_json::Value = wait_for(Duration::from_secs(30), "access active after paying", || {
+        let (http, url, token) = (http.clone(), format!("{gateway_url}/v1/me"), token.clone());
+        async move {
+            let me: serde_json::Value = http.get(&url).bearer_auth(&token).send().await.ok()?.json().await.ok()?;
+            (me["access"]["status"] == "active").then_some(me)
+        }
+    })
+    .await;
+    assert_eq!(me["access"]["plan"], "starter");
 
     // Every work, retry and dead-letter queue exists on the broker (what the dashboard shows).
     let mut cfg = BusConfig::new(sb_testkit::amqp_url());

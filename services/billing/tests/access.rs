@@ -114,6 +114,10 @@ async fn events_in_reverse_order_end_in_the_same_state_as_in_order() {
         assert_eq!(f["invoices"], json!([["paid", 4900], ["paid", 4900]]), "the failed invoice was paid later: {f}");
     }
     assert_eq!(b.dlq_depth().await, 0);
+    // The founder's alarm: payment → access delay, as a Prometheus histogram.
+    let metrics = reqwest::get(format!("http://{}/metrics", b.http)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("billing_payment_to_access_seconds_bucket{le=\"1\"}"), "{metrics}");
+    assert!(metrics.contains("billing_access_changes_total{to=\"revoked\"}"));
     b.stop().await;
 }
 
