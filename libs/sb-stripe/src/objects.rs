@@ -193,7 +193,8 @@ mod tests {
         ] {
             assert!(!template(raw).is_empty());
         }
-        let sub = subscription(&SubscriptionSpec { id: "sub_1", customer: "cus_1", status: "active", price: "price_1", ..Default::default() });
+        let sub =
+            subscription(&SubscriptionSpec { id: "sub_1", customer: "cus_1", status: "active", price: "price_1", ..Default::default() });
         assert_eq!(sub["object"], "subscription");
         assert_eq!(sub["items"]["data"][0]["price"]["id"], "price_1");
         assert!(sub.get("automatic_tax").is_some(), "the rest of Stripe's fields stay");

@@ -108,8 +108,7 @@ pub fn header_value(secret: &str, timestamp: i64, body: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    const BODY: &[u8] =
-        br#"{"id":"evt_test_1","object":"event","type":"checkout.session.completed","data":{"object":{"id":"cs_1"}}}"#;
+    const BODY: &[u8] = br#"{"id":"evt_test_1","object":"event","type":"checkout.session.completed","data":{"object":{"id":"cs_1"}}}"#;
     const T: i64 = 1_700_000_000;
     const KNOWN_V1: &str = "8eecf24c91b9ab1792dbabb4b673ae13b83587cf704e52509d82e6df98df3eb7";
 

@@ -71,6 +71,22 @@ impl Session {
         }
     }
 
+    /// The principal forwarded to services that trust the gateway's service token (billing, ...).
+    pub fn principal_for_services(&self) -> Option<sb_runtime::caller::Principal> {
+        let role = match self.role() {
+            pb::Role::Customer => sb_runtime::caller::Role::Customer,
+            pb::Role::Agent => sb_runtime::caller::Role::Agent,
+            pb::Role::Admin => sb_runtime::caller::Role::Admin,
+            pb::Role::Unspecified => return None,
+        };
+        Some(sb_runtime::caller::Principal {
+            user_id: uuid::Uuid::parse_str(&self.principal.user_id).ok()?,
+            account_id: uuid::Uuid::parse_str(&self.principal.account_id).ok()?,
+            role,
+            impersonated: self.is_impersonated(),
+        })
+    }
+
     /// A request to a service on this user's behalf (the service re-checks the session).
     pub fn request<T>(&self, msg: T) -> Request<T> {
         Bearer(self.token.clone()).request(msg)

@@ -92,10 +92,12 @@ impl From<tonic::Status> for ApiError {
                 warn!(status = %s, "upstream unavailable");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable", Some("please retry shortly".into()))
             }
+            // Services use FAILED_PRECONDITION for "not possible in this state", with a message
+            // written for the user (e.g. "complete a checkout first").
+            Code::FailedPrecondition => Self::new(StatusCode::CONFLICT, "not_possible_now", "Not possible in this state", msg),
             Code::Ok
             | Code::Cancelled
             | Code::Unknown
-            | Code::FailedPrecondition
             | Code::Aborted
             | Code::OutOfRange
             | Code::Unimplemented

@@ -1,4 +1,4 @@
-//! gateway: the portal's REST API and (with its issue) the Stripe webhook.
+//! gateway: the portal's REST API and the Stripe webhook (`routes::webhook`).
 //!
 //! Every route is authorized here on the server — role and tenant — and again by the service
 //! behind it; the browser is never trusted. Errors are `application/problem+json`; requests get an
@@ -19,7 +19,7 @@ use axum::{
     extract::DefaultBodyLimit,
     http::{HeaderName, HeaderValue, Method, header},
 };
-use sb_proto::identity::v1::identity_client::IdentityClient;
+use sb_proto::{billing::v1::billing_client::BillingClient, identity::v1::identity_client::IdentityClient};
 use sb_runtime::{Parts, ServiceConfig, ServiceDef};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{PgPool, migrate::Migrator};
@@ -39,12 +39,29 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 pub struct AppState {
     pub cfg: config::GatewayConfig,
     identity: IdentityClient<Channel>,
+    billing: BillingClient<Channel>,
     service_token: SecretString,
+    /// The gateway's own database (Stripe webhook receipts and the outbox).
+    pool: PgPool,
 }
 
 impl AppState {
     pub fn identity(&self) -> IdentityClient<Channel> {
         self.identity.clone()
+    }
+
+    pub fn billing(&self) -> BillingClient<Channel> {
+        self.billing.clone()
+    }
+
+    /// A call to a service behind the gateway on behalf of a signed-in user: the service token
+    /// plus the user's principal, which the service checks again itself.
+    /// Fails closed: a session without a usable principal never becomes a bare service call.
+    pub fn on_behalf_of<T>(&self, session: &auth::Session, msg: T) -> Result<Request<T>, error::ApiError> {
+        let principal = session.principal_for_services().ok_or_else(error::ApiError::forbidden)?;
+        let mut r = Request::new(msg);
+        sb_runtime::caller::attach(r.metadata_mut(), &self.service_token, Some(&principal));
+        Ok(r)
     }
 
     /// A call made as the gateway itself, forwarding the end user's address.
@@ -61,11 +78,15 @@ impl AppState {
 }
 
 /// The API router with its middleware: request ids, body limit, CORS, security headers.
-pub fn api(cfg: config::GatewayConfig, service_token: SecretString) -> anyhow::Result<Router> {
-    let channel = tonic::transport::Endpoint::from_shared(cfg.identity_url.clone())?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(10))
-        .connect_lazy();
+pub fn api(cfg: config::GatewayConfig, service_token: SecretString, pool: PgPool) -> anyhow::Result<Router> {
+    let channel = |url: &str| -> anyhow::Result<Channel> {
+        Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy())
+    };
+    let identity = IdentityClient::new(channel(&cfg.identity_url)?);
+    let billing = BillingClient::new(channel(&cfg.billing_url)?);
     let origins: Vec<HeaderValue> = cfg.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
@@ -74,7 +95,7 @@ pub fn api(cfg: config::GatewayConfig, service_token: SecretString) -> anyhow::R
         .allow_credentials(true)
         .max_age(Duration::from_secs(600));
     let body_limit = cfg.body_limit;
-    let state = AppState { cfg, identity: IdentityClient::new(channel), service_token };
+    let state = AppState { cfg, identity, billing, service_token, pool };
     let request_id = HeaderName::from_static("x-request-id");
     let headers = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -87,6 +108,8 @@ pub fn api(cfg: config::GatewayConfig, service_token: SecretString) -> anyhow::R
     let mut router = Router::new()
         .merge(routes::portal::router())
         .merge(routes::admin::router())
+        .merge(routes::billing::router())
+        .merge(routes::webhook::router())
         .merge(openapi::router())
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit));
@@ -101,8 +124,14 @@ pub fn api(cfg: config::GatewayConfig, service_token: SecretString) -> anyhow::R
 
 pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
     let cfg = config::GatewayConfig::load(config)?;
+    if cfg.dev_webhook_secret {
+        tracing::warn!(
+            "the Stripe webhook secrets include the public local-development one (SWITCHBOARD_STRIPE_WEBHOOK_SECRET unset?): \
+             live-mode events must verify with another secret; set the endpoint's real signing secret in any shared deployment"
+        );
+    }
     let mut parts = Parts::bare(config, pool);
-    parts.http = api(cfg, config.service_token.clone())?;
+    parts.http = api(cfg, config.service_token.clone(), pool.clone())?;
     Ok(parts)
 }
 

@@ -14,7 +14,7 @@ use utoipa::{
 use crate::{
     AppState,
     error::Problem,
-    routes::{AccountOut, UserOut, admin, portal},
+    routes::{AccountOut, UserOut, admin, billing, portal, webhook},
 };
 
 struct SessionAuth;
@@ -32,10 +32,16 @@ impl Modify for SessionAuth {
     paths(
         status, portal::sign_up, portal::log_in, portal::log_out, portal::get_me, portal::update_me, portal::get_account, portal::get_user,
         admin::list_customers, admin::get_customer, admin::revoke_sessions, admin::impersonate, admin::list_audit, admin::list_mailbox,
+        webhook::receive_stripe_webhook,
+        billing::get_own_billing, billing::get_account_billing, billing::create_checkout, billing::create_portal,
+        billing::local_checkout_page, billing::confirm_local_checkout, billing::local_portal_page, billing::cancel_local_subscription,
+        billing::local_done, billing::local_cancelled,
     ),
-    components(schemas(Problem, UserOut, AccountOut)),
+    components(schemas(Problem, UserOut, AccountOut, webhook::WebhookAckOut)),
     modifiers(&SessionAuth),
-    tags((name = "portal", description = "customers' own records"), (name = "admin", description = "staff: agents and admins"))
+    tags((name = "portal", description = "customers' own records"), (name = "admin", description = "staff: agents and admins"),
+         (name = "stripe", description = "Stripe webhooks: authenticated by their Stripe-Signature, not a session"),
+         (name = "billing", description = "access, checkout and the customer portal; the /billing/local pages stand in for Stripe's when no Stripe key is configured"))
 )]
 pub struct ApiDoc;
 

@@ -62,10 +62,19 @@ async fn every_route_answers_every_viewpoint_as_the_matrix_says() {
         ("admin", "admin@switchboard.test"),
     ]
     .into();
+    // Local checkout sessions (embedded default): the customer's own, and a third account's.
+    let mut sessions = Vec::new();
+    for user in [&customer, &victim] {
+        let r = sys.web.post(sys.url("/v1/billing/checkout")).bearer_auth(&user.token).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        sessions.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
     let ids: HashMap<&str, String> = [
         ("customer.account_id", customer.account_id.clone()),
         ("customer.user_id", customer.user_id.clone()),
         ("victim.user_id", victim.user_id.clone()),
+        ("customer.checkout_session", sessions[0].clone()),
+        ("victim.checkout_session", sessions[1].clone()),
     ]
     .into();
 

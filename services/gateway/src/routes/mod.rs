@@ -1,7 +1,9 @@
 //! The portal's REST API under `/v1`: wire types, handlers and their OpenAPI description.
 
 pub mod admin;
+pub mod billing;
 pub mod portal;
+pub mod webhook;
 
 use chrono::{DateTime, Utc};
 use sb_proto::identity::v1 as pb;

@@ -57,6 +57,10 @@ pub struct MeOut {
     pub session_expires_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Set while an admin is acting as this user.
     pub impersonated_by: Option<UserOut>,
+    /// Portal access from billing (`status` `pending` = checkout started, payment not confirmed
+    /// yet). Null, with `access_error`, when billing cannot be reached: the rest still answers.
+    pub access: Option<super::billing::AccessOut>,
+    pub access_error: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -140,13 +144,31 @@ pub async fn get_me(State(app): State<AppState>, bearer: Bearer) -> Result<Json<
     // identity authenticates the token itself in GetMe; no separate Authenticate call.
     let me = app.identity().get_me(bearer.request(pb::GetMeRequest {})).await?.into_inner();
     let principal = me.principal.unwrap_or_default();
+    let session = Session { token: bearer.0, principal: principal.clone() };
+    let (access, access_error) = match access_of(&app, &session).await {
+        Ok(a) => (Some(a), None),
+        Err(e) => {
+            tracing::warn!(error = %e, "billing unavailable for /v1/me");
+            (None, Some("billing is unavailable; access status unknown"))
+        }
+    };
     Ok(Json(MeOut {
         user: me.user.map(Into::into),
         account: me.account.map(Into::into),
         role: super::role_name(principal.role),
         session_expires_at: time(principal.expires_at),
         impersonated_by: me.impersonator.map(Into::into),
+        access,
+        access_error,
     }))
+}
+
+/// The caller's access, bounded so a slow billing never holds up `/v1/me`.
+async fn access_of(app: &AppState, session: &Session) -> anyhow::Result<super::billing::AccessOut> {
+    let req = sb_proto::billing::v1::GetAccessRequest { account_id: session.principal.account_id.clone() };
+    let req = app.on_behalf_of(session, req).map_err(|_| anyhow::anyhow!("no usable principal"))?;
+    let access = tokio::time::timeout(std::time::Duration::from_secs(2), app.billing().get_access(req)).await??;
+    Ok(access.into_inner().into())
 }
 
 /// Change the caller's own profile (only `name`; other fields are ignored).

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 pub const SERVICE_TOKEN: &str = "gateway-test-service-token-42";
 pub const PASSWORD: &str = "correct horse battery staple";
-const DELAYS: &str = "300ms,600ms";
+pub const DELAYS: &str = "300ms,600ms";
 
 pub struct Running {
     pub db: TestDb,
@@ -24,6 +24,7 @@ pub struct Running {
 pub struct System {
     pub prefix: String,
     pub identity: Running,
+    pub billing: Running,
     pub gateway: Running,
     pub base: String,
     pub web: reqwest::Client,
@@ -63,14 +64,27 @@ impl Running {
 }
 
 pub async fn start(identity_extra: &[(&str, &str)], gateway_extra: &[(&str, &str)]) -> System {
+    start_with(identity_extra, &[], gateway_extra).await
+}
+
+/// identity, billing (embedded local checkout unless the extras configure Stripe) and the gateway.
+pub async fn start_with(identity_extra: &[(&str, &str)], billing_extra: &[(&str, &str)], gateway_extra: &[(&str, &str)]) -> System {
     let prefix = unique("gw");
     let owned = |v: &[(&str, &str)]| v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
     let identity = run(&identity::def(), &prefix, &owned(identity_extra)).await;
-    let mut gw = owned(gateway_extra);
+    // billing's local checkout posts webhooks to the gateway, which starts after it: reserve the
+    // gateway's port first.
+    let gateway_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let public = format!("http://{gateway_addr}");
+    let mut bl = vec![("SWITCHBOARD_PUBLIC_URL".to_owned(), public.clone())];
+    bl.extend(owned(billing_extra));
+    let billing = run(&billing::def(), &prefix, &bl).await;
+    let mut gw = vec![("GATEWAY_HTTP_ADDR".to_owned(), gateway_addr.to_string())];
+    gw.extend(owned(gateway_extra));
     gw.push(("GATEWAY_IDENTITY_URL".into(), format!("http://{}", identity.grpc)));
+    gw.push(("GATEWAY_BILLING_URL".into(), format!("http://{}", billing.grpc)));
     let gateway = run(&gateway::def(), &prefix, &gw).await;
-    let base = format!("http://{}", gateway.http);
-    System { prefix, identity, gateway, base, web: reqwest::Client::new() }
+    System { prefix, identity, billing, gateway, base: public, web: reqwest::Client::new() }
 }
 
 /// A signed-in user as a test sees them.
@@ -97,11 +111,12 @@ impl User {
 impl System {
     pub async fn stop(self) {
         self.gateway.stop().await;
+        self.billing.stop().await;
         self.identity.stop().await;
         let mut cfg = sb_bus::BusConfig::new(sb_testkit::amqp_url());
         cfg.prefix = self.prefix.clone();
         cfg.retry_delays = sb_bus::config::parse_delays(DELAYS).unwrap();
-        sb_testkit::delete_services_topology(&cfg, &["identity", "gateway"]).await;
+        sb_testkit::delete_services_topology(&cfg, &["identity", "billing", "gateway"]).await;
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,407 @@
+//! Billing for the portal: the caller's access and billing records, starting a checkout or a
+//! customer portal session, and — with no Stripe key configured — the local pages that stand in
+//! for Stripe's hosted checkout and portal. billing re-checks role and tenant on every call.
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{Html, IntoResponse, Redirect, Response},
+    routing::{get, post},
+};
+use chrono::{DateTime, Utc};
+use sb_proto::billing::v1 as pb;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{path_id, time};
+use crate::{
+    AppState,
+    auth::Session,
+    error::{ApiError, Problem},
+};
+
+/// An account's portal access.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccessOut {
+    /// `none`, `pending`, `active`, `past_due` or `revoked`.
+    pub status: &'static str,
+    /// What the status means for the user, e.g. "Pending provisioning: payment not confirmed yet".
+    pub message: String,
+    pub plan: String,
+    pub entitlements: Vec<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub reason: String,
+    /// The Stripe event behind the current status.
+    pub cause_event_id: String,
+    pub cause_event_type: String,
+    /// While past_due: access ends at this time unless a payment succeeds.
+    pub grace_until: Option<DateTime<Utc>>,
+    pub stripe_customer_id: String,
+}
+
+pub fn status_name(s: i32) -> &'static str {
+    match pb::AccessStatus::try_from(s) {
+        Ok(pb::AccessStatus::None) => "none",
+        Ok(pb::AccessStatus::Pending) => "pending",
+        Ok(pb::AccessStatus::Active) => "active",
+        Ok(pb::AccessStatus::PastDue) => "past_due",
+        Ok(pb::AccessStatus::Revoked) => "revoked",
+        Ok(pb::AccessStatus::Unspecified) | Err(_) => "unknown",
+    }
+}
+
+impl From<pb::Access> for AccessOut {
+    fn from(a: pb::Access) -> Self {
+        let status = status_name(a.status);
+        let message = match status {
+            "none" => "No subscription yet".to_owned(),
+            "pending" => format!("Pending provisioning: {}", if a.reason.is_empty() { "payment not confirmed yet" } else { &a.reason }),
+            "active" => format!("Active on the {} plan", a.plan),
+            "past_due" => "Payment failed: access continues during the grace period".to_owned(),
+            "revoked" => format!("Access ended: {}", a.reason),
+            _ => "Unknown".to_owned(),
+        };
+        Self {
+            status,
+            message,
+            plan: a.plan,
+            entitlements: a.entitlements,
+            since: time(a.since),
+            reason: a.reason,
+            cause_event_id: a.cause_event_id,
+            cause_event_type: a.cause_event_type,
+            grace_until: time(a.grace_until),
+            stripe_customer_id: a.stripe_customer_id,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionOut {
+    pub id: String,
+    pub status: String,
+    pub plan: String,
+    pub price_id: String,
+    pub current_period_end: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvoiceOut {
+    pub id: String,
+    pub subscription_id: String,
+    pub status: String,
+    pub amount_due: i64,
+    pub amount_paid: i64,
+    pub currency: String,
+    pub created: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccessChangeOut {
+    pub from: &'static str,
+    pub to: &'static str,
+    pub plan: String,
+    pub reason: String,
+    pub cause_event_id: String,
+    pub cause_event_type: String,
+    pub at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BillingOut {
+    pub access: Option<AccessOut>,
+    pub subscriptions: Vec<SubscriptionOut>,
+    pub invoices: Vec<InvoiceOut>,
+    /// Access changes, newest first, each with the Stripe event that caused it.
+    pub history: Vec<AccessChangeOut>,
+}
+
+impl From<pb::BillingView> for BillingOut {
+    fn from(v: pb::BillingView) -> Self {
+        Self {
+            access: v.access.map(Into::into),
+            subscriptions: v
+                .subscriptions
+                .into_iter()
+                .map(|s| SubscriptionOut {
+                    id: s.id,
+                    status: s.status,
+                    plan: s.plan,
+                    price_id: s.price_id,
+                    current_period_end: time(s.current_period_end),
+                })
+                .collect(),
+            invoices: v
+                .invoices
+                .into_iter()
+                .map(|i| InvoiceOut {
+                    id: i.id,
+                    subscription_id: i.subscription_id,
+                    status: i.status,
+                    amount_due: i.amount_due,
+                    amount_paid: i.amount_paid,
+                    currency: i.currency,
+                    created: time(i.created),
+                })
+                .collect(),
+            history: v
+                .history
+                .into_iter()
+                .map(|h| AccessChangeOut {
+                    from: status_name(h.from),
+                    to: status_name(h.to),
+                    plan: h.plan,
+                    reason: h.reason,
+                    cause_event_id: h.cause_event_id,
+                    cause_event_type: h.cause_event_type,
+                    at: time(h.at),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct CheckoutIn {
+    /// A plan name; the default plan when omitted.
+    #[serde(default)]
+    pub plan: String,
+    /// Must be the caller's own account when given.
+    #[serde(default)]
+    pub account_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckoutOut {
+    pub id: String,
+    /// Send the browser here: Stripe's hosted checkout, or the local checkout page.
+    pub url: String,
+    pub plan: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct PortalIn {
+    #[serde(default)]
+    pub account_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PortalOut {
+    pub url: String,
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/billing", get(get_own_billing))
+        .route("/v1/accounts/{account_id}/billing", get(get_account_billing))
+        .route("/v1/billing/checkout", post(create_checkout))
+        .route("/v1/billing/portal", post(create_portal))
+        .route("/billing/local/checkout/{session_id}", get(local_checkout_page).post(confirm_local_checkout))
+        .route("/billing/local/portal", get(local_portal_page))
+        .route("/billing/local/portal/cancel", post(cancel_local_subscription))
+        .route("/billing/local/done", get(local_done))
+        .route("/billing/local/cancelled", get(local_cancelled))
+}
+
+/// A JSON body that may be left out entirely (every field has a default).
+fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "Invalid input", Some(format!("request body: {e}")))
+    })
+}
+
+/// The account a request targets: the caller's own unless another (allowed for staff reads) is named.
+fn target_account(session: &Session, requested: Option<&str>) -> Result<String, ApiError> {
+    match requested.filter(|a| !a.is_empty()) {
+        Some(raw) => path_id("account", raw),
+        None => Ok(session.principal.account_id.clone()),
+    }
+}
+
+/// The caller's access, billing records and access history.
+#[utoipa::path(get, path = "/v1/billing", tag = "billing", security(("session" = [])),
+    responses((status = 200, body = BillingOut), (status = 401, body = Problem)))]
+pub async fn get_own_billing(State(app): State<AppState>, session: Session) -> Result<Json<BillingOut>, ApiError> {
+    let account_id = session.principal.account_id.clone();
+    let view = app.billing().get_billing(app.on_behalf_of(&session, pb::GetBillingRequest { account_id })?).await?;
+    Ok(Json(view.into_inner().into()))
+}
+
+/// An account's billing: the caller's own, or any for staff (others get 404).
+#[utoipa::path(get, path = "/v1/accounts/{account_id}/billing", tag = "billing", security(("session" = [])),
+    params(("account_id" = String, Path, description = "account UUID")),
+    responses((status = 200, body = BillingOut), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn get_account_billing(
+    State(app): State<AppState>,
+    session: Session,
+    Path(account_id): Path<String>,
+) -> Result<Json<BillingOut>, ApiError> {
+    let account_id = path_id("account", &account_id)?;
+    let view = app.billing().get_billing(app.on_behalf_of(&session, pb::GetBillingRequest { account_id })?).await?;
+    Ok(Json(view.into_inner().into()))
+}
+
+/// Starts a checkout for the caller's own account (customers only; never while impersonating).
+/// Access shows `pending` until Stripe confirms the payment.
+#[utoipa::path(post, path = "/v1/billing/checkout", tag = "billing", security(("session" = [])), request_body = CheckoutIn,
+    responses((status = 201, body = CheckoutOut), (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 404, body = Problem), (status = 409, description = "already subscribed", body = Problem),
+              (status = 422, body = Problem), (status = 503, body = Problem)))]
+pub async fn create_checkout(State(app): State<AppState>, session: Session, body: Bytes) -> Result<Response, ApiError> {
+    let body: CheckoutIn = optional_json(&body)?;
+    let account_id = target_account(&session, body.account_id.as_deref())?;
+    let req = pb::CreateCheckoutSessionRequest { account_id, plan: body.plan, customer_email: String::new() };
+    let s = app.billing().create_checkout_session(app.on_behalf_of(&session, req)?).await?.into_inner();
+    let out = CheckoutOut { id: s.id, url: s.url, plan: s.plan, expires_at: time(s.expires_at) };
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// A customer portal session (manage payment method, cancel) for the caller's own account.
+#[utoipa::path(post, path = "/v1/billing/portal", tag = "billing", security(("session" = [])), request_body = PortalIn,
+    responses((status = 200, body = PortalOut), (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 404, body = Problem), (status = 409, description = "no billing account yet", body = Problem)))]
+pub async fn create_portal(State(app): State<AppState>, session: Session, body: Bytes) -> Result<Json<PortalOut>, ApiError> {
+    let body: PortalIn = optional_json(&body)?;
+    let account_id = target_account(&session, body.account_id.as_deref())?;
+    let p = app.billing().create_portal_session(app.on_behalf_of(&session, pb::CreatePortalSessionRequest { account_id })?).await?;
+    Ok(Json(PortalOut { url: p.into_inner().url }))
+}
+
+/// Pages are plain HTML with inline styles only; this loosens the API's `default-src 'none'`
+/// just enough for them (no scripts anywhere).
+fn page(title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem}}\
+         .box{{border:1px solid #ccc;border-radius:8px;padding:1.5rem}}button{{font-size:1rem;padding:.6rem 1.2rem}}\
+         .note{{color:#666;font-size:.9rem}}</style></head><body>{body}</body></html>"
+    );
+    let mut resp = Html(html).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+    );
+    resp
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+fn money(amount: i64, currency: &str) -> String {
+    format!("{}.{:02} {}", amount / 100, amount % 100, currency.to_uppercase())
+}
+
+fn session_path(raw: &str) -> Result<String, ApiError> {
+    if raw.starts_with("cs_") && raw.len() <= 128 && raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(raw.to_owned())
+    } else {
+        Err(ApiError::not_found("checkout session"))
+    }
+}
+
+/// The local checkout page (embedded default, no Stripe key): what Stripe's hosted checkout
+/// would show, with one button that pays.
+#[utoipa::path(get, path = "/billing/local/checkout/{session_id}", tag = "billing", security(("session" = [])),
+    params(("session_id" = String, Path, description = "local checkout session id (cs_test_local_...)")),
+    responses((status = 200, description = "HTML page", content_type = "text/html"), (status = 401, body = Problem),
+              (status = 404, body = Problem), (status = 409, description = "Stripe is configured", body = Problem)))]
+pub async fn local_checkout_page(
+    State(app): State<AppState>,
+    session: Session,
+    Path(session_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let session_id = session_path(&session_id)?;
+    let c = app.billing().get_local_checkout(app.on_behalf_of(&session, pb::GetLocalCheckoutRequest { session_id })?).await?.into_inner();
+    let action = match c.status.as_str() {
+        "open" => format!(
+            "<form method=\"post\" action=\"/billing/local/checkout/{id}\"><button type=\"submit\">Pay {amount}</button></form>",
+            id = escape(&c.id),
+            amount = escape(&money(c.amount, &c.currency))
+        ),
+        "complete" => "<p>This checkout is paid.</p>".to_owned(),
+        _ => "<p>This checkout session has expired. Start a new one from the portal.</p>".to_owned(),
+    };
+    let body = format!(
+        "<div class=\"box\"><h1>Switchboard checkout</h1><p>Plan <strong>{plan}</strong>: {amount} per month.</p>{action}\
+         <p class=\"note\">Local checkout: no Stripe key is configured, so no card is charged. Paying sends the same signed \
+         webhooks Stripe would send to this gateway.</p><p><a href=\"{cancel}\">Cancel</a></p></div>",
+        plan = escape(&c.plan),
+        amount = escape(&money(c.amount, &c.currency)),
+        cancel = escape(&c.cancel_url),
+    );
+    Ok(page("Checkout", &body))
+}
+
+/// Pays a local checkout session; billing then sends the signed webhooks to `/webhooks/stripe`.
+#[utoipa::path(post, path = "/billing/local/checkout/{session_id}", tag = "billing", security(("session" = [])),
+    params(("session_id" = String, Path, description = "local checkout session id (cs_test_local_...)")),
+    responses((status = 303, description = "paid; redirects to the success page"), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn confirm_local_checkout(
+    State(app): State<AppState>,
+    session: Session,
+    Path(session_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let session_id = session_path(&session_id)?;
+    let req = pb::CompleteLocalCheckoutRequest { session_id };
+    let c = app.billing().complete_local_checkout(app.on_behalf_of(&session, req)?).await?.into_inner();
+    Ok(Redirect::to(&c.success_url).into_response())
+}
+
+/// The local customer portal (embedded default): the subscription and a cancel button.
+#[utoipa::path(get, path = "/billing/local/portal", tag = "billing", security(("session" = [])),
+    responses((status = 200, description = "HTML page", content_type = "text/html"), (status = 401, body = Problem)))]
+pub async fn local_portal_page(State(app): State<AppState>, session: Session) -> Result<Response, ApiError> {
+    let account_id = session.principal.account_id.clone();
+    let view: BillingOut =
+        app.billing().get_billing(app.on_behalf_of(&session, pb::GetBillingRequest { account_id })?).await?.into_inner().into();
+    let live = view.subscriptions.iter().find(|s| s.status != "canceled" && s.status != "incomplete_expired");
+    let status = view.access.as_ref().map_or_else(String::new, |a| a.message.clone());
+    let action = match live {
+        Some(s) => format!(
+            "<p>Subscription {id}: {status} ({plan}).</p><form method=\"post\" action=\"/billing/local/portal/cancel\">\
+             <button type=\"submit\">Cancel subscription</button></form>",
+            id = escape(&s.id),
+            status = escape(&s.status),
+            plan = escape(&s.plan)
+        ),
+        None => "<p>No active subscription.</p>".to_owned(),
+    };
+    let body = format!("<div class=\"box\"><h1>Billing portal</h1><p>{}</p>{action}</div>", escape(&status));
+    Ok(page("Billing portal", &body))
+}
+
+/// Cancels the caller's local subscription (billing sends `customer.subscription.deleted`).
+#[utoipa::path(post, path = "/billing/local/portal/cancel", tag = "billing", security(("session" = [])),
+    responses((status = 303, description = "cancelled; back to the portal page"), (status = 401, body = Problem),
+              (status = 403, body = Problem), (status = 409, body = Problem)))]
+pub async fn cancel_local_subscription(State(app): State<AppState>, session: Session) -> Result<Response, ApiError> {
+    let account_id = session.principal.account_id.clone();
+    app.billing().cancel_local_subscription(app.on_behalf_of(&session, pb::CancelLocalSubscriptionRequest { account_id })?).await?;
+    Ok(Redirect::to("/billing/local/portal").into_response())
+}
+
+/// Where a paid checkout returns to.
+#[utoipa::path(get, path = "/billing/local/done", tag = "billing",
+    responses((status = 200, description = "HTML page", content_type = "text/html")))]
+pub async fn local_done() -> Response {
+    page(
+        "Payment received",
+        "<div class=\"box\"><h1>Payment received</h1><p>Your access is being provisioned and is usually active within a second. \
+         <a href=\"/v1/me\">Check your account</a>.</p></div>",
+    )
+}
+
+/// Where an abandoned checkout returns to.
+#[utoipa::path(get, path = "/billing/local/cancelled", tag = "billing",
+    responses((status = 200, description = "HTML page", content_type = "text/html")))]
+pub async fn local_cancelled() -> Response {
+    page("Checkout cancelled", "<div class=\"box\"><h1>Checkout cancelled</h1><p>Nothing was charged.</p></div>")
+}

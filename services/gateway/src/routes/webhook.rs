@@ -1,0 +1,228 @@
+//! `POST /webhooks/stripe`: the only unauthenticated write route. Stripe's signature is the
+//! authentication, so nothing is read, parsed or stored before it verifies; 2xx only after the
+//! event is durably accepted (receipt + outbox row committed together).
+//!
+//! Answers carry no detail: every refusal is an empty 400 (the reason goes only to the
+//! `stripe_webhook_rejected_total{reason}` metric), an over-size body an empty 413, a database
+//! failure an empty 503 (Stripe retries). Neither the body nor the signature header is ever logged.
+
+use std::time::Instant;
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, Request, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use chrono::{DateTime, Utc};
+use sb_bus::{Envelope, catalog};
+use sb_stripe::signature::{self, Rejection};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use tracing::{info, warn};
+use utoipa::ToSchema;
+
+use crate::AppState;
+
+pub const PATH: &str = "/webhooks/stripe";
+const SIGNATURE_HEADER: &str = "stripe-signature";
+
+/// What Stripe gets back once the event is recorded.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookAckOut {
+    pub received: bool,
+    /// Present (and true) when this event id had already been accepted.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+/// The fields of a Stripe `event` the gateway checks and records; the rest travels untouched.
+#[derive(Debug)]
+struct StripeEvent {
+    id: String,
+    event_type: String,
+    created: DateTime<Utc>,
+    livemode: bool,
+    json: Value,
+}
+
+impl StripeEvent {
+    /// An `event` object as Stripe sends it, or `None` (`invalid_payload`).
+    fn parse(body: &[u8]) -> Option<Self> {
+        let json: Value = serde_json::from_slice(body).ok()?;
+        let text = |key: &str| json.get(key).and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 255).map(str::to_owned);
+        let id = text("id").filter(|id| id.starts_with("evt_"))?;
+        let event_type = text("type")?;
+        let created = DateTime::from_timestamp(json.get("created")?.as_i64()?, 0)?;
+        json.pointer("/data/object")?.as_object()?;
+        let livemode = match json.get("livemode") {
+            None => false,
+            Some(v) => v.as_bool()?,
+        };
+        Some(Self { id, event_type, created, livemode, json })
+    }
+}
+
+fn empty(status: StatusCode) -> Response {
+    status.into_response()
+}
+
+fn rejected(reason: &'static str) -> Response {
+    metrics::counter!("stripe_webhook_rejected_total", "reason" => reason).increment(1);
+    info!(reason, "stripe webhook rejected");
+    empty(StatusCode::BAD_REQUEST)
+}
+
+fn too_large() -> Response {
+    metrics::counter!("stripe_webhook_rejected_total", "reason" => "body_too_large").increment(1);
+    info!(reason = "body_too_large", "stripe webhook rejected");
+    empty(StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+fn unix_now() -> i64 {
+    Utc::now().timestamp()
+}
+
+/// Receives a Stripe webhook: verifies `Stripe-Signature` over the raw body, then records the
+/// event and queues `stripe.event.received.v1` in one transaction.
+#[utoipa::path(post, path = "/webhooks/stripe", tag = "stripe",
+    params(("Stripe-Signature" = String, Header, description = "Stripe's `t=<unix>,v1=<hex hmac>[,v1=...]` signature of the raw body")),
+    request_body(content = String, content_type = "application/json", description = "a Stripe `event` object, exactly as Stripe signed it"),
+    responses(
+        (status = 200, description = "the event is recorded (also for an event id seen before: `duplicate: true`)", body = WebhookAckOut),
+        (status = 400, description = "signature missing or invalid, timestamp outside ±5 minutes, not a Stripe event, or a live-mode event verified only by the local-development secret; empty body"),
+        (status = 413, description = "body larger than GATEWAY_STRIPE_WEBHOOK_MAX_BYTES; empty body, nothing verified"),
+        (status = 503, description = "could not be recorded right now; empty body (Stripe retries)"),
+    ))]
+pub async fn receive_stripe_webhook(State(app): State<AppState>, req: Request) -> Response {
+    let started = Instant::now();
+    let max = app.cfg.stripe_webhook_max_bytes;
+    let (parts, body) = req.into_parts();
+    // Refuse a declared over-size body before reading any of it.
+    if content_length(&parts.headers).is_some_and(|n| n > max as u64) {
+        return too_large();
+    }
+    // The only way a body read up to the limit fails while the sender still listens is the limit
+    // itself; a sender that broke off mid-body gets the same answer, which it never reads.
+    let Ok(body) = axum::body::to_bytes(body, max).await else {
+        return too_large();
+    };
+
+    let header = match parts.headers.get(SIGNATURE_HEADER).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => return rejected(Rejection::MalformedHeader.label()),
+    };
+    let now = unix_now();
+    let signed_at = match signature::verify(header, &body, &app.cfg.stripe_webhook_secrets, now) {
+        Ok(t) => t,
+        Err(r) => return rejected(r.label()),
+    };
+
+    let Some(event) = StripeEvent::parse(&body) else {
+        return rejected("invalid_payload");
+    };
+    // The local-development secret is public: a live-mode event must verify with another one.
+    if event.livemode && app.cfg.dev_webhook_secret {
+        let real: Vec<SecretString> =
+            app.cfg.stripe_webhook_secrets.iter().filter(|s| s.expose_secret() != sb_stripe::DEV_WEBHOOK_SECRET).cloned().collect();
+        if signature::verify(header, &body, &real, now).is_err() {
+            return rejected("livemode_with_dev_secret");
+        }
+    }
+    let Some(signed_at) = DateTime::from_timestamp(signed_at, 0) else {
+        return rejected(Rejection::MalformedHeader.label());
+    };
+
+    let (id, event_type) = (event.id.clone(), event.event_type.clone());
+    let digest = Sha256::digest(&body).to_vec();
+    match record(&app.pool, event, signed_at, digest).await {
+        Ok(inserted) => {
+            let duplicate = !inserted;
+            metrics::counter!("stripe_webhook_accepted_total", "duplicate" => if duplicate { "true" } else { "false" }).increment(1);
+            metrics::histogram!("stripe_webhook_ack_seconds").record(started.elapsed().as_secs_f64());
+            info!(event_id = %id, event_type = %event_type, duplicate, "stripe webhook accepted");
+            Json(WebhookAckOut { received: true, duplicate }).into_response()
+        }
+        Err(e) => {
+            // The error names the failing statement or connection, never the bound payload.
+            warn!(error = %e, event_id = %id, event_type = %event_type, "could not record a stripe webhook; answering 503 so Stripe retries");
+            empty(StatusCode::SERVICE_UNAVAILABLE)
+        }
+    }
+}
+
+/// Records the receipt and, for an event id not seen before, its outbox row, in one transaction.
+/// Returns whether the event was new.
+async fn record(pool: &PgPool, event: StripeEvent, signed_at: DateTime<Utc>, body_sha256: Vec<u8>) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO stripe_webhook_receipts (event_id, event_type, livemode, stripe_created, signed_at, body_sha256)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(&event.id)
+    .bind(&event.event_type)
+    .bind(event.livemode)
+    .bind(event.created)
+    .bind(signed_at)
+    .bind(body_sha256)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if inserted {
+        sb_bus::enqueue(&mut tx, &Envelope::new(crate::SERVICE, catalog::STRIPE_EVENT_RECEIVED, event.json)).await?;
+    }
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+pub fn router() -> Router<AppState> {
+    // The router-wide body limit is for the JSON API; this route enforces its own, larger one.
+    Router::new().route(PATH, post(receive_stripe_webhook).layer(DefaultBodyLimit::disable()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(fields: Value) -> Vec<u8> {
+        let checkout = sb_stripe::objects::checkout_session(&sb_stripe::objects::CheckoutSpec { id: "cs_1", ..Default::default() });
+        let ev = sb_stripe::objects::event("evt_1", "checkout.session.completed", 1_700_000_000, checkout);
+        serde_json::to_vec(&sb_stripe::objects::with(ev, fields)).unwrap_or_default()
+    }
+
+    #[test]
+    fn only_stripe_events_parse() {
+        let ok = StripeEvent::parse(&event(serde_json::json!({}))).expect("a Stripe event");
+        assert_eq!(
+            (ok.id.as_str(), ok.event_type.as_str(), ok.created.timestamp(), ok.livemode),
+            ("evt_1", "checkout.session.completed", 1_700_000_000, false)
+        );
+        assert!(StripeEvent::parse(&event(serde_json::json!({"livemode": true}))).is_some_and(|e| e.livemode));
+        for bad in [
+            serde_json::json!({"id": "cs_1"}),
+            serde_json::json!({"id": 7}),
+            serde_json::json!({"type": null}),
+            serde_json::json!({"created": "yesterday"}),
+            serde_json::json!({"created": 1.5}),
+            serde_json::json!({"data": {"object": "cs_1"}}),
+            serde_json::json!({"data": {}}),
+            serde_json::json!({"livemode": "no"}),
+        ] {
+            assert!(StripeEvent::parse(&event(bad.clone())).is_none(), "{bad}");
+        }
+        for raw in [&b"[]"[..], b"\"evt_1\"", b"{not json", b""] {
+            assert!(StripeEvent::parse(raw).is_none());
+        }
+    }
+}
