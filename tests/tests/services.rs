@@ -47,10 +47,6 @@ fn env_prefix(service: &str) -> String {
     service.to_uppercase().replace('-', "_")
 }
 
-fn spawn(name: &'static str, prefix: &str, db: &str, dir: &std::path::Path) -> Running {
-    spawn_with(name, prefix, db, dir, (free_port(), free_port()), &[])
-}
-
 fn spawn_with(name: &'static str, prefix: &str, db: &str, dir: &std::path::Path, ports: (u16, u16), extra: &[(String, String)]) -> Running {
     let (http, grpc) = ports;
     let p = env_prefix(name);
