@@ -14,6 +14,7 @@ bench:          ## bus throughput/latency beside a plain-lapin reference, outbox
 	bash scripts/ensure-infra.sh
 	cargo bench -p sb-bus --bench bus --locked
 	cargo bench -p gateway --bench me --locked
+	cargo bench -p gateway --bench webhook --locked
 
 check-deploy:   ## validate docker-compose.yml and k8s/ without a Docker engine or cluster
 	bash scripts/install-check-tools.sh

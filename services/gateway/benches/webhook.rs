@@ -1,0 +1,933 @@
+//! Stripe webhooks through the real gateway, billing and identity (issue #4; release build, real
+//! PostgreSQL and RabbitMQ, the services in this process as in `me.rs`):
+//!
+//! 1. Webhook ack latency at a fixed rate (open loop, default 500/s): every request a distinct
+//!    Stripe event (`customer.subscription.updated` or `invoice.paid` of a random customer, in
+//!    Stripe's shape from `sb_stripe::objects`) signed at dispatch, answered once the receipt and
+//!    its outbox row are committed; beside `GET /v1/status` (no database) and the same POST with a
+//!    bad signature (400: HTTP + HMAC, no database) at the same rate.
+//! 2. Payment → access latency at a fixed rate (default 200/s): every payment a signed, paid,
+//!    subscription-mode `checkout.session.completed` for a fresh account, from dispatch until the
+//!    `billing.access.changed.v1` (to = active) for that account reaches the bench's own queue on
+//!    the events exchange; beside the bus hop alone (plain lapin publish with confirms to the same
+//!    exchange → consume) at the same rate, with a per-stage breakdown (gateway → its outbox relay
+//!    → billing → its outbox relay) from the services' outbox and inbox timestamps.
+//!
+//!   cargo bench -p gateway --bench webhook
+//!   (BENCH_SECONDS=5, BENCH_ACK_RATE=500, BENCH_ACCESS_RATE=200, BENCH_SERVER_THREADS=<CPUs>)
+//!
+//! Latencies are measured from each request's dispatch (open loop: dispatch never waits for
+//! answers, so a stall shows). Every time is an `Instant` of this process, except the breakdown's
+//! database stamps (PostgreSQL `now()`, the same host's wall clock, mapped onto the same axis).
+//! Each row also shows the CPU it used, in % of the whole machine: this process (the services and
+//! the bench), PostgreSQL, RabbitMQ and everything else (other users of the machine).
+//! The bench's queues are classic, exclusive and auto-delete (gone with its connection); the
+//! services' queues are deleted by `System::stop`. Targets are printed; a miss never fails the run.
+
+#![allow(clippy::unwrap_used)] // a benchmark that cannot set itself up should stop loudly
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions},
+    types::FieldTable,
+};
+use sb_bus::{
+    BusConfig, Envelope,
+    catalog::{BILLING_ACCESS_CHANGED, STRIPE_EVENT_RECEIVED},
+    topology::Names,
+};
+use sb_stripe::{
+    objects::{self, CheckoutSpec, InvoiceSpec, SubscriptionSpec},
+    signature::header_value,
+};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// The signing secret billing and the gateway are started with.
+const SECRET: &str = "whsec_bench_webhook_signing_secret";
+const WRONG_SECRET: &str = "whsec_bench_some_other_endpoint";
+const ACK_P99_TARGET_MS: f64 = 20.0;
+const ACCESS_P99_TARGET_MS: f64 = 100.0;
+const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(60);
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------------------------
+// Clock, settings, statistics
+// ---------------------------------------------------------------------------------------------
+
+static EPOCH: OnceLock<(Instant, DateTime<Utc>)> = OnceLock::new();
+
+fn epoch() -> &'static (Instant, DateTime<Utc>) {
+    EPOCH.get_or_init(|| (Instant::now(), Utc::now()))
+}
+
+/// An instant as milliseconds since the bench started.
+fn at_ms(t: Instant) -> f64 {
+    t.saturating_duration_since(epoch().0).as_secs_f64() * 1e3
+}
+
+/// A wall-clock stamp (PostgreSQL's `now()` on this host) on the same axis as [`at_ms`].
+fn wall_ms(t: DateTime<Utc>) -> f64 {
+    (t - epoch().1).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e3
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(default)
+}
+
+struct Settings {
+    secs: u64,
+    ack_rate: f64,
+    access_rate: f64,
+    server_threads: usize,
+    cpus: usize,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            secs: env_num("BENCH_SECONDS", 5),
+            ack_rate: env_num("BENCH_ACK_RATE", 500) as f64,
+            access_rate: env_num("BENCH_ACCESS_RATE", 200) as f64,
+            // What each service's own `#[tokio::main]` would get on this machine.
+            server_threads: env_num("BENCH_SERVER_THREADS", cpus as u64) as usize,
+            cpus,
+        }
+    }
+}
+
+/// Ascending latencies in ms.
+struct Lat(Vec<f64>);
+
+impl Lat {
+    fn new(mut v: Vec<f64>) -> Self {
+        v.sort_by(f64::total_cmp);
+        Self(v)
+    }
+    fn p(&self, q: f64) -> f64 {
+        if self.0.is_empty() {
+            return f64::NAN;
+        }
+        self.0[((self.0.len() as f64 - 1.0) * q).round() as usize]
+    }
+    fn max(&self) -> f64 {
+        self.0.last().copied().unwrap_or(f64::NAN)
+    }
+    fn cols(&self) -> String {
+        format!("{:>8.2} {:>8.2} {:>8.2} {:>8.2}", self.p(0.5), self.p(0.95), self.p(0.99), self.max())
+    }
+}
+
+/// CPU seconds used so far by this process (the services and the bench), PostgreSQL and RabbitMQ,
+/// and by the whole machine, from /proc (Linux; zeros elsewhere).
+#[derive(Clone, Copy, Default)]
+struct CpuTimes {
+    app: f64,
+    db: f64,
+    broker: f64,
+    machine: f64,
+}
+
+static CLK_TCK: OnceLock<f64> = OnceLock::new();
+
+impl CpuTimes {
+    fn now() -> Self {
+        let tck = *CLK_TCK.get_or_init(|| {
+            std::process::Command::new("getconf")
+                .arg("CLK_TCK")
+                .output()
+                .ok()
+                .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+                .unwrap_or(100.0)
+        });
+        let mut t = CpuTimes::default();
+        // Machine: every busy jiffy (user nice system idle iowait irq softirq steal ...).
+        if let Some(line) = std::fs::read_to_string("/proc/stat").ok().and_then(|s| s.lines().next().map(str::to_owned)) {
+            let f: Vec<f64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0.0)).collect();
+            let busy: f64 = f.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+            t.machine = busy / tck;
+        }
+        let me = std::process::id().to_string();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let pid = entry.file_name();
+            let Some(pid) = pid.to_str().filter(|p| p.bytes().all(|b| b.is_ascii_digit())) else { continue };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+            let comm = &stat[open + 1..close];
+            // After "(comm) ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+            let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            let (Some(u), Some(s)) = (f.get(11), f.get(12)) else { continue };
+            let secs = (u.parse::<f64>().unwrap_or(0.0) + s.parse::<f64>().unwrap_or(0.0)) / tck;
+            if pid == me {
+                t.app += secs;
+            } else if comm == "postgres" {
+                t.db += secs;
+            } else if comm == "beam.smp" {
+                t.broker += secs;
+            }
+        }
+        t
+    }
+}
+
+/// CPU use over a measured row, in % of the whole machine (CPUs x wall time).
+struct CpuUse {
+    app: f64,
+    db: f64,
+    broker: f64,
+    other: f64,
+}
+
+/// Measures CPU use from creation until [`CpuMeter::stop`].
+struct CpuMeter(CpuTimes, Instant);
+
+impl CpuMeter {
+    fn start() -> Self {
+        Self(CpuTimes::now(), Instant::now())
+    }
+    fn stop(self, cpus: usize) -> CpuUse {
+        let (b, a) = (self.0, CpuTimes::now());
+        let cap = self.1.elapsed().as_secs_f64() * cpus as f64 / 100.0;
+        let (app, db, broker) = ((a.app - b.app) / cap, (a.db - b.db) / cap, (a.broker - b.broker) / cap);
+        CpuUse { app, db, broker, other: ((a.machine - b.machine) / cap - app - db - broker).max(0.0) }
+    }
+}
+
+impl CpuUse {
+    fn cols(&self) -> String {
+        format!("{:>5.0} {:>4.0} {:>4.0} {:>4.0}", self.app, self.db, self.broker, self.other)
+    }
+}
+
+const CPU_HEAD: &str = " | CPU %: proc   pg   mq  oth";
+
+fn verdict(met: bool) -> &'static str {
+    if met { "MET" } else { "MISSED" }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generation
+// ---------------------------------------------------------------------------------------------
+
+/// Spawns `job(i, due)` at `rate` per second, `n` times (open loop: each its own task, dispatch
+/// never waits for answers), then collects the results; also returns the achieved dispatch rate.
+async fn open_loop<T, F, Fut>(rate: f64, n: usize, mut job: F) -> (Vec<T>, f64)
+where
+    F: FnMut(usize, Instant) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now();
+    let mut last = start;
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let due = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+        last = Instant::now();
+        tasks.push(tokio::spawn(job(i, due)));
+    }
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    let achieved = if n > 1 { (n - 1) as f64 / last.duration_since(start).as_secs_f64().max(1e-9) } else { rate };
+    (out, achieved)
+}
+
+/// One HTTP exchange: dispatched at `sent`, whole answer read at `done`.
+#[derive(Clone, Copy)]
+struct Answer {
+    sent: Instant,
+    done: Instant,
+    status: u16,
+}
+
+impl Answer {
+    fn ms(&self) -> f64 {
+        self.done.duration_since(self.sent).as_secs_f64() * 1e3
+    }
+}
+
+async fn get(client: reqwest::Client, url: Arc<str>, due: Instant) -> Answer {
+    // Measured from dispatch: leaves out only the generator's own timer lag.
+    let sent = Instant::now().max(due);
+    let r = client.get(&*url).send().await.unwrap();
+    let status = r.status().as_u16();
+    r.bytes().await.unwrap();
+    Answer { sent, done: Instant::now(), status }
+}
+
+/// POSTs `body` as Stripe does, signed (with `secret`) at dispatch time as Stripe signs every
+/// delivery attempt.
+async fn post_signed(client: reqwest::Client, url: Arc<str>, body: Vec<u8>, secret: &'static str, due: Instant) -> Answer {
+    let signature = header_value(secret, Utc::now().timestamp(), &body);
+    let sent = Instant::now().max(due);
+    let r = client
+        .post(&*url)
+        .header("content-type", "application/json; charset=utf-8")
+        .header("stripe-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    r.bytes().await.unwrap();
+    Answer { sent, done: Instant::now(), status }
+}
+
+fn stripe_key() -> String {
+    Uuid::new_v4().simple().to_string()[..24].to_owned()
+}
+
+/// What Stripe sends about a running customer: a subscription update (even `i`, its metadata
+/// naming a fresh account, so billing links it and grants access) or a paid renewal invoice (odd
+/// `i`, a customer billing has never seen). Returns (event id, body).
+fn renewal_event(i: usize, created: i64) -> (String, Vec<u8>) {
+    let k = stripe_key();
+    let (customer, sub, evt) = (format!("cus_{k}"), format!("sub_{k}"), format!("evt_{k}"));
+    let event = if i.is_multiple_of(2) {
+        let account = Uuid::new_v4().to_string();
+        let s = objects::subscription(&SubscriptionSpec {
+            id: &sub,
+            customer: &customer,
+            account_id: &account,
+            price: "price_switchboard_pro",
+            status: "active",
+            created: created - 86_400,
+            period_end: created + 29 * 86_400,
+        });
+        objects::event(&evt, "customer.subscription.updated", created, s)
+    } else {
+        let inv = objects::invoice(&InvoiceSpec {
+            id: &format!("in_{k}"),
+            customer: &customer,
+            subscription: &sub,
+            status: "paid",
+            created,
+            amount: 4900,
+            attempt_count: 1,
+        });
+        objects::event(&evt, "invoice.paid", created, inv)
+    };
+    (evt, serde_json::to_vec(&event).unwrap())
+}
+
+/// A paid subscription-mode checkout for `account`, as Stripe sends it when the customer pays.
+fn payment_event(account: Uuid, created: i64) -> (String, Vec<u8>) {
+    let k = stripe_key();
+    let evt = format!("evt_{k}");
+    let cs = objects::checkout_session(&CheckoutSpec {
+        id: &format!("cs_test_{k}"),
+        account_id: &account.to_string(),
+        customer: &format!("cus_{k}"),
+        subscription: &format!("sub_{k}"),
+        created,
+        amount_total: 1900,
+        email: &format!("buyer-{k}@bench.test"),
+    });
+    let body = serde_json::to_vec(&objects::event(&evt, "checkout.session.completed", created, cs)).unwrap();
+    (evt, body)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bench's own queues on the events exchange
+// ---------------------------------------------------------------------------------------------
+
+/// First arrival per key.
+type Seen = Arc<Mutex<HashMap<String, Instant>>>;
+
+fn seen_at(seen: &Seen, key: &str) -> Option<Instant> {
+    seen.lock().unwrap().get(key).copied()
+}
+
+fn access_granted(env: &Envelope) -> Option<String> {
+    if env.data.get("to").and_then(Value::as_str) != Some("active") {
+        return None;
+    }
+    env.account_id.map(|a| a.to_string()).or_else(|| env.data.get("account_id").and_then(Value::as_str).map(str::to_owned))
+}
+
+fn stripe_event_id(env: &Envelope) -> Option<String> {
+    env.data.get("id").and_then(Value::as_str).map(str::to_owned)
+}
+
+fn envelope_id(env: &Envelope) -> Option<String> {
+    Some(env.id.to_string())
+}
+
+/// Declares `queue` (classic, non-durable, exclusive, auto-delete: no `x-expires`, gone with the
+/// connection whatever happens), binds it to `routing_key` and records each delivery's arrival
+/// (stamped first thing) under `pick(envelope)`.
+async fn listen(
+    conn: &Connection,
+    exchange: &str,
+    queue: &str,
+    routing_key: &str,
+    pick: fn(&Envelope) -> Option<String>,
+) -> (Channel, Seen) {
+    let ch = conn.create_channel().await.unwrap();
+    let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+    ch.queue_declare(queue.into(), opts, FieldTable::default()).await.unwrap();
+    ch.queue_bind(queue.into(), exchange.into(), routing_key.into(), QueueBindOptions::default(), FieldTable::default()).await.unwrap();
+    let mut deliveries = ch
+        .basic_consume(
+            queue.into(),
+            format!("bench-{queue}").as_str().into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let seen: Seen = Arc::default();
+    tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            while let Some(Ok(d)) = deliveries.next().await {
+                let at = Instant::now();
+                if let Some(key) = Envelope::parse(&d.data).ok().as_ref().and_then(pick) {
+                    seen.lock().unwrap().entry(key).or_insert(at);
+                }
+            }
+        }
+    });
+    (ch, seen)
+}
+
+/// The bench's consumers, on their own runtime and connection.
+struct Observer {
+    conn: Connection,
+    channels: Vec<(Channel, String)>,
+    access: Seen,
+    received: Seen,
+    hop: Seen,
+}
+
+impl Observer {
+    async fn start(cfg: BusConfig, hop_key: String) -> Self {
+        let exchange = Names::new(&cfg, "_").exchange;
+        let conn = Connection::connect(&cfg.amqp_url, ConnectionProperties::default()).await.unwrap();
+        let p = &cfg.prefix;
+        let (qa, qr, qh) = (format!("{p}.bench.access"), format!("{p}.bench.received"), format!("{p}.bench.hop"));
+        let (ca, access) = listen(&conn, &exchange, &qa, BILLING_ACCESS_CHANGED, access_granted).await;
+        let (cr, received) = listen(&conn, &exchange, &qr, STRIPE_EVENT_RECEIVED, stripe_event_id).await;
+        let (ch, hop) = listen(&conn, &exchange, &qh, &hop_key, envelope_id).await;
+        Self { conn, channels: vec![(ca, qa), (cr, qr), (ch, qh)], access, received, hop }
+    }
+
+    async fn stop(self) {
+        for (ch, q) in &self.channels {
+            let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+        }
+        let _ = self.conn.close(200, "bench done".into()).await;
+    }
+}
+
+/// Plain lapin on a confirm channel: persistent, mandatory, to the events exchange under a
+/// routing key only the bench's hop queue is bound to.
+struct Hop {
+    conn: Connection,
+    ch: Channel,
+    exchange: Arc<str>,
+    key: Arc<str>,
+}
+
+impl Hop {
+    async fn open(cfg: &BusConfig, key: &str) -> Self {
+        let conn = Connection::connect(&cfg.amqp_url, ConnectionProperties::default()).await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        Self { conn, ch, exchange: Names::new(cfg, "_").exchange.into(), key: key.into() }
+    }
+
+    /// A body the size and shape of a `billing.access.changed.v1` envelope.
+    fn envelope() -> Envelope {
+        let data = json!({
+            "account_id": Uuid::new_v4(), "from": "none", "to": "active", "plan": "starter",
+            "entitlements": ["portal"], "reason": "subscription active",
+            "cause_event_id": format!("evt_{}", stripe_key()), "cause_event_type": "checkout.session.completed",
+            "stripe_customer_id": format!("cus_{}", stripe_key()), "grace_until": null, "since": Utc::now(),
+        });
+        Envelope::new("bench", "bench.hop.v1", data).with_account(Uuid::new_v4())
+    }
+
+    /// Publishes one event; returns its key and dispatch time once the broker confirmed it.
+    fn send(&self, due: Instant) -> impl Future<Output = (String, Instant)> + Send + 'static {
+        let (ch, exchange, key) = (self.ch.clone(), self.exchange.clone(), self.key.clone());
+        let env = Self::envelope();
+        async move {
+            let body = env.to_json();
+            let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+            let sent = Instant::now().max(due);
+            let confirm = ch
+                .basic_publish(
+                    (&*exchange).into(),
+                    (&*key).into(),
+                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    &body,
+                    props,
+                )
+                .await
+                .unwrap();
+            assert!(matches!(confirm.await.unwrap(), Confirmation::Ack(None)), "hop publish not confirmed");
+            (env.id.to_string(), sent)
+        }
+    }
+
+    async fn close(self) {
+        let _ = self.conn.close(200, "bench done".into()).await;
+    }
+}
+
+/// Waits until every key is in `seen` (or the timeout passed); returns how many are.
+async fn wait_arrivals(seen: &Seen, keys: &[String]) -> usize {
+    let deadline = Instant::now() + ARRIVAL_TIMEOUT;
+    loop {
+        let n = {
+            let s = seen.lock().unwrap();
+            keys.iter().filter(|k| s.contains_key(*k)).count()
+        };
+        if n == keys.len() || Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The services' databases (the bench's own small pools, for settling and the breakdown)
+// ---------------------------------------------------------------------------------------------
+
+/// One outbox row as the breakdown reads it: what it is about (`key`: the Stripe event id in the
+/// gateway, the account in billing), its envelope id, when its transaction began (`created_at`,
+/// PostgreSQL `now()`), when the service built the envelope (`occurred_at`, the service's clock,
+/// just before the outbox INSERT) and when a relay claimed it (`published_at`, the relay
+/// transaction's `now()`).
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    key: Option<String>,
+    event_id: Uuid,
+    begun: DateTime<Utc>,
+    occurred: Option<DateTime<Utc>>,
+    claimed: Option<DateTime<Utc>>,
+}
+
+fn by_key(rows: Vec<OutboxRow>) -> HashMap<String, OutboxRow> {
+    rows.into_iter().filter_map(|r| Some((r.key.clone()?, r))).collect()
+}
+
+struct Dbs {
+    gateway: PgPool,
+    billing: PgPool,
+}
+
+impl Dbs {
+    async fn open(sys: &common::System) -> Self {
+        let pool = |url: String| async move { sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&url).await.unwrap() };
+        Self { gateway: pool(sys.gateway.db.url.clone()).await, billing: pool(sys.billing.db.url.clone()).await }
+    }
+
+    /// Waits until both outboxes are published and billing has recorded `stripe_events` events,
+    /// so one row's backlog does not land on the next.
+    async fn settle(&self, stripe_events: usize) {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        let pending = "SELECT count(*) FROM sb_outbox WHERE published_at IS NULL";
+        loop {
+            let gw: i64 = sqlx::query_scalar(pending).fetch_one(&self.gateway).await.unwrap();
+            let bl: i64 = sqlx::query_scalar(pending).fetch_one(&self.billing).await.unwrap();
+            let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events").fetch_one(&self.billing).await.unwrap();
+            if gw == 0 && bl == 0 && seen as usize >= stripe_events {
+                break;
+            }
+            if Instant::now() > deadline {
+                eprintln!(
+                    "warning: not settled after {SETTLE_TIMEOUT:?}: outbox pending gateway {gw}, billing {bl}; billing saw {seen}/{stripe_events}"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Let the last commits' background work (WAL flush, hint bits) pass before the next row.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    /// The gateway's `stripe.event.received.v1` outbox rows by Stripe event id.
+    async fn gateway_outbox(&self) -> HashMap<String, OutboxRow> {
+        let rows = sqlx::query_as(
+            "SELECT payload->'data'->>'id' AS key, event_id, created_at AS begun,
+                    (payload->>'occurred_at')::timestamptz AS occurred, published_at AS claimed
+             FROM sb_outbox WHERE event_type = $1",
+        )
+        .bind(STRIPE_EVENT_RECEIVED)
+        .fetch_all(&self.gateway)
+        .await
+        .unwrap();
+        by_key(rows)
+    }
+
+    /// billing's inbox: envelope id → start of the handler's transaction.
+    async fn billing_inbox(&self) -> HashMap<Uuid, DateTime<Utc>> {
+        let rows: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as("SELECT event_id, processed_at FROM sb_inbox WHERE event_type = $1")
+            .bind(STRIPE_EVENT_RECEIVED)
+            .fetch_all(&self.billing)
+            .await
+            .unwrap();
+        rows.into_iter().collect()
+    }
+
+    /// billing's `billing.access.changed.v1` outbox rows granting access, by account.
+    async fn billing_grants(&self) -> HashMap<String, OutboxRow> {
+        let rows = sqlx::query_as(
+            "SELECT payload->>'account_id' AS key, event_id, created_at AS begun,
+                    (payload->>'occurred_at')::timestamptz AS occurred, published_at AS claimed
+             FROM sb_outbox WHERE event_type = $1 AND payload->'data'->>'to' = 'active'",
+        )
+        .bind(BILLING_ACCESS_CHANGED)
+        .fetch_all(&self.billing)
+        .await
+        .unwrap();
+        by_key(rows)
+    }
+
+    async fn close(self) {
+        self.gateway.close().await;
+        self.billing.close().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+// ---------------------------------------------------------------------------------------------
+
+struct Ctx<'a> {
+    s: &'a Settings,
+    client: reqwest::Client,
+    status_url: Arc<str>,
+    webhook_url: Arc<str>,
+    dbs: Dbs,
+    /// Distinct Stripe events the gateway accepted so far (what billing must have seen).
+    accepted: usize,
+}
+
+fn header(label: &str, outcome: &str) {
+    println!(
+        "  {label:<56} {:>6} {:>7} {outcome:>10} {:>8} {:>8} {:>8} {:>8}{CPU_HEAD}",
+        "n", "rate/s", "p50 ms", "p95 ms", "p99 ms", "max ms"
+    );
+}
+
+/// One table line; `cpu` is blank for sub-rows that share their parent's CPU figures.
+fn line(label: &str, n: usize, rate: f64, outcome: &str, lat: &Lat, cpu: Option<&CpuUse>) {
+    let cpu = cpu.map_or_else(String::new, |c| format!(" |        {}", c.cols()));
+    println!("  {label:<56} {n:>6} {rate:>7.0} {outcome:>10} {}{cpu}", lat.cols());
+}
+
+fn answers_col(answers: &[Answer], want: u16) -> (String, usize) {
+    let bad = answers.iter().filter(|a| a.status != want).count();
+    let col = if bad == 0 { format!("all {want}") } else { format!("{bad} not {want}") };
+    (col, bad)
+}
+
+fn row(label: &str, answers: &[Answer], rate: f64, want: u16, cpu: &CpuUse) -> (Lat, usize) {
+    let lat = Lat::new(answers.iter().map(Answer::ms).collect());
+    let (col, bad) = answers_col(answers, want);
+    line(label, answers.len(), rate, &col, &lat, Some(cpu));
+    (lat, bad)
+}
+
+impl Ctx<'_> {
+    async fn status_row(&self, n: usize) -> (Vec<Answer>, f64) {
+        let (client, url) = (self.client.clone(), self.status_url.clone());
+        open_loop(self.s.ack_rate, n, |_, due| get(client.clone(), url.clone(), due)).await
+    }
+
+    /// `n` distinct renewal events; returns (event ids, answers, achieved rate).
+    async fn webhook_row(&mut self, n: usize, secret: &'static str) -> (Vec<String>, Vec<Answer>, f64) {
+        let created = Utc::now().timestamp();
+        let (ids, bodies): (Vec<String>, Vec<Vec<u8>>) = (0..n).map(|i| renewal_event(i, created)).unzip();
+        let (client, url) = (self.client.clone(), self.webhook_url.clone());
+        let mut bodies = bodies.into_iter();
+        let (answers, rate) =
+            open_loop(self.s.ack_rate, n, |_, due| post_signed(client.clone(), url.clone(), bodies.next().unwrap(), secret, due)).await;
+        self.accepted += answers.iter().filter(|a| a.status == 200).count();
+        (ids, answers, rate)
+    }
+
+    /// Part 1: ack latency. Returns whether the target was met.
+    async fn ack(&mut self) -> bool {
+        let (n, warm) = ((self.s.ack_rate * self.s.secs as f64) as usize, self.s.ack_rate as usize);
+        // Warm-up: a second of each request kind (connections, pools, prepared statements).
+        self.status_row(warm).await;
+        self.webhook_row(warm, WRONG_SECRET).await;
+        self.webhook_row(warm, SECRET).await;
+        self.dbs.settle(self.accepted).await;
+
+        println!(
+            "1. Webhook ack latency: open loop at {:.0}/s for {} s per row, from dispatch to the whole answer",
+            self.s.ack_rate, self.s.secs
+        );
+        header("request", "answers");
+        let cpus = self.s.cpus;
+        let meter = CpuMeter::start();
+        let (status, rate) = self.status_row(n).await;
+        row("GET /v1/status             (baseline: HTTP, no DB)", &status, rate, 200, &meter.stop(cpus));
+        let meter = CpuMeter::start();
+        let (_, bad_sig, rate) = self.webhook_row(n, WRONG_SECRET).await;
+        row("POST /webhooks/stripe bad signature (baseline: HMAC, 400)", &bad_sig, rate, 400, &meter.stop(cpus));
+        let meter = CpuMeter::start();
+        let (ids, acks, rate) = self.webhook_row(n, SECRET).await;
+        let cpu = meter.stop(cpus);
+        let billing_seen: i64 = sqlx::query_scalar("SELECT count(*) FROM stripe_events").fetch_one(&self.dbs.billing).await.unwrap();
+        let (lat, bad) = row("POST /webhooks/stripe signed (receipt + outbox commit)", &acks, rate, 200, &cpu);
+
+        // Where an ack's time goes: until the webhook transaction began (HTTP, verification,
+        // pool), and from then to the answer (inserts, COMMIT, response).
+        let outbox = self.dbs.gateway_outbox().await;
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        for (id, a) in ids.iter().zip(&acks) {
+            if let Some(row) = outbox.get(id) {
+                before.push(wall_ms(row.begun) - at_ms(a.sent));
+                after.push(at_ms(a.done) - wall_ms(row.begun));
+            }
+        }
+        println!("    breakdown of the signed row ({} matched; PostgreSQL now() = BEGIN of the webhook transaction):", before.len());
+        println!("      {:<52} {}", "dispatch -> webhook transaction begins", Lat::new(before).cols());
+        println!("      {:<52} {}", "transaction begins -> answer read (INSERTs, COMMIT)", Lat::new(after).cols());
+        println!(
+            "    billing applies these events meanwhile (same machine): it had recorded {billing_seen} of the {} accepted so far when the row ended",
+            self.accepted
+        );
+        let met = lat.p(0.99) <= ACK_P99_TARGET_MS && bad == 0;
+        println!();
+        println!(
+            "  target: signed webhook ack p99 <= {ACK_P99_TARGET_MS} ms at {:.0}/s, all 200 -> {}   (p99 {:.2} ms, {bad} not 200)",
+            self.s.ack_rate,
+            verdict(met),
+            lat.p(0.99)
+        );
+        println!();
+        self.dbs.settle(self.accepted).await;
+        met
+    }
+
+    /// `n` payments for fresh accounts: (account, Stripe event id, answer) in dispatch order.
+    async fn payments(&mut self, n: usize) -> (Vec<(String, String, Answer)>, f64) {
+        let created = Utc::now().timestamp();
+        let accounts: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
+        let events: Vec<(String, Vec<u8>)> = accounts.iter().map(|a| payment_event(*a, created)).collect();
+        let ids: Vec<String> = events.iter().map(|(id, _)| id.clone()).collect();
+        let (client, url) = (self.client.clone(), self.webhook_url.clone());
+        let mut bodies = events.into_iter().map(|(_, b)| b);
+        let (answers, rate) =
+            open_loop(self.s.access_rate, n, |_, due| post_signed(client.clone(), url.clone(), bodies.next().unwrap(), SECRET, due)).await;
+        self.accepted += answers.iter().filter(|a| a.status == 200).count();
+        let out = accounts.iter().zip(ids).zip(answers).map(|((a, id), ans)| (a.to_string(), id, ans)).collect();
+        (out, rate)
+    }
+
+    /// Part 2: payment → access. Returns whether the target was met.
+    async fn access(&mut self, obs: &Observer, hop: &Hop) -> bool {
+        let rate = self.s.access_rate;
+        let (n, warm) = ((rate * self.s.secs as f64) as usize, rate as usize);
+        // Warm-up: a second of each path.
+        let (w, _) = self.payments(warm).await;
+        wait_arrivals(&obs.access, &w.iter().map(|(a, _, _)| a.clone()).collect::<Vec<_>>()).await;
+        let (w, _) = open_loop(rate, warm, |_, due| hop.send(due)).await;
+        wait_arrivals(&obs.hop, &w.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()).await;
+        self.dbs.settle(self.accepted).await;
+
+        println!(
+            "2. Payment -> access latency: open loop at {rate:.0}/s for {} s per row, from dispatch until the event reaches the bench's queue",
+            self.s.secs
+        );
+        header("path", "arrived");
+        let cpus = self.s.cpus;
+        // Baseline: the bus hop alone.
+        let meter = CpuMeter::start();
+        let (sent, hop_rate) = open_loop(rate, n, |_, due| hop.send(due)).await;
+        let keys: Vec<String> = sent.iter().map(|(k, _)| k.clone()).collect();
+        let arrived = wait_arrivals(&obs.hop, &keys).await;
+        let cpu = meter.stop(cpus);
+        let hop_lat = Lat::new(sent.iter().filter_map(|(k, t)| seen_at(&obs.hop, k).map(|r| at_ms(r) - at_ms(*t))).collect());
+        line("bus hop alone (lapin publish+confirm -> lapin consumer)", n, hop_rate, &format!("{arrived}/{n}"), &hop_lat, Some(&cpu));
+        self.dbs.settle(self.accepted).await;
+
+        // The payments.
+        let meter = CpuMeter::start();
+        let (pays, pay_rate) = self.payments(n).await;
+        let accounts: Vec<String> = pays.iter().map(|(a, _, _)| a.clone()).collect();
+        let granted = wait_arrivals(&obs.access, &accounts).await;
+        let cpu = meter.stop(cpus);
+        let ids: Vec<String> = pays.iter().map(|(_, id, _)| id.clone()).collect();
+        let on_bus = wait_arrivals(&obs.received, &ids).await;
+        let answers: Vec<Answer> = pays.iter().map(|(_, _, a)| *a).collect();
+        let (acol, bad) = answers_col(&answers, 200);
+        let ack = Lat::new(answers.iter().map(Answer::ms).collect());
+        line("  webhook ack (200)", n, pay_rate, &acol, &ack, None);
+        // From dispatch to arrival, keyed by Stripe event id (received) or account (access).
+        let since = |seen: &Seen, by_account: bool| -> Lat {
+            Lat::new(
+                pays.iter()
+                    .filter_map(|(account, id, a)| seen_at(seen, if by_account { account } else { id }).map(|r| at_ms(r) - at_ms(a.sent)))
+                    .collect(),
+            )
+        };
+        let bus_lat = since(&obs.received, false);
+        line("  -> stripe.event.received.v1 (gateway + outbox relay)", n, pay_rate, &format!("{on_bus}/{n}"), &bus_lat, None);
+        let access = since(&obs.access, true);
+        line("PAYMENT -> billing.access.changed.v1 to=active", n, pay_rate, &format!("{granted}/{n}"), &access, Some(&cpu));
+
+        self.dbs.settle(self.accepted).await;
+        self.breakdown(&pays, obs).await;
+
+        let met = access.p(0.99) <= ACCESS_P99_TARGET_MS && granted == n && bad == 0;
+        println!();
+        println!(
+            "  target: payment -> access p99 <= {ACCESS_P99_TARGET_MS} ms at {rate:.0}/s, all arrive -> {}   (p99 {:.2} ms, {granted}/{n} arrived; bus hop alone p50/p99 {:.2}/{:.2} ms)",
+            verdict(met),
+            access.p(0.99),
+            hop_lat.p(0.5),
+            hop_lat.p(0.99)
+        );
+        met
+    }
+
+    /// Per-stage times of the measured payments, from the services' own stamps.
+    async fn breakdown(&self, pays: &[(String, String, Answer)], obs: &Observer) {
+        let gw = self.dbs.gateway_outbox().await;
+        let inbox = self.dbs.billing_inbox().await;
+        let grants = self.dbs.billing_grants().await;
+        let mut st: [Vec<f64>; 8] = Default::default();
+        // How many payments shared each relay claim / consumer transaction.
+        let (mut gw_claims, mut bl_txs, mut bl_claims) = (HashMap::new(), HashMap::new(), HashMap::new());
+        let mut complete = 0;
+        for (account, id, a) in pays {
+            let (Some(g), Some(bus), Some(access), Some(b)) =
+                (gw.get(id), seen_at(&obs.received, id), seen_at(&obs.access, account), grants.get(account))
+            else {
+                continue;
+            };
+            let (Some(g_env), Some(g_claim), Some(b_begin), Some(b_env), Some(b_claim)) =
+                (g.occurred, g.claimed, inbox.get(&g.event_id), b.occurred, b.claimed)
+            else {
+                continue;
+            };
+            complete += 1;
+            *gw_claims.entry(g_claim).or_insert(0) += 1;
+            *bl_txs.entry(*b_begin).or_insert(0) += 1;
+            *bl_claims.entry(b_claim).or_insert(0) += 1;
+            let t = [
+                at_ms(a.sent),
+                wall_ms(g.begun),
+                wall_ms(g_env),
+                wall_ms(g_claim),
+                at_ms(bus),
+                wall_ms(*b_begin),
+                wall_ms(b_env),
+                wall_ms(b_claim),
+                at_ms(access),
+            ];
+            for (i, v) in st.iter_mut().enumerate() {
+                v.push(t[i + 1] - t[i]);
+            }
+        }
+        let labels = [
+            "gateway: dispatch -> webhook tx begins (HTTP, verify)",
+            "gateway: tx begins -> enveloped (receipt INSERT)",
+            "gateway: enveloped -> relay claims (INSERT,COMMIT,wake)",
+            "gateway relay claim -> stripe.event.received on bench q",
+            "billing: on the bus -> handler tx begins (consumer)",
+            "billing: handler tx begins -> access decided (queries)",
+            "billing: decided -> relay claims (INSERT,COMMIT,wake)",
+            "billing relay claim -> access.changed on bench queue",
+        ];
+        println!(
+            "    stage breakdown of the {complete} payments (tx begins / relay claim = PostgreSQL now(), enveloped / decided = the service's clock; same host):"
+        );
+        for (label, v) in labels.iter().zip(st) {
+            println!("      {label:<56} {}", Lat::new(v).cols());
+        }
+        let max = |m: &HashMap<DateTime<Utc>, usize>| m.values().copied().max().unwrap_or(0);
+        println!(
+            "    gateway relay: {} claims (max {} rows) | billing consumer: {} transactions (max {} events) | billing relay: {} claims (max {} rows)",
+            gw_claims.len(),
+            max(&gw_claims),
+            bl_txs.len(),
+            max(&bl_txs),
+            bl_claims.len(),
+            max(&bl_claims)
+        );
+    }
+}
+
+fn main() {
+    let _ = epoch();
+    let s = Settings::from_env();
+    // Services, load generator and the bench's consumers on separate runtimes, so the generator's
+    // timers and the arrival stamps do not queue behind the servers' tasks (all share the cores).
+    let servers = tokio::runtime::Builder::new_multi_thread().worker_threads(s.server_threads).enable_all().build().unwrap();
+    let clients = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let observer = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let secret = [("SWITCHBOARD_STRIPE_WEBHOOK_SECRET", SECRET)];
+    let sys = servers.block_on(common::start_with(&[], &secret, &secret));
+    let mut cfg = BusConfig::new(sb_testkit::amqp_url());
+    cfg.prefix = sys.prefix.clone();
+    let hop_key = format!("bench.hop.{}.v1", Uuid::new_v4().simple());
+
+    let (ack_met, access_met) = clients.block_on(async {
+        let dbs = Dbs::open(&sys).await;
+        let pg_version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&dbs.gateway).await.unwrap();
+        println!(
+            "gateway Stripe webhook benchmark (release; identity + billing + gateway in this process on one runtime with {} worker thread(s), \
+             the load generator on another (1 thread), the bench's AMQP consumers on a third (1 thread), AMQP I/O on lapin's thread per connection; PostgreSQL {pg_version}, broker {}; {} CPUs)",
+            s.server_threads,
+            cfg.redacted_url(),
+            s.cpus
+        );
+        println!(
+            "  every webhook a distinct Stripe event signed at dispatch; open loop (dispatch never waits for answers); warm-up: 1 s of each row first"
+        );
+        println!(
+            "  CPU % = share of the whole machine during the row: proc = this process (services + bench), pg = PostgreSQL, mq = RabbitMQ, oth = the rest"
+        );
+        println!();
+        let mut ctx = Ctx {
+            s: &s,
+            client: reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap(),
+            status_url: sys.url("/v1/status").into(),
+            webhook_url: sys.url("/webhooks/stripe").into(),
+            dbs,
+            accepted: 0,
+        };
+        let ack_met = ctx.ack().await;
+
+        let obs = observer.spawn(Observer::start(cfg.clone(), hop_key.clone())).await.unwrap();
+        let hop = Hop::open(&cfg, &hop_key).await;
+        let access_met = ctx.access(&obs, &hop).await;
+        hop.close().await;
+        observer.spawn(obs.stop()).await.unwrap();
+        ctx.dbs.close().await;
+        (ack_met, access_met)
+    });
+    println!();
+    println!(
+        "  summary: ack p99 <= {ACK_P99_TARGET_MS} ms {} | payment -> access p99 <= {ACCESS_P99_TARGET_MS} ms {}",
+        verdict(ack_met),
+        verdict(access_met)
+    );
+    servers.block_on(sys.stop());
+}
