@@ -84,11 +84,7 @@ impl Billing {
         let account = self.resolve_account(conn, &customer, hint).await?;
         match &fact {
             Fact::CheckoutCompleted { session_id, subscription, .. } => {
-                let plan = match store::checkout(conn, session_id, false).await? {
-                    Some(c) => c.plan,
-                    None => String::new(),
-                };
-                store::complete_checkout(conn, session_id).await?;
+                let plan = store::complete_checkout(conn, session_id).await?.unwrap_or_default();
                 if let Some(sub) = subscription {
                     store::apply_subscription(conn, sub, &plan).await?;
                     self.refetch(conn, &sub.id, ev).await?;
@@ -134,7 +130,9 @@ impl Billing {
                 Outcome::Unlinked
             }
         };
-        store::set_outcome(conn, &ev.id, if outcome == Outcome::Applied { "applied" } else { "unlinked" }).await?;
+        if outcome == Outcome::Unlinked {
+            store::set_outcome(conn, &ev.id, "unlinked").await?;
+        }
         metrics::counter!("billing_stripe_events_total", "outcome" => if outcome == Outcome::Applied { "applied" } else { "unlinked" })
             .increment(1);
         Ok(outcome)

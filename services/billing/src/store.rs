@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 use crate::domain::{AccessStatus, AccountFacts, Derived, InvoiceFact, RefundFact, StoredSubscription, SubscriptionFact};
 
-/// Records an event once. False when its id or its dedupe key was seen before.
+/// Records an event once (as `applied`; [`set_outcome`] says otherwise). False when its id or its
+/// dedupe key was seen before.
 pub async fn record_event(
     conn: &mut PgConnection,
     id: &str,
@@ -17,7 +18,7 @@ pub async fn record_event(
 ) -> sqlx::Result<bool> {
     let r = sqlx::query(
         "INSERT INTO stripe_events (event_id, event_type, object_id, dedupe_key, stripe_created, outcome)
-         VALUES ($1, $2, $3, $4, $5, 'received') ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, 'applied') ON CONFLICT DO NOTHING",
     )
     .bind(id)
     .bind(event_type)
@@ -276,11 +277,14 @@ fn access_row(r: &PgRow) -> sqlx::Result<AccessRow> {
 /// The account's access row, locked for this transaction (created as `none` if missing), so
 /// concurrent changes to one account are applied one after the other.
 pub async fn lock_access(conn: &mut PgConnection, account: Uuid) -> sqlx::Result<AccessRow> {
-    sqlx::query("INSERT INTO access (account_id, status) VALUES ($1, 'none') ON CONFLICT DO NOTHING")
-        .bind(account)
-        .execute(&mut *conn)
-        .await?;
-    let row = sqlx::query("SELECT * FROM access WHERE account_id = $1 FOR UPDATE").bind(account).fetch_one(conn).await?;
+    // One statement: the no-op update on conflict locks the existing row and returns it.
+    let row = sqlx::query(
+        "INSERT INTO access (account_id, status) VALUES ($1, 'none')
+         ON CONFLICT (account_id) DO UPDATE SET account_id = EXCLUDED.account_id RETURNING *",
+    )
+    .bind(account)
+    .fetch_one(conn)
+    .await?;
     access_row(&row)
 }
 
@@ -473,13 +477,14 @@ pub async fn checkout(conn: &mut PgConnection, session_id: &str, lock: bool) -> 
     sqlx::query(sql).bind(session_id).fetch_optional(conn).await?.as_ref().map(checkout_row).transpose()
 }
 
-/// Marks a checkout complete (when Stripe says so, or the local page was confirmed).
-pub async fn complete_checkout(conn: &mut PgConnection, session_id: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE checkouts SET status = 'complete', completed_at = COALESCE(completed_at, now()) WHERE session_id = $1")
-        .bind(session_id)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Marks a checkout this service started complete (Stripe says it was paid); returns its plan.
+pub async fn complete_checkout(conn: &mut PgConnection, session_id: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "UPDATE checkouts SET status = 'complete', completed_at = COALESCE(completed_at, now()) WHERE session_id = $1 RETURNING plan",
+    )
+    .bind(session_id)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Queues a signed webhook for the local checkout's sender (idempotent by event id).
