@@ -116,6 +116,9 @@ pub struct InvoiceSpec<'a> {
     pub id: &'a str,
     pub customer: &'a str,
     pub subscription: &'a str,
+    /// The subscription's `metadata.account_id`, which Stripe copies into the invoice's
+    /// `parent.subscription_details.metadata` (empty: none).
+    pub account_id: &'a str,
     /// `paid` or `open` (a failed attempt leaves it open).
     pub status: &'a str,
     pub created: i64,
@@ -126,6 +129,7 @@ pub struct InvoiceSpec<'a> {
 /// A subscription `invoice` (linked the current way, through `parent.subscription_details`).
 pub fn invoice(s: &InvoiceSpec<'_>) -> Value {
     let paid = s.status == "paid";
+    let metadata = if s.account_id.is_empty() { json!({}) } else { json!({"account_id": s.account_id}) };
     build(
         include_str!("../fixtures/invoice.json"),
         json!({
@@ -136,7 +140,7 @@ pub fn invoice(s: &InvoiceSpec<'_>) -> Value {
             "period_start": s.created, "period_end": s.created,
             "next_payment_attempt": if paid { Value::Null } else { json!(s.created + 3 * 86_400) },
             "parent": {"type": "subscription_details", "quote_details": null,
-                       "subscription_details": {"subscription": s.subscription, "metadata": {}}},
+                       "subscription_details": {"subscription": s.subscription, "metadata": metadata}},
             "status_transitions": {"finalized_at": s.created, "marked_uncollectible_at": null,
                                    "paid_at": if paid { json!(s.created) } else { Value::Null }, "voided_at": null},
         }),

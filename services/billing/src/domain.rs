@@ -591,6 +591,7 @@ mod tests {
             id: "in_1",
             customer: "cus_1",
             subscription: "sub_1",
+            account_id: "",
             status: "open",
             created: 40,
             amount: 900,

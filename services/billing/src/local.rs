@@ -68,6 +68,7 @@ pub async fn queue_checkout_paid(conn: &mut PgConnection, session: &store::Check
         id: &invoice_id,
         customer,
         subscription: &sub_id,
+        account_id: &account,
         status: "paid",
         created: now,
         amount: session.amount,

@@ -317,6 +317,7 @@ fn renewal_event(i: usize, created: i64) -> (String, Vec<u8>) {
             id: &format!("in_{k}"),
             customer: &customer,
             subscription: &sub,
+            account_id: "",
             status: "paid",
             created,
             amount: 4900,

@@ -74,6 +74,14 @@ async fn a_new_user_signs_up_pays_on_the_local_checkout_and_gets_access_then_can
     assert_eq!(grants.len(), 1, "one grant: {billing}");
     assert!(grants[0]["cause_event_id"].as_str().unwrap().starts_with("evt_local_"), "{billing}");
     assert_eq!(billing["subscriptions"][0]["plan"], "pro");
+    // Every local webhook names its account, as Stripe's do: none waited for a link.
+    let (applied, unlinked): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE outcome = 'applied'), count(*) FILTER (WHERE outcome = 'unlinked') FROM stripe_events",
+    )
+    .fetch_one(&sys.billing.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((applied, unlinked), (3, 0));
 
     // Paying again is refused while active; the local portal cancels.
     let again = sys.web.post(sys.url("/v1/billing/checkout")).bearer_auth(&user.token).send().await.unwrap();

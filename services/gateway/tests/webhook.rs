@@ -74,6 +74,7 @@ fn invoice_event(id: &str, created: i64, lines: usize) -> Value {
         id: "in_T1",
         customer: "cus_T1",
         subscription: "sub_T1",
+        account_id: "",
         status: "paid",
         created,
         amount: 2900,
