@@ -4,7 +4,12 @@ use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let protos = ["switchboard/ops/v1/ops.proto", "switchboard/identity/v1/identity.proto", "switchboard/billing/v1/billing.proto"];
+    let protos = [
+        "switchboard/ops/v1/ops.proto",
+        "switchboard/identity/v1/identity.proto",
+        "switchboard/billing/v1/billing.proto",
+        "switchboard/crm/v1/crm.proto",
+    ];
     let fds = protox::compile(protos, [&root])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     // compile_fds does not write the descriptor set itself; reflection needs it.

@@ -7,7 +7,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use futures::{FutureExt, StreamExt, TryStreamExt};
@@ -152,6 +152,21 @@ struct Parsed {
 /// Called after an event's transaction committed and before it is acknowledged.
 pub type AfterCommit = Arc<dyn Fn(&Envelope) + Send + Sync>;
 
+/// An event whose handler failed, after the bus moved it to a rung or the DLQ.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub env: Envelope,
+    pub reason: String,
+    /// Attempts made so far (1 after the first failure).
+    pub attempts: usize,
+    /// When the next attempt comes (the rung's jittered delay); `None`: parked in the DLQ.
+    pub next_attempt_in: Option<Duration>,
+}
+
+/// Called (and awaited) for every failed attempt before its delivery is acknowledged, so a service
+/// can show "pending, next attempt at ..." or "failed: reason" outside the rolled-back transaction.
+pub type OnFailure = Arc<dyn Fn(Failure) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
 /// How one delivery ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -204,6 +219,7 @@ pub struct Consumer {
     pool: PgPool,
     handlers: HashMap<String, Arc<dyn Handler>>,
     after_commit: Option<AfterCommit>,
+    on_failure: Option<OnFailure>,
     connected: Arc<AtomicBool>,
     stats: Arc<Stats>,
 }
@@ -216,6 +232,7 @@ impl Consumer {
             pool,
             handlers: HashMap::new(),
             after_commit: None,
+            on_failure: None,
             connected: Arc::new(AtomicBool::new(false)),
             stats: Arc::new(Stats::default()),
         }
@@ -229,6 +246,11 @@ impl Consumer {
     }
 
     /// Runs `hook` after each applied event's commit, before its ack (metrics, tests).
+    pub fn on_failure(mut self, hook: OnFailure) -> Self {
+        self.on_failure = Some(hook);
+        self
+    }
+
     pub fn after_commit(mut self, hook: AfterCommit) -> Self {
         self.after_commit = Some(hook);
         self
@@ -433,23 +455,26 @@ impl Consumer {
         let span = self.span(&p);
         async {
             let Parsed { delivery, env, attempt, .. } = &p;
-            let outcome = match result {
-                Ok(true) => Outcome::Applied,
-                Ok(false) => Outcome::Duplicate,
+            let (outcome, failure) = match result {
+                Ok(true) => (Outcome::Applied, None),
+                Ok(false) => (Outcome::Duplicate, None),
                 Err(HandlerError::Transient(reason)) if *attempt < link.names.rungs.len() => {
-                    self.retry(delivery, link, *attempt, env, &reason).await?;
-                    Outcome::Retried
+                    let delay = self.retry(delivery, link, *attempt, env, &reason).await?;
+                    (Outcome::Retried, Some((reason, Some(delay))))
                 }
                 Err(HandlerError::Transient(reason)) => {
                     let why = format!("retries exhausted after {} attempts: {reason}", attempt + 1);
                     self.park(delivery, link, attempt + 1, Some(env), &why).await?;
-                    Outcome::Parked
+                    (Outcome::Parked, Some((why, None)))
                 }
                 Err(HandlerError::Permanent(reason)) => {
                     self.park(delivery, link, attempt + 1, Some(env), &reason).await?;
-                    Outcome::Parked
+                    (Outcome::Parked, Some((reason, None)))
                 }
             };
+            if let (Some(hook), Some((reason, next_attempt_in))) = (&self.on_failure, failure) {
+                hook(Failure { env: env.clone(), reason, attempts: attempt + 1, next_attempt_in }).await;
+            }
             self.record(&p, outcome);
             link.acks.settle(&[p.delivery.delivery_tag]).await?;
             Ok(())
@@ -503,7 +528,7 @@ impl Consumer {
     }
 
     /// Moves the message to the next rung with a jittered per-message TTL, then acks it here.
-    async fn retry(&self, delivery: &Delivery, link: &Link, attempt: usize, env: &Envelope, reason: &str) -> anyhow::Result<()> {
+    async fn retry(&self, delivery: &Delivery, link: &Link, attempt: usize, env: &Envelope, reason: &str) -> anyhow::Result<Duration> {
         let (rung, delay) = &link.names.rungs[attempt];
         let jitter = rand::rng().random_range(0.0..=self.cfg.retry_jitter.clamp(0.0, 0.9));
         let ttl_ms = ((delay.as_millis() as f64) * (1.0 - jitter)).max(1.0) as u64;
@@ -520,7 +545,7 @@ impl Consumer {
         .with_expiration(ttl_ms.to_string().into());
         link.publisher.send_to_queue(rung, &delivery.data, props).await?;
         info!(rung = %rung, attempt = attempt + 1, ttl_ms, %reason, "event failed transiently; retry scheduled");
-        Ok(())
+        Ok(Duration::from_millis(ttl_ms))
     }
 
     /// Parks the message in the service's DLQ with the reason, then acks it here.

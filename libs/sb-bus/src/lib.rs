@@ -12,7 +12,7 @@ pub mod topology;
 pub mod trace;
 
 pub use config::BusConfig;
-pub use consumer::{Consumer, Handler, HandlerError};
+pub use consumer::{Consumer, Failure, Handler, HandlerError, OnFailure};
 pub use envelope::Envelope;
 pub use outbox::{OutboxRelay, enqueue};
 pub use publisher::Publisher;

@@ -6,6 +6,12 @@ pub mod billing {
     }
 }
 
+pub mod crm {
+    pub mod v1 {
+        tonic::include_proto!("switchboard.crm.v1");
+    }
+}
+
 pub mod identity {
     pub mod v1 {
         tonic::include_proto!("switchboard.identity.v1");

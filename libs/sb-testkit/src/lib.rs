@@ -1,6 +1,8 @@
 //! Test helpers: a fresh PostgreSQL database and a fresh RabbitMQ name prefix per test, and
 //! condition polling with a deadline (never a fixed sleep).
 
+pub mod hubspot;
+pub mod service;
 pub mod smtp;
 pub mod stripe;
 
