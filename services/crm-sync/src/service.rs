@@ -132,7 +132,7 @@ impl Handler for SignedUp {
             return Err(HandlerError::permanent("signed_up without user_id/account_id"));
         };
         let text = |k: &str| event.data.get(k).and_then(Value::as_str).unwrap_or_default();
-        if text("role") != "" && text("role") != "customer" {
+        if !text("role").is_empty() && text("role") != "customer" {
             return Ok(()); // staff are not CRM contacts
         }
         if text("email").is_empty() {
