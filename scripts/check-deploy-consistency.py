@@ -69,6 +69,7 @@ WIRING = {
     "gateway": {
         "GATEWAY_IDENTITY_URL": grpc_url("identity"),
         "GATEWAY_BILLING_URL": grpc_url("billing"),
+        "GATEWAY_CRM_SYNC_URL": grpc_url("crm-sync"),
     },
     "billing": {
         # The embedded local checkout POSTs signed webhooks here, inside the network.

@@ -8,9 +8,10 @@
 #   3. rendered k8s manifests    `kubernetes-validate --strict` (unknown fields fail) against
 #                                each version in K8S_VERSIONS; so is k8s/secret.example.yaml
 #   4. consistency with the facts: the six services, their binaries, ports, env vars,
-#                                service-to-service wiring (gateway -> identity/billing, billing's
-#                                local webhooks -> gateway, shared service token and Stripe
-#                                webhook secret), probes, secrets wiring, Dockerfile
+#                                service-to-service wiring (gateway -> identity/billing/
+#                                crm-sync, billing's local webhooks -> gateway, shared service
+#                                token and Stripe webhook secret), probes, secrets wiring,
+#                                Dockerfile
 #                                (check-deploy-consistency.py)
 #   5. no plaintext credentials in k8s/
 #

@@ -9,6 +9,8 @@ pub struct GatewayConfig {
     pub identity_url: String,
     /// billing's gRPC address.
     pub billing_url: String,
+    /// crm-sync's gRPC address.
+    pub crm_sync_url: String,
     /// Browser origins allowed to call the API with credentials (CORS).
     pub cors_origins: Vec<String>,
     /// Largest accepted request body, in bytes.
@@ -43,6 +45,7 @@ impl GatewayConfig {
         };
         let identity_url = grpc_url("IDENTITY_URL", "http://127.0.0.1:50051")?;
         let billing_url = grpc_url("BILLING_URL", "http://127.0.0.1:50052")?;
+        let crm_sync_url = grpc_url("CRM_SYNC_URL", "http://127.0.0.1:50053")?;
         let cors_origins = match env.own("CORS_ORIGINS") {
             Some((var, v)) => {
                 let list: Vec<String> = v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect();
@@ -77,6 +80,7 @@ impl GatewayConfig {
         Ok(Self {
             identity_url,
             billing_url,
+            crm_sync_url,
             cors_origins,
             body_limit,
             trust_forwarded_for,
@@ -122,6 +126,19 @@ mod tests {
         assert_eq!(exposed(&c), ["whsec_gw"]);
         let c = load(&[("GATEWAY_STRIPE_WEBHOOK_SECRET", &format!("whsec_real,{}", sb_stripe::DEV_WEBHOOK_SECRET))]).unwrap();
         assert!(c.dev_webhook_secret, "the public secret is flagged even beside a real one");
+    }
+
+    #[test]
+    fn service_addresses_default_to_the_local_ports_and_must_be_urls() {
+        let c = load(&[]).unwrap();
+        assert_eq!(
+            (c.identity_url.as_str(), c.billing_url.as_str(), c.crm_sync_url.as_str()),
+            ("http://127.0.0.1:50051", "http://127.0.0.1:50052", "http://127.0.0.1:50053")
+        );
+        let c = load(&[("GATEWAY_CRM_SYNC_URL", "http://crm-sync:50053")]).unwrap();
+        assert_eq!(c.crm_sync_url, "http://crm-sync:50053");
+        let e = load(&[("GATEWAY_CRM_SYNC_URL", "crm-sync:50053")]).unwrap_err();
+        assert_eq!(e.var, "GATEWAY_CRM_SYNC_URL");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use axum::{
     extract::DefaultBodyLimit,
     http::{HeaderName, HeaderValue, Method, header},
 };
-use sb_proto::{billing::v1::billing_client::BillingClient, identity::v1::identity_client::IdentityClient};
+use sb_proto::{billing::v1::billing_client::BillingClient, crm::v1::crm_client::CrmClient, identity::v1::identity_client::IdentityClient};
 use sb_runtime::{Parts, ServiceConfig, ServiceDef};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{PgPool, migrate::Migrator};
@@ -40,6 +40,7 @@ pub struct AppState {
     pub cfg: config::GatewayConfig,
     identity: IdentityClient<Channel>,
     billing: BillingClient<Channel>,
+    crm: CrmClient<Channel>,
     service_token: SecretString,
     /// The gateway's own database (Stripe webhook receipts and the outbox).
     pool: PgPool,
@@ -52,6 +53,11 @@ impl AppState {
 
     pub fn billing(&self) -> BillingClient<Channel> {
         self.billing.clone()
+    }
+
+    /// crm-sync (`switchboard.crm.v1.Crm`): each user's CRM sync status and the contact book.
+    pub fn crm(&self) -> CrmClient<Channel> {
+        self.crm.clone()
     }
 
     /// A call to a service behind the gateway on behalf of a signed-in user: the service token
@@ -87,6 +93,7 @@ pub fn api(cfg: config::GatewayConfig, service_token: SecretString, pool: PgPool
     };
     let identity = IdentityClient::new(channel(&cfg.identity_url)?);
     let billing = BillingClient::new(channel(&cfg.billing_url)?);
+    let crm = CrmClient::new(channel(&cfg.crm_sync_url)?);
     let origins: Vec<HeaderValue> = cfg.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
@@ -95,7 +102,7 @@ pub fn api(cfg: config::GatewayConfig, service_token: SecretString, pool: PgPool
         .allow_credentials(true)
         .max_age(Duration::from_secs(600));
     let body_limit = cfg.body_limit;
-    let state = AppState { cfg, identity, billing, service_token, pool };
+    let state = AppState { cfg, identity, billing, crm, service_token, pool };
     let request_id = HeaderName::from_static("x-request-id");
     let headers = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -109,6 +116,7 @@ pub fn api(cfg: config::GatewayConfig, service_token: SecretString, pool: PgPool
         .merge(routes::portal::router())
         .merge(routes::admin::router())
         .merge(routes::billing::router())
+        .merge(routes::crm::router())
         .merge(routes::webhook::router())
         .merge(openapi::router())
         .with_state(state)

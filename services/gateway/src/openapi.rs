@@ -14,7 +14,7 @@ use utoipa::{
 use crate::{
     AppState,
     error::Problem,
-    routes::{AccountOut, UserOut, admin, billing, portal, webhook},
+    routes::{AccountOut, UserOut, admin, billing, crm, portal, webhook},
 };
 
 struct SessionAuth;
@@ -36,6 +36,7 @@ impl Modify for SessionAuth {
         billing::get_own_billing, billing::get_account_billing, billing::create_checkout, billing::create_portal,
         billing::local_checkout_page, billing::confirm_local_checkout, billing::local_portal_page, billing::cancel_local_subscription,
         billing::local_done, billing::local_cancelled,
+        crm::list_contact_book,
     ),
     components(schemas(Problem, UserOut, AccountOut, webhook::WebhookAckOut)),
     modifiers(&SessionAuth),

@@ -12,7 +12,14 @@ use sb_proto::identity::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{AccountOut, UserOut, path_id, portal::SessionOut, time};
+use super::{
+    AccountOut, UserOut,
+    billing::{self, AccessOut},
+    crm::{self, CrmContactOut},
+    path_id,
+    portal::SessionOut,
+    time,
+};
 use crate::{
     AppState,
     auth::Session,
@@ -33,6 +40,21 @@ pub struct SearchQuery {
 pub struct CustomerOut {
     pub account: Option<AccountOut>,
     pub users: Vec<UserOut>,
+}
+
+/// One customer, all in one place: account, users, portal access and each user's CRM sync.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerViewOut {
+    pub account: Option<AccountOut>,
+    pub users: Vec<UserOut>,
+    /// Portal access from billing. Null, with `access_error`, when billing cannot be reached.
+    pub access: Option<AccessOut>,
+    pub access_error: Option<&'static str>,
+    /// Each customer user's CRM sync (synced with contact id and stage; pending with the next
+    /// attempt's time and the last error; failed with the reason), with a `message` line for
+    /// people. Null, with `crm_error`, when crm-sync cannot be reached: the rest still answers.
+    pub crm: Option<Vec<CrmContactOut>>,
+    pub crm_error: Option<&'static str>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -115,19 +137,52 @@ pub async fn list_customers(
     Ok(Json(list.into_inner().customers.into_iter().map(customer).collect()))
 }
 
-/// One customer: account and users (staff).
+/// One customer (staff): account, users, portal access and each user's CRM sync status.
 #[utoipa::path(get, path = "/v1/admin/customers/{account_id}", tag = "admin", security(("session" = [])),
     params(("account_id" = String, Path, description = "account UUID")),
-    responses((status = 200, body = CustomerOut), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = CustomerViewOut), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn get_customer(
     State(app): State<AppState>,
     session: Session,
     Path(account_id): Path<String>,
-) -> Result<Json<CustomerOut>, ApiError> {
+) -> Result<Json<CustomerViewOut>, ApiError> {
     session.require_staff()?;
     let account_id = path_id("account", &account_id)?;
-    let view = app.identity().get_account(session.request(pb::GetAccountRequest { account_id })).await?.into_inner();
-    Ok(Json(CustomerOut { account: view.account.map(Into::into), users: view.users.into_iter().map(Into::into).collect() }))
+    let view = app.identity().get_account(session.request(pb::GetAccountRequest { account_id: account_id.clone() })).await?.into_inner();
+    // billing and crm-sync only add to the view: each is bounded, and the view answers without it.
+    let (access, contacts) =
+        tokio::join!(billing::access_of(&app, &session, account_id.clone()), crm::account_status(&app, &session, account_id));
+    let (access, access_error) = match access {
+        Ok(a) => (Some(a), None),
+        Err(e) => {
+            tracing::warn!(error = %e, "billing unavailable for the customer view");
+            (None, Some(billing::UNAVAILABLE))
+        }
+    };
+    let (crm, crm_error) = match contacts {
+        Ok(contacts) => {
+            let mut out: Vec<CrmContactOut> = contacts.into_iter().map(Into::into).collect();
+            // Customers crm-sync has not heard of yet are pending too (staff are no CRM contacts).
+            for u in view.users.iter().filter(|u| u.role == pb::Role::Customer as i32) {
+                if !out.iter().any(|c| c.user_id == u.id) {
+                    out.push(CrmContactOut::not_seen(u.id.clone(), u.email.clone()));
+                }
+            }
+            (Some(out), None)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "crm-sync unavailable for the customer view");
+            (None, Some(crm::UNAVAILABLE))
+        }
+    };
+    Ok(Json(CustomerViewOut {
+        account: view.account.map(Into::into),
+        users: view.users.into_iter().map(Into::into).collect(),
+        access,
+        access_error,
+        crm,
+        crm_error,
+    }))
 }
 
 /// Revoke every session of a user (admin).

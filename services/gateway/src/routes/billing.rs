@@ -15,7 +15,7 @@ use sb_proto::billing::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{path_id, time};
+use super::{bounded, path_id, time};
 use crate::{
     AppState,
     auth::Session,
@@ -76,6 +76,16 @@ impl From<pb::Access> for AccessOut {
             stripe_customer_id: a.stripe_customer_id,
         }
     }
+}
+
+/// Shown instead of access when billing cannot be reached (details are logged).
+pub const UNAVAILABLE: &str = "billing is unavailable; access status unknown";
+
+/// An account's access, bounded so a slow billing never holds up a view (`/v1/me`, the admin
+/// customer view).
+pub async fn access_of(app: &AppState, session: &Session, account_id: String) -> anyhow::Result<AccessOut> {
+    let req = app.on_behalf_of(session, pb::GetAccessRequest { account_id }).map_err(|_| anyhow::anyhow!("no usable principal"))?;
+    Ok(bounded(app.billing().get_access(req)).await?.into())
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -2,8 +2,11 @@
 
 pub mod admin;
 pub mod billing;
+pub mod crm;
 pub mod portal;
 pub mod webhook;
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sb_proto::identity::v1 as pb;
@@ -53,6 +56,15 @@ impl From<pb::Account> for AccountOut {
     fn from(a: pb::Account) -> Self {
         Self { id: a.id, name: a.name, created_at: time(a.created_at) }
     }
+}
+
+/// How long a view waits for a service it only adds to (billing's access, crm-sync's status)
+/// before answering without it.
+pub const SIDE_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A call whose answer a view can do without, bounded by [`SIDE_CALL_TIMEOUT`].
+pub async fn bounded<T>(call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> anyhow::Result<T> {
+    Ok(tokio::time::timeout(SIDE_CALL_TIMEOUT, call).await??.into_inner())
 }
 
 /// A path id must be a UUID; anything else is a clear 400, not a lookup.

@@ -61,6 +61,10 @@ pub struct MeOut {
     /// yet). Null, with `access_error`, when billing cannot be reached: the rest still answers.
     pub access: Option<super::billing::AccessOut>,
     pub access_error: Option<&'static str>,
+    /// Customers: how their own CRM sync stands (`status` `synced`, `pending` or `failed`, with a
+    /// message); null for staff. Null, with `crm_sync_error`, when crm-sync cannot be reached.
+    pub crm_sync: Option<super::crm::CrmSyncOut>,
+    pub crm_sync_error: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -137,7 +141,8 @@ pub async fn log_out(State(app): State<AppState>, session: Session) -> Result<Re
     Ok(resp)
 }
 
-/// The caller: user, account, role, and who is impersonating them, if anyone.
+/// The caller: user, account, role, who is impersonating them, if anyone, their portal access
+/// and (customers) how their CRM sync stands.
 #[utoipa::path(get, path = "/v1/me", tag = "portal", security(("session" = [])),
     responses((status = 200, body = MeOut), (status = 401, body = Problem)))]
 pub async fn get_me(State(app): State<AppState>, bearer: Bearer) -> Result<Json<MeOut>, ApiError> {
@@ -145,11 +150,23 @@ pub async fn get_me(State(app): State<AppState>, bearer: Bearer) -> Result<Json<
     let me = app.identity().get_me(bearer.request(pb::GetMeRequest {})).await?.into_inner();
     let principal = me.principal.unwrap_or_default();
     let session = Session { token: bearer.0, principal: principal.clone() };
-    let (access, access_error) = match access_of(&app, &session).await {
+    // billing and crm-sync are asked at the same time, each bounded: neither can fail or hold up
+    // /v1/me. Staff are not CRM contacts: crm-sync is only asked for customers.
+    let crm_sync = async { if session.role() == pb::Role::Customer { Some(super::crm::own_status(&app, &session).await) } else { None } };
+    let (access, crm_sync) = tokio::join!(super::billing::access_of(&app, &session, principal.account_id.clone()), crm_sync);
+    let (access, access_error) = match access {
         Ok(a) => (Some(a), None),
         Err(e) => {
             tracing::warn!(error = %e, "billing unavailable for /v1/me");
-            (None, Some("billing is unavailable; access status unknown"))
+            (None, Some(super::billing::UNAVAILABLE))
+        }
+    };
+    let (crm_sync, crm_sync_error) = match crm_sync {
+        None => (None, None),
+        Some(Ok(s)) => (Some(s), None),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "crm-sync unavailable for /v1/me");
+            (None, Some(super::crm::UNAVAILABLE))
         }
     };
     Ok(Json(MeOut {
@@ -160,15 +177,9 @@ pub async fn get_me(State(app): State<AppState>, bearer: Bearer) -> Result<Json<
         impersonated_by: me.impersonator.map(Into::into),
         access,
         access_error,
+        crm_sync,
+        crm_sync_error,
     }))
-}
-
-/// The caller's access, bounded so a slow billing never holds up `/v1/me`.
-async fn access_of(app: &AppState, session: &Session) -> anyhow::Result<super::billing::AccessOut> {
-    let req = sb_proto::billing::v1::GetAccessRequest { account_id: session.principal.account_id.clone() };
-    let req = app.on_behalf_of(session, req).map_err(|_| anyhow::anyhow!("no usable principal"))?;
-    let access = tokio::time::timeout(std::time::Duration::from_secs(2), app.billing().get_access(req)).await??;
-    Ok(access.into_inner().into())
 }
 
 /// Change the caller's own profile (only `name`; other fields are ignored).

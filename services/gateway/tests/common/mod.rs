@@ -1,5 +1,5 @@
-//! Starts identity and the gateway in-process (fresh databases, fresh queue prefix) and signs up
-//! or creates the users a test needs.
+//! Starts identity, billing, crm-sync and the gateway in-process (fresh databases, fresh queue
+//! prefix) and signs up or creates the users a test needs.
 
 #![allow(dead_code, clippy::unwrap_used)] // test support code: a failed unwrap is a failed test
 
@@ -25,6 +25,9 @@ pub struct System {
     pub prefix: String,
     pub identity: Running,
     pub billing: Running,
+    pub crm_sync: Running,
+    /// crm-sync's retry ladder (a test may lengthen it), to delete its retry queues at the end.
+    pub crm_delays: String,
     pub gateway: Running,
     pub base: String,
     pub web: reqwest::Client,
@@ -67,8 +70,20 @@ pub async fn start(identity_extra: &[(&str, &str)], gateway_extra: &[(&str, &str
     start_with(identity_extra, &[], gateway_extra).await
 }
 
-/// identity, billing (embedded local checkout unless the extras configure Stripe) and the gateway.
+/// identity, billing (embedded local checkout unless the extras configure Stripe), crm-sync
+/// (embedded contact book) and the gateway.
 pub async fn start_with(identity_extra: &[(&str, &str)], billing_extra: &[(&str, &str)], gateway_extra: &[(&str, &str)]) -> System {
+    start_full(identity_extra, billing_extra, &[], gateway_extra).await
+}
+
+/// As [`start_with`], with settings for crm-sync too (e.g. a HubSpot token and base URL, or a
+/// longer `SWITCHBOARD_RETRY_DELAYS`).
+pub async fn start_full(
+    identity_extra: &[(&str, &str)],
+    billing_extra: &[(&str, &str)],
+    crm_extra: &[(&str, &str)],
+    gateway_extra: &[(&str, &str)],
+) -> System {
     let prefix = unique("gw");
     let owned = |v: &[(&str, &str)]| v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
     let identity = run(&identity::def(), &prefix, &owned(identity_extra)).await;
@@ -79,12 +94,32 @@ pub async fn start_with(identity_extra: &[(&str, &str)], billing_extra: &[(&str,
     let mut bl = vec![("SWITCHBOARD_PUBLIC_URL".to_owned(), public.clone())];
     bl.extend(owned(billing_extra));
     let billing = run(&billing::def(), &prefix, &bl).await;
-    let mut gw = vec![("GATEWAY_HTTP_ADDR".to_owned(), gateway_addr.to_string())];
+    // The ladder crm-sync runs with: its own setting, else the shared one (the last of each wins).
+    let setting = |name: &str| crm_extra.iter().rev().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    let crm_delays = setting("CRM_SYNC_RETRY_DELAYS").or_else(|| setting("SWITCHBOARD_RETRY_DELAYS")).unwrap_or(DELAYS).to_owned();
+    let crm_sync = run(&crm_sync::def(), &prefix, &owned(crm_extra)).await;
+    // A test may point the gateway's crm-sync client elsewhere (e.g. at a port that never answers).
+    let mut gw = vec![
+        ("GATEWAY_HTTP_ADDR".to_owned(), gateway_addr.to_string()),
+        ("GATEWAY_CRM_SYNC_URL".to_owned(), format!("http://{}", crm_sync.grpc)),
+    ];
     gw.extend(owned(gateway_extra));
     gw.push(("GATEWAY_IDENTITY_URL".into(), format!("http://{}", identity.grpc)));
     gw.push(("GATEWAY_BILLING_URL".into(), format!("http://{}", billing.grpc)));
     let gateway = run(&gateway::def(), &prefix, &gw).await;
-    System { prefix, identity, billing, gateway, base: public, web: reqwest::Client::new() }
+    System { prefix, identity, billing, crm_sync, crm_delays, gateway, base: public, web: reqwest::Client::new() }
+}
+
+/// Deletes the queues of a test's services (the broker keeps quorum queues otherwise).
+pub async fn delete_queues(prefix: &str, crm_delays: &str) {
+    let mut cfg = sb_bus::BusConfig::new(sb_testkit::amqp_url());
+    cfg.prefix = prefix.to_owned();
+    cfg.retry_delays = sb_bus::config::parse_delays(DELAYS).unwrap();
+    sb_testkit::delete_services_topology(&cfg, &["identity", "billing", "crm-sync", "gateway"]).await;
+    if crm_delays != DELAYS {
+        cfg.retry_delays = sb_bus::config::parse_delays(crm_delays).unwrap();
+        sb_testkit::delete_services_topology(&cfg, &["crm-sync"]).await;
+    }
 }
 
 /// A signed-in user as a test sees them.
@@ -111,12 +146,10 @@ impl User {
 impl System {
     pub async fn stop(self) {
         self.gateway.stop().await;
+        self.crm_sync.stop().await;
         self.billing.stop().await;
         self.identity.stop().await;
-        let mut cfg = sb_bus::BusConfig::new(sb_testkit::amqp_url());
-        cfg.prefix = self.prefix.clone();
-        cfg.retry_delays = sb_bus::config::parse_delays(DELAYS).unwrap();
-        sb_testkit::delete_services_topology(&cfg, &["identity", "billing", "gateway"]).await;
+        delete_queues(&self.prefix, &self.crm_delays).await;
     }
 
     pub fn url(&self, path: &str) -> String {
