@@ -75,8 +75,9 @@ impl BillingService {
     }
 
     async fn access(&self, conn: &mut sqlx::PgConnection, account: Uuid) -> Result<pb::Access, Status> {
-        let row = store::get_access(conn, account).await.map_err(internal)?;
-        let customer = store::customer_for_account(conn, account).await.map_err(internal)?.unwrap_or_default();
+        // One round trip: this answers every `/v1/me`.
+        let (row, customer) = store::access_with_customer(conn, account).await.map_err(internal)?;
+        let customer = customer.unwrap_or_default();
         Ok(match row {
             Some(a) => pb::Access {
                 account_id: account.to_string(),

@@ -292,6 +292,22 @@ pub async fn get_access(conn: &mut PgConnection, account: Uuid) -> sqlx::Result<
     sqlx::query("SELECT * FROM access WHERE account_id = $1").bind(account).fetch_optional(conn).await?.as_ref().map(access_row).transpose()
 }
 
+/// The account's access (if any) and its newest Stripe customer, in one query.
+pub async fn access_with_customer(conn: &mut PgConnection, account: Uuid) -> sqlx::Result<(Option<AccessRow>, Option<String>)> {
+    let row = sqlx::query(
+        "SELECT a.*, c.stripe_customer_id AS customer
+         FROM (SELECT $1::uuid AS id) k
+         LEFT JOIN access a ON a.account_id = k.id
+         LEFT JOIN LATERAL (SELECT stripe_customer_id FROM customers WHERE account_id = k.id ORDER BY created_at DESC LIMIT 1) c ON true",
+    )
+    .bind(account)
+    .fetch_one(conn)
+    .await?;
+    let customer: Option<String> = row.try_get("customer")?;
+    let has_access: Option<Uuid> = row.try_get("account_id")?;
+    Ok((if has_access.is_some() { Some(access_row(&row)?) } else { None }, customer))
+}
+
 /// Stores a derived access; a change of status or plan starts a new `since` and is recorded in
 /// the history. Returns the previous row when something changed.
 pub async fn update_access(conn: &mut PgConnection, old: &AccessRow, d: &Derived, now: DateTime<Utc>) -> sqlx::Result<bool> {

@@ -1,4 +1,5 @@
-//! `GET /v1/me` through the real gateway and identity (release build, real PostgreSQL), beside the
+//! `GET /v1/me` through the real gateway, identity, billing and crm-sync (release build, real
+//! PostgreSQL; `/v1/me` asks identity, then billing and crm-sync in parallel), beside the
 //! gateway's no-database `GET /v1/status` as the baseline: maximum throughput with a closed loop,
 //! then latency percentiles at a fixed rate of 50 % of that maximum (open loop: requests are
 //! dispatched on schedule whatever the responses do, so a stall is not hidden by waiting).
@@ -100,14 +101,14 @@ fn main() {
         max_throughput(&client, &me, &user.token, concurrency, 1).await;
 
         println!(
-            "gateway GET /v1/me benchmark (release; identity + gateway in this process on one runtime, the load generator on another; real PostgreSQL; {} CPUs)",
+            "gateway GET /v1/me benchmark (release; identity + billing + crm-sync + gateway in this process on one runtime, the load generator on another; real PostgreSQL; {} CPUs)",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         println!("  closed loop: {concurrency} clients for {secs} s; fixed rate (open loop): 50 % of that maximum for {secs} s");
         println!();
         println!("  {:<34} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}", "endpoint", "max req/s", "rate", "p50 ms", "p95 ms", "p99 ms", "max ms");
         let mut p95_me = f64::NAN;
-        for (name, url) in [("GET /v1/status (baseline, no DB)", &status), ("GET /v1/me (identity + PostgreSQL)", &me)] {
+        for (name, url) in [("GET /v1/status (baseline, no DB)", &status), ("GET /v1/me (3 services + PostgreSQL)", &me)] {
             let max = max_throughput(&client, url, &user.token, concurrency, secs).await;
             let rate = (max * 0.5).max(1.0);
             let lat = fixed_rate(&client, url, &user.token, rate, secs).await;
