@@ -39,6 +39,8 @@ async fn status(crm: &TestService, account: &str) -> Vec<pb::ContactStatus> {
 async fn a_crm_outage_loses_and_duplicates_nothing() {
     let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
     let fake = FakeHubSpot::start().await.unwrap();
+    // The portal's own churn stage (a custom HubSpot stage), configured below.
+    fake.define_stage("churned");
     fake.fail_always(503);
     let prefix = unique("out");
     let shared = vec![("SWITCHBOARD_BUS_PREFIX".to_owned(), prefix.clone())];
@@ -52,6 +54,7 @@ async fn a_crm_outage_loses_and_duplicates_nothing() {
         ("CRM_SYNC_HUBSPOT_TIMEOUT".to_owned(), "2s".to_owned()),
         // A short ladder (about 6 s): events from the outage's first seconds run out of rungs.
         ("SWITCHBOARD_RETRY_DELAYS".to_owned(), "1s,2s,3s".to_owned()),
+        ("CRM_SYNC_STAGE_CHURNED".to_owned(), "churned".to_owned()),
     ]);
     let crm = TestService::start(&crm_sync::def(), &crm_vars).await;
 
@@ -146,6 +149,24 @@ async fn a_crm_outage_loses_and_duplicates_nothing() {
     assert_eq!(leads, SIGNUPS - 100);
     let paying = contacts.iter().find(|c| c.lifecycle_stage() == "customer").unwrap();
     assert_eq!(paying.prop("switchboard_plan"), Some("pro"));
+
+    // Ten of them cancel: HubSpot only moves a stage forward by itself, so each contact's stage is
+    // cleared, then set to the configured churn stage.
+    fake.clear_requests();
+    for account in accounts.iter().take(10) {
+        let a = Uuid::parse_str(account).unwrap();
+        let data = json!({"account_id": a, "from": "active", "to": "revoked", "plan": "pro", "since": chrono::Utc::now()});
+        crm.publish(&Envelope::new("billing", catalog::BILLING_ACCESS_CHANGED, data).with_account(a)).await;
+    }
+    wait_for(WAIT, "10 churned", || async {
+        (fake.contacts().iter().filter(|c| c.lifecycle_stage() == "churned").count() == 10).then_some(())
+    })
+    .await;
+    let patches: Vec<_> = fake.requests().into_iter().filter(|r| r.method == "PATCH").collect();
+    let clears = patches.iter().filter(|r| r.prop("lifecyclestage") == Some("")).count();
+    let sets = patches.iter().filter(|r| r.prop("lifecyclestage") == Some("churned")).count();
+    assert_eq!((clears, sets), (10, 10), "clear then set for each: {patches:?}");
+    assert_eq!(fake.contact_count(), SIGNUPS);
 
     crm.stop().await;
     identity.stop().await;
