@@ -77,7 +77,8 @@ impl Plans {
             if name.is_empty() || price_id.is_empty() {
                 return Err(format!("{part:?}: name and price id are required"));
             }
-            let amount = amount.parse::<i64>().map_err(|_| format!("{part:?}: amount must be a whole number of cents"))?;
+            let amount =
+                amount.parse::<i64>().ok().filter(|a| *a >= 0).ok_or_else(|| format!("{part:?}: amount must be a whole number of cents"))?;
             if plans.iter().any(|p: &Plan| p.name == name || p.price_id == price_id) {
                 return Err(format!("{part:?}: plan name and price id must be unique"));
             }
@@ -186,17 +187,11 @@ pub struct Invalid(pub String);
 
 impl StripeEvent {
     pub fn parse(v: &Value) -> Result<Self, Invalid> {
-        let id = v.get("id").and_then(Value::as_str).filter(|i| i.starts_with("evt_")).ok_or_else(|| Invalid("id".into()))?;
-        let event_type = v.get("type").and_then(Value::as_str).ok_or_else(|| Invalid("type".into()))?;
-        let created = v.get("created").and_then(Value::as_i64).and_then(timestamp).ok_or_else(|| Invalid("created".into()))?;
-        let object = v.pointer("/data/object").filter(|o| o.is_object()).cloned().ok_or_else(|| Invalid("data.object".into()))?;
-        Ok(Self {
-            id: id.to_owned(),
-            event_type: event_type.to_owned(),
-            created,
-            livemode: v.get("livemode").and_then(Value::as_bool).unwrap_or(false),
-            object,
-        })
+        // The same rules the gateway accepted it by.
+        let head = sb_stripe::EventHead::parse(v).ok_or_else(|| Invalid("needs an evt_ id, a type, created and data.object".into()))?;
+        let created = timestamp(head.created).ok_or_else(|| Invalid("created".into()))?;
+        let object = v.pointer("/data/object").cloned().unwrap_or_default();
+        Ok(Self { id: head.id, event_type: head.event_type, created, livemode: head.livemode, object })
     }
 
     pub fn object_id(&self) -> String {
@@ -543,7 +538,7 @@ mod tests {
         assert_eq!(p.name_for_price("price_switchboard_pro"), "pro");
         assert_eq!(p.name_for_price("price_other"), "price_other");
         assert!(p.entitlements("pro").contains(&"ai_assist".to_owned()));
-        for bad in ["", "a:b:c", "a:b:x:portal", "a:p:1:x;a:q:1:y", ":p:1:x"] {
+        for bad in ["", "a:b:c", "a:b:x:portal", "a:b:-5:portal", "a:p:1:x;a:q:1:y", ":p:1:x"] {
             assert!(Plans::parse(bad).is_err(), "{bad}");
         }
     }

@@ -161,6 +161,9 @@ impl Handler for AccessChanged {
             .account_id
             .or_else(|| Uuid::parse_str(text("account_id")).ok())
             .ok_or_else(|| HandlerError::permanent("access change without account_id"))?;
+        if !matches!(text("to"), "none" | "pending" | "active" | "past_due" | "revoked") {
+            return Err(HandlerError::permanent(format!("access change with unknown status {:?}", text("to"))));
+        }
         let as_of = d.get("since").and_then(|s| serde_json::from_value(s.clone()).ok()).unwrap_or(event.occurred_at);
         if !store::apply_access(tx, account, text("plan"), text("to"), text("stripe_customer_id"), as_of).await? {
             return Ok(()); // older than what is known

@@ -132,5 +132,8 @@ async fn staff_are_not_contacts_and_a_signup_without_email_is_parked() {
     let s = status(&svc, account).await;
     assert_eq!(s.len(), 1, "the failed sign-up is visible: {s:?}");
     assert_eq!((s[0].status, s[0].last_error.as_str()), (pb::SyncStatus::Failed as i32, "signed_up without an email"));
+    // An access change with a status billing never sends is parked too, not read as "lead".
+    svc.publish(&access_changed(Uuid::now_v7(), "exploded", "2026-11-26T10:00:00Z")).await;
+    wait_for(WAIT, "the bad access change parked", || async { (svc.dlq_depth().await == 2).then_some(()) }).await;
     svc.stop().await;
 }
