@@ -77,8 +77,11 @@ impl Plans {
             if name.is_empty() || price_id.is_empty() {
                 return Err(format!("{part:?}: name and price id are required"));
             }
-            let amount =
-                amount.parse::<i64>().ok().filter(|a| *a >= 0).ok_or_else(|| format!("{part:?}: amount must be a whole number of cents"))?;
+            let amount = amount
+                .parse::<i64>()
+                .ok()
+                .filter(|a| *a >= 0)
+                .ok_or_else(|| format!("{part:?}: amount must be a whole number of cents"))?;
             if plans.iter().any(|p: &Plan| p.name == name || p.price_id == price_id) {
                 return Err(format!("{part:?}: plan name and price id must be unique"));
             }

@@ -1,6 +1,6 @@
 //! The `switchboard.billing.v1.Billing` gRPC service: checks the caller, converts wire ↔ domain.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use sb_proto::billing::v1::{self as pb, billing_server};
 use sb_runtime::caller::{Caller, ServiceAuth};
 use tonic::{Request, Response, Status};
@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::{
     domain::AccessStatus,
     local::{self, Sender},
-    service::Billing,
+    service::{Billing, CheckoutError},
     store,
 };
 
@@ -191,64 +191,15 @@ impl billing_server::Billing for BillingService {
         let body = req.into_inner();
         let account = account_id(&body.account_id)?;
         caller.may_act_for(account)?;
-        let cfg = &self.billing.cfg;
-        let plan = if body.plan.is_empty() {
-            cfg.plans.default_plan().clone()
-        } else {
-            cfg.plans.by_name(&body.plan).cloned().ok_or_else(|| {
-                let names: Vec<&str> = cfg.plans.0.iter().map(|p| p.name.as_str()).collect();
-                Status::invalid_argument(format!("plan: unknown plan {:?} (one of: {})", body.plan, names.join(", ")))
-            })?
-        };
-        let already = || Status::failed_precondition("the account already has an active subscription; manage it in the billing portal");
-        let mut conn = self.billing.pool.acquire().await.map_err(internal)?;
-        if store::get_access(&mut conn, account).await.map_err(internal)?.is_some_and(|a| a.status.grants()) {
-            return Err(already());
-        }
-        let customer = store::customer_for_account(&mut conn, account).await.map_err(internal)?;
-        drop(conn);
-        let now = Utc::now();
-        let success_url = format!("{}/billing/local/done", cfg.public_url);
-        let cancel_url = format!("{}/billing/local/cancelled", cfg.public_url);
-        let (id, url, expires_at) = match &self.billing.stripe {
-            Some(api) => {
-                let s = api
-                    .create_checkout(account, &plan, customer.as_deref(), Some(&body.customer_email), &success_url, &cancel_url)
-                    .await
-                    .map_err(api_status)?;
-                (s.id, s.url, s.expires_at)
+        let row = self.billing.start_checkout(account, &body.plan, &body.customer_email).await.map_err(|e| match e {
+            CheckoutError::UnknownPlan(msg) => Status::invalid_argument(msg),
+            CheckoutError::AlreadyActive => {
+                Status::failed_precondition("the account already has an active subscription; manage it in the billing portal")
             }
-            None => {
-                let id = local::new_session_id();
-                let url = format!("{}/billing/local/checkout/{id}", cfg.public_url);
-                (id, url, now + Duration::hours(24))
-            }
-        };
-        let row = store::CheckoutRow {
-            session_id: id.clone(),
-            account_id: account,
-            plan: plan.name.clone(),
-            price_id: plan.price_id.clone(),
-            amount: plan.amount,
-            currency: "usd".into(),
-            url: url.clone(),
-            local: self.billing.stripe.is_none(),
-            status: "open".into(),
-            success_url,
-            cancel_url,
-            created_at: now,
-            expires_at,
-        };
-        // No lock is held while Stripe answers; the state is checked again before recording.
-        let mut tx = self.billing.pool.begin().await.map_err(internal)?;
-        if store::lock_access(&mut tx, account).await.map_err(internal)?.status.grants() {
-            return Err(already());
-        }
-        store::insert_checkout(&mut tx, &row).await.map_err(internal)?;
-        self.billing.recompute(&mut tx, account, None).await.map_err(internal)?;
-        tx.commit().await.map_err(internal)?;
-        metrics::counter!("billing_checkouts_started_total", "kind" => if row.local { "local" } else { "stripe" }).increment(1);
-        Ok(Response::new(pb::CheckoutSession { id, url, plan: plan.name, expires_at: Some(ts(expires_at)) }))
+            CheckoutError::Stripe(e) => api_status(e),
+            CheckoutError::Database(e) => internal(e),
+        })?;
+        Ok(Response::new(pb::CheckoutSession { id: row.session_id, url: row.url, plan: row.plan, expires_at: Some(ts(row.expires_at)) }))
     }
 
     async fn create_portal_session(&self, req: Request<pb::CreatePortalSessionRequest>) -> Result<Response<pb::PortalSession>, Status> {

@@ -37,6 +37,19 @@ impl From<ApiError> for HandlerError {
     }
 }
 
+/// Why a checkout could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("{0}")]
+    UnknownPlan(String),
+    #[error("the account already has an active subscription")]
+    AlreadyActive,
+    #[error(transparent)]
+    Stripe(ApiError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
 /// What happened to one Stripe event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -59,6 +72,68 @@ impl Billing {
 
     fn plan_for_price(&self, price_id: &str) -> String {
         if price_id.is_empty() { String::new() } else { self.cfg.plans.name_for_price(price_id) }
+    }
+
+    /// Starts a checkout for `plan` (the default plan when empty): a Stripe Checkout Session, or a
+    /// local one without a Stripe key. The account shows `pending` until the payment is confirmed.
+    pub async fn start_checkout(&self, account: Uuid, plan: &str, email: &str) -> Result<store::CheckoutRow, CheckoutError> {
+        let cfg = &self.cfg;
+        let plan = if plan.is_empty() {
+            cfg.plans.default_plan().clone()
+        } else {
+            cfg.plans.by_name(plan).cloned().ok_or_else(|| {
+                let names: Vec<&str> = cfg.plans.0.iter().map(|p| p.name.as_str()).collect();
+                CheckoutError::UnknownPlan(format!("plan: unknown plan {plan:?} (one of: {})", names.join(", ")))
+            })?
+        };
+        let mut conn = self.pool.acquire().await?;
+        if store::get_access(&mut conn, account).await?.is_some_and(|a| a.status.grants()) {
+            return Err(CheckoutError::AlreadyActive);
+        }
+        let customer = store::customer_for_account(&mut conn, account).await?;
+        drop(conn);
+        let now = Utc::now();
+        let success_url = format!("{}/billing/local/done", cfg.public_url);
+        let cancel_url = format!("{}/billing/local/cancelled", cfg.public_url);
+        let (id, url, expires_at) = match &self.stripe {
+            Some(api) => {
+                let s = api
+                    .create_checkout(account, &plan, customer.as_deref(), Some(email), &success_url, &cancel_url)
+                    .await
+                    .map_err(CheckoutError::Stripe)?;
+                (s.id, s.url, s.expires_at)
+            }
+            None => {
+                let id = crate::local::new_session_id();
+                let url = format!("{}/billing/local/checkout/{id}", cfg.public_url);
+                (id, url, now + chrono::Duration::hours(24))
+            }
+        };
+        let row = store::CheckoutRow {
+            session_id: id,
+            account_id: account,
+            plan: plan.name.clone(),
+            price_id: plan.price_id.clone(),
+            amount: plan.amount,
+            currency: "usd".into(),
+            url,
+            local: self.stripe.is_none(),
+            status: "open".into(),
+            success_url,
+            cancel_url,
+            created_at: now,
+            expires_at,
+        };
+        // No lock is held while Stripe answers; the state is checked again before recording.
+        let mut tx = self.pool.begin().await?;
+        if store::lock_access(&mut tx, account).await?.status.grants() {
+            return Err(CheckoutError::AlreadyActive);
+        }
+        store::insert_checkout(&mut tx, &row).await?;
+        self.recompute(&mut tx, account, None).await?;
+        tx.commit().await?;
+        metrics::counter!("billing_checkouts_started_total", "kind" => if row.local { "local" } else { "stripe" }).increment(1);
+        Ok(row)
     }
 
     /// Applies one verified Stripe event inside the caller's transaction.
