@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 bash scripts/ensure-infra.sh
 bash scripts/install-check-tools.sh
+# The gateway's contract test runs Schemathesis from here.
+SB_SCHEMATHESIS="$(bash scripts/install-test-tools.sh)"
+export SB_SCHEMATHESIS
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest (one time)"
     cargo install cargo-nextest --locked

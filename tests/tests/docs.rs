@@ -23,6 +23,27 @@ fn readme_lists_every_event_type_of_the_catalog_with_its_producer() {
     }
 }
 
+/// Every catalog event has a consumer: the README's catalog names who consumes it, and that
+/// service's `lib.rs` registers a handler for the event's payload type.
+#[test]
+fn every_catalog_event_is_consumed_by_the_service_the_readme_names() {
+    let readme = read("README.md");
+    for spec in sb_bus::catalog::CATALOG {
+        let row = readme.lines().find(|l| l.starts_with(&format!("| `{}` |", spec.event_type))).unwrap();
+        let consumers = row.split('|').nth(3).unwrap_or_default().trim().to_owned();
+        assert!(!consumers.is_empty(), "README names no consumer of {}: {row}", spec.event_type);
+        for consumer in consumers.split(',').map(str::trim) {
+            let events = read(&format!("services/{consumer}/src/events.rs"));
+            assert!(
+                events.contains(&format!("<{}>", spec.payload)),
+                "{consumer} has no handler for {} ({})",
+                spec.event_type,
+                spec.payload
+            );
+        }
+    }
+}
+
 #[test]
 fn readme_ports_match_the_defaults() {
     let readme = read("README.md");
@@ -39,14 +60,14 @@ fn readme_documents_every_setting_the_code_reads() {
     let readme = read("README.md");
     let src = read("libs/sb-runtime/src/config.rs");
     let mut found = 0;
-    for (call, doc_prefix) in [("env.own(\"", "SVC_"), ("env.shared(\"", "SWITCHBOARD_")] {
+    for (call, doc_prefix) in [("env.own(\"", "SVC_"), ("env.shared(\"", "SWITCHBOARD_"), ("duration(env, \"", "SWITCHBOARD_")] {
         for piece in src.split(call).skip(1) {
             let name = piece.split('"').next().unwrap();
             found += 1;
             assert!(readme.contains(&format!("`{doc_prefix}{name}`")), "README does not document {doc_prefix}{name}");
         }
     }
-    assert!(found >= 8, "expected to find the settings in config.rs, found {found}");
+    assert!(found >= 12, "expected to find the settings in config.rs, found {found}");
     // Each service's own settings: `env.own("X")` in services/<svc>/src/config.rs is `<SVC>_X`.
     for svc in sb_bus::catalog::SERVICES {
         let Ok(src) = std::fs::read_to_string(root().join(format!("services/{svc}/src/config.rs"))) else { continue };

@@ -121,7 +121,7 @@ impl Settings {
 
 /// A new event whose `data.t` is the send time (µs on the bench clock), stamped right now.
 fn event(ty: &str, pad: &str) -> Envelope {
-    Envelope::new("bench-producer", ty, serde_json::json!({ "t": now_us(), "pad": pad }))
+    Envelope::raw("bench-producer", ty, serde_json::json!({ "t": now_us(), "pad": pad }))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -153,55 +153,9 @@ fn pct_ms(sorted_us: &[u64], q: f64) -> f64 {
     sorted_us[rank - 1] as f64 / 1_000.0
 }
 
-/// CPU time (seconds) consumed so far by this process, the broker and PostgreSQL, from /proc.
-#[derive(Clone, Copy, Default)]
-struct Cpu {
-    app: f64,
-    broker: f64,
-    db: f64,
-}
-
-impl Cpu {
-    /// Sums utime + stime of this process, every `beam.smp` (RabbitMQ) and every `postgres`
-    /// process. Short-lived processes that exit within a row are missed; ours are long-lived.
-    fn snapshot() -> Option<Cpu> {
-        let ticks = *CLK_TCK.get_or_init(|| {
-            std::process::Command::new("getconf")
-                .arg("CLK_TCK")
-                .output()
-                .ok()
-                .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-                .unwrap_or(100.0)
-        });
-        let me = std::process::id().to_string();
-        let mut cpu = Cpu::default();
-        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-            let pid = entry.file_name();
-            let Some(pid) = pid.to_str().filter(|p| p.bytes().all(|b| b.is_ascii_digit())) else { continue };
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-            let comm = &stat[open + 1..close];
-            // After "(comm) ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
-            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-            let (Some(u), Some(s)) = (fields.get(11), fields.get(12)) else { continue };
-            let secs = (u.parse::<f64>().unwrap_or(0.0) + s.parse::<f64>().unwrap_or(0.0)) / ticks;
-            if pid == me {
-                cpu.app += secs;
-            } else if comm == "beam.smp" {
-                cpu.broker += secs;
-            } else if comm == "postgres" {
-                cpu.db += secs;
-            }
-        }
-        Some(cpu)
-    }
-
-    fn since(self, before: Cpu) -> Cpu {
-        Cpu { app: self.app - before.app, broker: self.broker - before.broker, db: self.db - before.db }
-    }
-}
-
-static CLK_TCK: OnceLock<f64> = OnceLock::new();
+/// CPU time (seconds) consumed so far by this process, the broker and PostgreSQL (and the
+/// machine), from /proc: the test kit's shared probe.
+type Cpu = sb_testkit::probe::CpuTimes;
 
 /// One measured run.
 struct Row {
@@ -271,7 +225,12 @@ impl Row {
             out.e2e_secs += b.e2e_secs;
             out.raw.extend(b.raw);
             out.lat_us.extend(b.lat_us);
-            out.cpu = out.cpu.zip(b.cpu).map(|(a, c)| Cpu { app: a.app + c.app, broker: a.broker + c.broker, db: a.db + c.db });
+            out.cpu = out.cpu.zip(b.cpu).map(|(a, c)| Cpu {
+                app: a.app + c.app,
+                broker: a.broker + c.broker,
+                db: a.db + c.db,
+                machine: a.machine + c.machine,
+            });
         }
         out.lat_us.sort_unstable();
         out
@@ -329,13 +288,13 @@ async fn measure(
 ) -> Result<Row> {
     samples.take();
     let base = done();
-    let cpu_before = Cpu::snapshot();
+    let cpu_before = Some(Cpu::now());
     let start = Instant::now();
     publish.await.with_context(|| format!("publishing for {label}"))?;
     let confirm_secs = start.elapsed().as_secs_f64();
     drain(label, base, n, done).await;
     let e2e_secs = start.elapsed().as_secs_f64();
-    let cpu = cpu_before.zip(Cpu::snapshot()).map(|(b, a)| a.since(b));
+    let cpu = cpu_before.map(|b| Cpu::now().since(b));
     let raw = samples.take();
     let mut lat_us: Vec<u64> = raw.iter().map(|(_, sent, recv)| recv.saturating_sub(*sent)).collect();
     lat_us.sort_unstable();
@@ -470,11 +429,38 @@ where
 /// inbox INSERT and before COMMIT and ack).
 struct Probe(Arc<Samples>);
 
+/// The bench's payload (decoded like any service's): the send stamp and padding.
+macro_rules! stamped_event {
+    ($name:ident, $ty:expr) => {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct $name {
+            t: u64,
+            pad: String,
+        }
+        impl sb_bus::Event for $name {
+            const TYPE: &'static str = $ty;
+            const PRODUCER: &'static str = "bench-producer";
+            const DESCRIPTION: &'static str = "a benchmark event";
+        }
+        impl Stamped for $name {
+            fn sent(&self) -> u64 {
+                self.t
+            }
+        }
+    };
+}
+
+trait Stamped {
+    fn sent(&self) -> u64;
+}
+
+stamped_event!(BusStamp, BUS_TYPE);
+stamped_event!(OutboxStamp, OBX_TYPE);
+
 #[async_trait::async_trait]
-impl Handler for Probe {
-    async fn handle(&self, event: &Envelope, _tx: &mut PgConnection) -> Result<(), HandlerError> {
-        let sent = event.data.get("t").and_then(serde_json::Value::as_u64).unwrap_or(0);
-        self.0.record(event.id, sent);
+impl<E: sb_bus::Event + Stamped> Handler<E> for Probe {
+    async fn handle(&self, env: &Envelope, event: E, _tx: &mut PgConnection) -> Result<(), HandlerError> {
+        self.0.record(env.id, event.sent());
         Ok(())
     }
 }
@@ -504,8 +490,13 @@ async fn wait_flag(flag: &AtomicBool, what: &str) -> Result<()> {
 }
 
 /// The real `sb_bus::Consumer` (it declares its own topology), started and subscribed.
-async fn start_bus_consumer(cfg: &BusConfig, service: &str, ty: &str, pool: &PgPool, samples: Arc<Samples>) -> Result<BusRunning> {
-    let consumer = Consumer::new(cfg.clone(), service, pool.clone()).on(ty, Probe(samples));
+async fn start_bus_consumer<E: sb_bus::Event + Stamped>(
+    cfg: &BusConfig,
+    service: &str,
+    pool: &PgPool,
+    samples: Arc<Samples>,
+) -> Result<BusRunning> {
+    let consumer = Consumer::new(cfg.clone(), service, pool.clone()).on::<E, _>(Probe(samples));
     let stats = consumer.stats();
     let connected = consumer.connected_flag();
     let stop = CancellationToken::new();
@@ -633,7 +624,7 @@ async fn cleanup(cfg: &BusConfig, services: &[&str]) {
             queues.push(n.unrouted_queue.clone());
         }
     }
-    sb_testkit::delete_topology(&cfg.amqp_url, &cfg.prefix, &queues).await;
+    sb_testkit::delete_topology(&cfg.amqp_url, Some(&cfg.prefix), &queues).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -667,11 +658,10 @@ async fn throughput_rows(s: &Settings, cfg: &BusConfig) -> Result<ThroughputResu
     // Consumers first (the bus consumer declares the exchange and its queue); the reference
     // queues are declared by the same `declare_service`, so their arguments are identical.
     let bus_samples = Arc::new(Samples::default());
-    let bus = start_bus_consumer(cfg, BUS_SVC, BUS_TYPE, &bus_db.pool, bus_samples.clone()).await?;
+    let bus = start_bus_consumer::<BusStamp>(cfg, BUS_SVC, &bus_db.pool, bus_samples.clone()).await?;
     let setup_conn = Connection::connect(&cfg.amqp_url, ConnectionProperties::default()).await?;
-    let setup = setup_conn.create_channel().await?;
-    let ref_names = topology::declare_service(&setup, cfg, REF_SVC, &[REF_TYPE]).await?;
-    let rpg_names = topology::declare_service(&setup, cfg, RPG_SVC, &[RPG_TYPE]).await?;
+    let ref_names = topology::declare_service(&setup_conn, cfg, REF_SVC, &[REF_TYPE]).await?;
+    let rpg_names = topology::declare_service(&setup_conn, cfg, RPG_SVC, &[RPG_TYPE]).await?;
     let ref_samples = Arc::new(Samples::default());
     let rpg_samples = Arc::new(Samples::default());
     let reference = start_lapin_consumer(cfg, &ref_names.work, ref_samples.clone(), None).await?;
@@ -844,7 +834,7 @@ async fn outbox_rows(s: &Settings, cfg: &BusConfig) -> Result<OutboxResults> {
     let producer_db = database("bench_obx_p").await?;
     let consumer_db = database("bench_obx_c").await?;
     let samples = Arc::new(Samples::default());
-    let consumer = start_bus_consumer(cfg, OBX_SVC, OBX_TYPE, &consumer_db.pool, samples.clone()).await?;
+    let consumer = start_bus_consumer::<OutboxStamp>(cfg, OBX_SVC, &consumer_db.pool, samples.clone()).await?;
     let relay_stop = CancellationToken::new();
     let relay = tokio::spawn(OutboxRelay::new(producer_db.pool.clone(), cfg.clone(), "bench-producer").run(relay_stop.clone()));
     let pub_conn = publisher::connect(cfg, "bench direct publisher").await?;

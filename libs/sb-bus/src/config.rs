@@ -24,6 +24,8 @@ pub struct BusConfig {
     pub delivery_limit: u32,
     /// Queues unused for this long are deleted by the broker (tests only; None in production).
     pub queue_expires: Option<Duration>,
+    /// The longest one handler (or one batch) may run; over it, the event is retried.
+    pub handler_timeout: Duration,
 }
 
 impl std::fmt::Debug for BusConfig {
@@ -37,6 +39,7 @@ impl std::fmt::Debug for BusConfig {
             .field("batch_size", &self.batch_size)
             .field("delivery_limit", &self.delivery_limit)
             .field("queue_expires", &self.queue_expires)
+            .field("handler_timeout", &self.handler_timeout)
             .finish()
     }
 }
@@ -52,6 +55,7 @@ impl BusConfig {
             batch_size: 32,
             delivery_limit: 20,
             queue_expires: None,
+            handler_timeout: Duration::from_secs(60),
         }
     }
 

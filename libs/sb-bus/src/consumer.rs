@@ -2,6 +2,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    marker::PhantomData,
     panic::AssertUnwindSafe,
     sync::{
         Arc,
@@ -18,12 +19,14 @@ use lapin::{
 };
 use rand::Rng;
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
     config::BusConfig,
-    envelope::Envelope,
+    envelope::{DecodeError, Envelope},
+    events::Event,
     outbox::Backoff,
     publisher::{self, Publisher, headers, lstr},
     topology::{self, Names},
@@ -33,9 +36,10 @@ use crate::{
 /// What went wrong in a handler, and so what the bus does with the event.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    /// Worth retrying later (a downstream outage, a timeout, a 5xx or 429): climbs the retry ladder.
-    #[error("transient: {0}")]
-    Transient(String),
+    /// Worth retrying later (a downstream outage, a timeout, a 5xx or 429): climbs the retry
+    /// ladder, waiting at least `retry_after` when the outside service said how long.
+    #[error("transient: {reason}")]
+    Transient { reason: String, retry_after: Option<Duration> },
     /// Retrying cannot help (invalid payload, a 4xx validation error): parked in the DLQ at once.
     #[error("permanent: {0}")]
     Permanent(String),
@@ -43,7 +47,11 @@ pub enum HandlerError {
 
 impl HandlerError {
     pub fn transient(e: impl std::fmt::Display) -> Self {
-        Self::Transient(e.to_string())
+        Self::Transient { reason: e.to_string(), retry_after: None }
+    }
+    /// Transient, and the next attempt must not come before `retry_after` (a 429's Retry-After).
+    pub fn transient_after(e: impl std::fmt::Display, retry_after: Option<Duration>) -> Self {
+        Self::Transient { reason: e.to_string(), retry_after }
     }
     pub fn permanent(e: impl std::fmt::Display) -> Self {
         Self::Permanent(e.to_string())
@@ -53,24 +61,77 @@ impl HandlerError {
 /// Database errors inside a handler are treated as transient: the database may come back.
 impl From<sqlx::Error> for HandlerError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Transient(format!("database: {e}"))
+        Self::transient(format!("database: {e}"))
     }
 }
 
-/// Applies one event. It runs inside the transaction that also records the event id in the inbox,
-/// so its database effects happen exactly once; write follow-up events with [`crate::outbox::enqueue`]
-/// on the same connection.
+/// A payload that does not read as its type cannot be helped by retrying.
+impl From<DecodeError> for HandlerError {
+    fn from(e: DecodeError) -> Self {
+        Self::Permanent(e.to_string())
+    }
+}
+
+/// Applies one event type's effect on the service's own database. It runs inside the
+/// transaction that also records the event id in the inbox, so its effects happen exactly once;
+/// write follow-up events with [`crate::outbox::enqueue`] on the same connection. It must not
+/// call another system (HTTP, SMTP, gRPC): that is an [`Effect`].
 #[async_trait::async_trait]
-pub trait Handler: Send + Sync + 'static {
-    async fn handle(&self, event: &Envelope, tx: &mut PgConnection) -> Result<(), HandlerError>;
+pub trait Handler<E: Event>: Send + Sync + 'static {
+    async fn handle(&self, env: &Envelope, event: E, tx: &mut PgConnection) -> Result<(), HandlerError>;
+}
 
-    /// Whether several events may share one transaction. A batch whose handler fails is rolled
-    /// back and re-run one event at a time, so return `false` when the handler has effects outside
-    /// the database (HTTP calls, email) that must not be repeated needlessly.
-    fn batchable(&self) -> bool {
-        true
+/// Applies one event type's effect on another system (HubSpot, SMTP, Stripe). It runs with no
+/// transaction open: it reads and records through `pool` in short transactions of its own (one
+/// connection at a time, never one while waiting on the outside system), and must be idempotent,
+/// since a crash after the outside call and before the inbox row is committed repeats it. The
+/// inbox row is written after it returns `Ok`.
+#[async_trait::async_trait]
+pub trait Effect<E: Event>: Send + Sync + 'static {
+    async fn run(&self, env: &Envelope, event: E, pool: &PgPool) -> Result<(), HandlerError>;
+}
+
+#[async_trait::async_trait]
+trait DbDispatch: Send + Sync {
+    async fn apply(&self, env: &Envelope, tx: &mut PgConnection) -> Result<(), HandlerError>;
+}
+
+#[async_trait::async_trait]
+trait EffectDispatch: Send + Sync {
+    async fn run(&self, env: &Envelope, pool: &PgPool) -> Result<(), HandlerError>;
+}
+
+struct Typed<E, H> {
+    handler: H,
+    _event: PhantomData<fn() -> E>,
+}
+
+#[async_trait::async_trait]
+impl<E: Event, H: Handler<E>> DbDispatch for Typed<E, H> {
+    async fn apply(&self, env: &Envelope, tx: &mut PgConnection) -> Result<(), HandlerError> {
+        let event = env.decode::<E>()?;
+        self.handler.handle(env, event, tx).await
     }
 }
+
+#[async_trait::async_trait]
+impl<E: Event, H: Effect<E>> EffectDispatch for Typed<E, H> {
+    async fn run(&self, env: &Envelope, pool: &PgPool) -> Result<(), HandlerError> {
+        let event = env.decode::<E>()?;
+        self.handler.run(env, event, pool).await
+    }
+}
+
+/// A registered event type: a database-only handler (batchable) or an outside effect.
+#[derive(Clone)]
+enum Registered {
+    Db(Arc<dyn DbDispatch>),
+    Effect(Arc<dyn EffectDispatch>),
+}
+
+/// Connections of the service's pool kept for everything but bus handlers (gRPC and HTTP reads,
+/// the outbox relay, readiness), so handlers can never take them all.
+pub const RESERVED_CONNECTIONS: u32 = 4;
 
 /// How many chunks are handled at once: enough to cover the prefetch window, and at least two so
 /// one committing batch never idles the consumer.
@@ -217,7 +278,10 @@ pub struct Consumer {
     cfg: BusConfig,
     service: String,
     pool: PgPool,
-    handlers: HashMap<String, Arc<dyn Handler>>,
+    handlers: HashMap<String, Registered>,
+    /// One permit per handler running (a batch counts once): never more than the pool can serve
+    /// beside [`RESERVED_CONNECTIONS`], so a handler never waits on the pool for a connection.
+    slots: Arc<Semaphore>,
     after_commit: Option<AfterCommit>,
     on_failure: Option<OnFailure>,
     connected: Arc<AtomicBool>,
@@ -226,11 +290,13 @@ pub struct Consumer {
 
 impl Consumer {
     pub fn new(cfg: BusConfig, service: &str, pool: PgPool) -> Self {
+        let slots = pool.options().get_max_connections().saturating_sub(RESERVED_CONNECTIONS).max(1);
         Self {
             cfg,
             service: service.to_owned(),
             pool,
             handlers: HashMap::new(),
+            slots: Arc::new(Semaphore::new(slots as usize)),
             after_commit: None,
             on_failure: None,
             connected: Arc::new(AtomicBool::new(false)),
@@ -238,11 +304,22 @@ impl Consumer {
         }
     }
 
-    /// Handles `event_type` (versioned, e.g. `identity.user.signed_up.v1`) with `handler`; the work
-    /// queue is bound to it on the events exchange.
-    pub fn on(mut self, event_type: &str, handler: impl Handler) -> Self {
-        self.handlers.insert(event_type.to_owned(), Arc::new(handler));
+    /// Handles events of type `E` with a database-only `handler` (batchable, inside the inbox
+    /// transaction); the work queue is bound to `E::TYPE` on the events exchange.
+    pub fn on<E: Event, H: Handler<E>>(mut self, handler: H) -> Self {
+        self.handlers.insert(E::TYPE.to_owned(), Registered::Db(Arc::new(Typed { handler, _event: PhantomData })));
         self
+    }
+
+    /// Handles events of type `E` with an outside `effect`, run with no transaction open.
+    pub fn effect<E: Event, H: Effect<E>>(mut self, effect: H) -> Self {
+        self.handlers.insert(E::TYPE.to_owned(), Registered::Effect(Arc::new(Typed { handler: effect, _event: PhantomData })));
+        self
+    }
+
+    /// How many handlers may run at once (see [`RESERVED_CONNECTIONS`]).
+    pub fn handler_slots(&self) -> usize {
+        self.slots.available_permits()
     }
 
     /// Runs `hook` after each applied event's commit, before its ack (metrics, tests).
@@ -296,8 +373,7 @@ impl Consumer {
 
     async fn session(self: Arc<Self>, shutdown: CancellationToken, backoff: &mut Backoff) -> anyhow::Result<()> {
         let conn = publisher::connect(&self.cfg, &format!("{} consumer", self.service)).await?;
-        let setup = conn.create_channel().await?;
-        let names = topology::declare_service(&setup, &self.cfg, &self.service, &self.event_types()).await?;
+        let names = topology::declare_service(&conn, &self.cfg, &self.service, &self.event_types()).await?;
         let publisher = Publisher::open(&conn, &self.cfg).await?;
         let ch = conn.create_channel().await?;
         ch.basic_qos(self.cfg.prefetch, BasicQosOptions::default()).await?;
@@ -336,8 +412,8 @@ impl Consumer {
         anyhow::bail!("delivery stream ended (connection closed)")
     }
 
-    /// Handles the deliveries that were ready together. Batchable events share one transaction
-    /// (one inbox insert, one commit); the rest, and any batch that fails, go one at a time.
+    /// Handles the deliveries that were ready together. Database-only events share one
+    /// transaction (one inbox insert, one commit); effects, and any batch that fails, go one at a time.
     async fn process_chunk(&self, chunk: Vec<lapin::Result<Delivery>>, link: &Link) -> anyhow::Result<()> {
         let mut broken = None;
         let mut parsed = Vec::with_capacity(chunk.len());
@@ -352,7 +428,7 @@ impl Consumer {
             }
         }
         let (batch, mut single): (Vec<Parsed>, Vec<Parsed>) =
-            parsed.into_iter().partition(|p| self.handlers.get(&p.env.event_type).is_some_and(|h| h.batchable()));
+            parsed.into_iter().partition(|p| matches!(self.handlers.get(&p.env.event_type), Some(Registered::Db(_))));
         let mut failed = None;
         if batch.len() > 1 {
             if let Err((back, failure)) = self.apply_batch(batch, link).await? {
@@ -377,11 +453,22 @@ impl Consumer {
         }
     }
 
-    /// Decodes a delivery; an undecodable one is parked at once and `None` returned.
+    /// Decodes a delivery; an undecodable one is parked at once, one that came back from a rung
+    /// before its not-before time goes back to wait (without counting an attempt), and `None` is
+    /// returned for both.
     async fn parse(&self, delivery: Delivery, link: &Link) -> anyhow::Result<Option<Parsed>> {
         let attempt = publisher::header_int(&delivery.properties, headers::ATTEMPT).unwrap_or(0).max(0) as usize;
         match Envelope::parse(&delivery.data) {
-            Ok(env) => Ok(Some(Parsed { delivery, env, attempt, started: Instant::now() })),
+            Ok(env) => {
+                let not_before = publisher::header_int(&delivery.properties, headers::NOT_BEFORE).unwrap_or(0);
+                let wait_ms = not_before - chrono::Utc::now().timestamp_millis();
+                if wait_ms > 5 {
+                    self.defer(&delivery, link, Duration::from_millis(wait_ms as u64)).await?;
+                    link.acks.settle(&[delivery.delivery_tag]).await?;
+                    return Ok(None);
+                }
+                Ok(Some(Parsed { delivery, env, attempt, started: Instant::now() }))
+            }
             Err(e) => {
                 self.park(&delivery, link, attempt, None, &e.to_string()).await?;
                 link.acks.settle(&[delivery.delivery_tag]).await?;
@@ -399,10 +486,16 @@ impl Consumer {
         span
     }
 
+    fn timed_out(&self) -> HandlerError {
+        HandlerError::transient(format!("handler did not finish within {:?}", self.cfg.handler_timeout))
+    }
+
     /// Applies several events in one transaction. On failure everything is rolled back and the
     /// events are handed back, with the index and error of the handler that failed, if one did.
     async fn apply_batch(&self, batch: Vec<Parsed>, link: &Link) -> anyhow::Result<Result<(), BatchFailure>> {
-        let Ok(mut tx) = self.pool.begin().await else { return Ok(Err((batch, None))) };
+        let Ok(_slot) = self.slots.acquire().await else { return Ok(Err((batch, None))) };
+        let deadline = tokio::time::Instant::now() + self.cfg.handler_timeout;
+        let Ok(Ok(mut tx)) = tokio::time::timeout_at(deadline, self.pool.begin()).await else { return Ok(Err((batch, None))) };
         let ids: Vec<uuid::Uuid> = batch.iter().map(|p| p.env.id).collect();
         let types: Vec<&str> = batch.iter().map(|p| p.env.event_type.as_str()).collect();
         let fresh: Result<Vec<uuid::Uuid>, _> = sqlx::query_scalar(
@@ -423,16 +516,18 @@ impl Consumer {
             if !pending.remove(&p.env.id) {
                 continue;
             }
-            let handler = &self.handlers[&p.env.event_type];
-            let res = AssertUnwindSafe(handler.handle(&p.env, &mut tx)).catch_unwind().instrument(self.span(p)).await;
-            match res {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Ok(Err((batch, Some((i, e))))),
-                Err(_) => return Ok(Err((batch, Some((i, HandlerError::Permanent("handler panicked".into())))))),
+            let Some(Registered::Db(handler)) = self.handlers.get(&p.env.event_type) else { continue };
+            let run = AssertUnwindSafe(handler.apply(&p.env, &mut tx)).catch_unwind().instrument(self.span(p));
+            match tokio::time::timeout_at(deadline, run).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => return Ok(Err((batch, Some((i, e))))),
+                Ok(Err(_)) => return Ok(Err((batch, Some((i, HandlerError::Permanent("handler panicked".into())))))),
+                // Over the deadline as a batch: each event gets its own deadline one at a time.
+                Err(_) => return Ok(Err((batch, None))),
             }
             applied[i] = true;
         }
-        if tx.commit().await.is_err() {
+        if !matches!(tokio::time::timeout_at(deadline, tx.commit()).await, Ok(Ok(()))) {
             // Possibly committed after all; the one-at-a-time path sees the inbox rows if so.
             return Ok(Err((batch, None)));
         }
@@ -444,10 +539,67 @@ impl Consumer {
         Ok(Ok(()))
     }
 
-    /// Applies one event in its own transaction.
+    /// Applies one event on its own.
     async fn process_one(&self, p: Parsed, link: &Link) -> anyhow::Result<()> {
         let result = self.apply(&p.env).instrument(self.span(&p)).await;
         self.finish(p, result, link).await
+    }
+
+    /// Runs the event's handler under its deadline. `Ok(false)`: already applied before.
+    async fn apply(&self, env: &Envelope) -> Result<bool, HandlerError> {
+        let Some(registered) = self.handlers.get(&env.event_type).cloned() else {
+            return Err(HandlerError::Permanent(format!("{} has no handler for {}", self.service, env.event_type)));
+        };
+        let Ok(_slot) = self.slots.acquire().await else { return Err(HandlerError::transient("consumer is stopping")) };
+        let run = async {
+            match registered {
+                Registered::Db(h) => self.apply_db(h.as_ref(), env).await,
+                Registered::Effect(h) => self.run_effect(h.as_ref(), env).await,
+            }
+        };
+        match tokio::time::timeout(self.cfg.handler_timeout, AssertUnwindSafe(run).catch_unwind()).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(HandlerError::Permanent("handler panicked".into())),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// A database-only handler in a transaction with the inbox row.
+    async fn apply_db(&self, handler: &dyn DbDispatch, env: &Envelope) -> Result<bool, HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        if !self.record_inbox(&mut tx, env).await? {
+            return Ok(false);
+        }
+        handler.apply(env, &mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// An outside effect, with no transaction open; the inbox row follows its success.
+    async fn run_effect(&self, effect: &dyn EffectDispatch, env: &Envelope) -> Result<bool, HandlerError> {
+        let seen: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sb_inbox WHERE consumer = $1 AND event_id = $2)")
+            .bind(&self.service)
+            .bind(env.id)
+            .fetch_one(&self.pool)
+            .await?;
+        if seen {
+            return Ok(false);
+        }
+        effect.run(env, &self.pool).await?;
+        let mut conn = self.pool.acquire().await?;
+        self.record_inbox(&mut conn, env).await?;
+        Ok(true)
+    }
+
+    /// Records the event id in the inbox; `false` when it was there already.
+    async fn record_inbox(&self, conn: &mut PgConnection, env: &Envelope) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query("INSERT INTO sb_inbox (consumer, event_id, event_type) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(&self.service)
+            .bind(env.id)
+            .bind(&env.event_type)
+            .execute(conn)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Settles one event given how applying it went: a failure goes to the ladder or the DLQ.
@@ -458,11 +610,11 @@ impl Consumer {
             let (outcome, failure) = match result {
                 Ok(true) => (Outcome::Applied, None),
                 Ok(false) => (Outcome::Duplicate, None),
-                Err(HandlerError::Transient(reason)) if *attempt < link.names.rungs.len() => {
-                    let delay = self.retry(delivery, link, *attempt, env, &reason).await?;
-                    (Outcome::Retried, Some((reason, Some(delay))))
+                Err(HandlerError::Transient { reason, retry_after }) if *attempt < link.names.rungs.len() => {
+                    let wait = self.retry(delivery, link, *attempt, env, &reason, retry_after).await?;
+                    (Outcome::Retried, Some((reason, Some(wait))))
                 }
-                Err(HandlerError::Transient(reason)) => {
+                Err(HandlerError::Transient { reason, .. }) => {
                     let why = format!("retries exhausted after {} attempts: {reason}", attempt + 1);
                     self.park(delivery, link, attempt + 1, Some(env), &why).await?;
                     (Outcome::Parked, Some((why, None)))
@@ -499,53 +651,45 @@ impl Consumer {
         metrics::histogram!("sb_bus_handle_seconds", "service" => self.service.clone()).record(p.started.elapsed().as_secs_f64());
     }
 
-    /// Runs the handler in a transaction with the inbox row. `Ok(false)`: already applied before.
-    async fn apply(&self, env: &Envelope) -> Result<bool, HandlerError> {
-        let Some(handler) = self.handlers.get(&env.event_type) else {
-            return Err(HandlerError::Permanent(format!("{} has no handler for {}", self.service, env.event_type)));
-        };
-        let mut tx = self.pool.begin().await?;
-        let fresh = sqlx::query("INSERT INTO sb_inbox (consumer, event_id, event_type) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(&self.service)
-            .bind(env.id)
-            .bind(&env.event_type)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
-        if !fresh {
-            return Ok(false);
+    /// Moves the message to a rung with a jittered per-message TTL, then acks it here. The rung
+    /// is the attempt's, or a later one long enough for `retry_after`; a wait longer than every
+    /// rung goes to the longest with a not-before time, and waits again when it comes back early.
+    /// Returns how long until the next attempt.
+    async fn retry(
+        &self,
+        delivery: &Delivery,
+        link: &Link,
+        attempt: usize,
+        env: &Envelope,
+        reason: &str,
+        retry_after: Option<Duration>,
+    ) -> anyhow::Result<Duration> {
+        let jitter = rand::rng().random_range(0.0..=self.cfg.retry_jitter.clamp(0.0, 0.9));
+        let (rung, ttl, wait) = rung_for(&link.names.rungs, attempt, retry_after.unwrap_or_default(), jitter);
+        let mut set = vec![
+            (headers::ATTEMPT, AMQPValue::LongLongInt((attempt + 1) as i64)),
+            (headers::REASON, lstr(reason)),
+            (headers::ROUTING_KEY, lstr(env.event_type.clone())),
+            (headers::SERVICE, lstr(self.service.clone())),
+        ];
+        let not_before = (wait > ttl).then(|| chrono::Utc::now().timestamp_millis() + wait.as_millis() as i64);
+        if let Some(t) = not_before {
+            set.push((headers::NOT_BEFORE, AMQPValue::LongLongInt(t)));
         }
-        let handled = AssertUnwindSafe(handler.handle(env, &mut tx)).catch_unwind().await;
-        match handled {
-            Ok(Ok(())) => {
-                tx.commit().await?;
-                Ok(true)
-            }
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(HandlerError::Permanent("handler panicked".into())),
-        }
+        let remove: &[&str] = if not_before.is_some() { &[] } else { &[headers::NOT_BEFORE] };
+        let props = publisher::with_headers(&delivery.properties, &set, remove).with_expiration(ttl.as_millis().max(1).to_string().into());
+        link.publisher.send_to_queue(rung, &delivery.data, props).await?;
+        info!(rung = %rung, attempt = attempt + 1, wait_ms = wait.as_millis() as u64, %reason, "event failed transiently; retry scheduled");
+        Ok(wait)
     }
 
-    /// Moves the message to the next rung with a jittered per-message TTL, then acks it here.
-    async fn retry(&self, delivery: &Delivery, link: &Link, attempt: usize, env: &Envelope, reason: &str) -> anyhow::Result<Duration> {
-        let (rung, delay) = &link.names.rungs[attempt];
-        let jitter = rand::rng().random_range(0.0..=self.cfg.retry_jitter.clamp(0.0, 0.9));
-        let ttl_ms = ((delay.as_millis() as f64) * (1.0 - jitter)).max(1.0) as u64;
-        let props = publisher::with_headers(
-            &delivery.properties,
-            &[
-                (headers::ATTEMPT, AMQPValue::LongLongInt((attempt + 1) as i64)),
-                (headers::REASON, lstr(reason)),
-                (headers::ROUTING_KEY, lstr(env.event_type.clone())),
-                (headers::SERVICE, lstr(self.service.clone())),
-            ],
-            &[],
-        )
-        .with_expiration(ttl_ms.to_string().into());
+    /// Sends a message that came back before its not-before time to wait again (no attempt counted).
+    async fn defer(&self, delivery: &Delivery, link: &Link, wait: Duration) -> anyhow::Result<()> {
+        let (rung, ttl, _) = rung_for(&link.names.rungs, 0, wait, 0.0);
+        let props = publisher::with_headers(&delivery.properties, &[], &[]).with_expiration(ttl.as_millis().max(1).to_string().into());
         link.publisher.send_to_queue(rung, &delivery.data, props).await?;
-        info!(rung = %rung, attempt = attempt + 1, ttl_ms, %reason, "event failed transiently; retry scheduled");
-        Ok(Duration::from_millis(ttl_ms))
+        debug!(rung = %rung, wait_ms = wait.as_millis() as u64, "event back before its not-before time; waiting again");
+        Ok(())
     }
 
     /// Parks the message in the service's DLQ with the reason, then acks it here.
@@ -560,7 +704,7 @@ impl Consumer {
                 (headers::SERVICE, lstr(self.service.clone())),
                 (headers::FAILED_AT, lstr(chrono::Utc::now().to_rfc3339())),
             ],
-            &[],
+            &[headers::NOT_BEFORE],
         );
         // A rung's per-message TTL must not follow the message into the DLQ.
         let props = lapin::BasicProperties::default()
@@ -573,5 +717,53 @@ impl Consumer {
         metrics::counter!("sb_bus_parked_total", "service" => self.service.clone()).increment(1);
         warn!(dlq = %link.names.dlq, attempts, %reason, "event parked in DLQ");
         Ok(())
+    }
+}
+
+/// Which rung a retry waits on, its per-message TTL and the whole wait: the attempt's rung (or a
+/// later one at least `at_least` long), its delay shortened by `jitter` but never below
+/// `at_least`. With no rung that long, the longest rung's full delay, and the wait stays
+/// `at_least` (the caller marks a not-before time).
+fn rung_for(rungs: &[(String, Duration)], attempt: usize, at_least: Duration, jitter: f64) -> (&str, Duration, Duration) {
+    let last = rungs.len().saturating_sub(1);
+    let index = match rungs.iter().position(|(_, d)| *d >= at_least) {
+        Some(long_enough) => attempt.min(last).max(long_enough),
+        None => last,
+    };
+    let (name, delay) = &rungs[index];
+    let jittered = delay.mul_f64(1.0 - jitter.clamp(0.0, 0.9)).max(Duration::from_millis(1));
+    let ttl = jittered.max(at_least).min(*delay);
+    (name.as_str(), ttl, ttl.max(at_least))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ladder() -> Vec<(String, Duration)> {
+        ["250ms", "500ms", "1s"].iter().map(|d| ((*d).to_owned(), crate::config::parse_duration(d).unwrap_or_default())).collect()
+    }
+
+    #[test]
+    fn a_retry_waits_at_least_what_the_outside_service_asked() {
+        let l = ladder();
+        // No Retry-After: the attempt's rung, jittered.
+        let (rung, ttl, wait) = rung_for(&l, 1, Duration::ZERO, 0.2);
+        assert_eq!((rung, ttl, wait), ("500ms", Duration::from_millis(400), Duration::from_millis(400)));
+        // Retry-After 700ms on the first attempt: the 1s rung, never less than 700ms.
+        let (rung, ttl, wait) = rung_for(&l, 0, Duration::from_millis(700), 0.5);
+        assert_eq!((rung, ttl, wait), ("1s", Duration::from_millis(700), Duration::from_millis(700)));
+        // Longer than any rung: the longest, for its full delay; the wait is what was asked.
+        let (rung, ttl, wait) = rung_for(&l, 0, Duration::from_secs(2), 0.3);
+        assert_eq!((rung, ttl, wait), ("1s", Duration::from_secs(1), Duration::from_secs(2)));
+        // A later attempt keeps its own, longer rung.
+        assert_eq!(rung_for(&l, 2, Duration::from_millis(100), 0.0).0, "1s");
+    }
+
+    #[test]
+    fn chunks_cover_the_prefetch_window() {
+        assert_eq!(chunk_concurrency(64, 32), 2);
+        assert_eq!(chunk_concurrency(64, 1), 64);
+        assert_eq!(chunk_concurrency(1, 32), 2);
     }
 }

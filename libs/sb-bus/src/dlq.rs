@@ -1,13 +1,15 @@
 //! Operator actions on parked messages: depths, inspect, replay and purge.
 //!
 //! Inspection holds messages unacknowledged on a private channel and releases them when it closes,
-//! so looking never removes anything; replay acks a parked message only after its copy on the work
-//! queue was confirmed by the broker.
+//! so looking never removes anything. Replay and selective purge stream through the queue with a
+//! bounded window (memory stays flat for any DLQ length); a parked message is acked only after its
+//! copy (on the work queue, or back on the DLQ when not selected) was confirmed by the broker.
 
+use futures::StreamExt;
 use lapin::{
-    Channel, Connection,
+    Acker, Connection,
     message::Delivery,
-    options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions},
+    options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions, QueueDeclareOptions, QueuePurgeOptions},
     types::{AMQPValue, FieldTable},
 };
 use serde::Serialize;
@@ -20,6 +22,20 @@ use crate::{
     publisher::{self, Publisher, headers, lstr},
     topology::Names,
 };
+
+/// How many replayed copies are in flight before their confirms are awaited.
+const PAGE: usize = 500;
+
+/// Waits for a page of copies' confirms, then acks their originals.
+async fn settle(page: Vec<(Option<lapin::PublisherConfirm>, Acker)>) -> anyhow::Result<()> {
+    for (confirm, acker) in page {
+        if let Some(c) = confirm {
+            publisher::confirmed(c).await?;
+        }
+        acker.ack(BasicAckOptions::default()).await?;
+    }
+    Ok(())
+}
 
 /// One queue's name and message count.
 #[derive(Debug, Clone, Serialize)]
@@ -131,60 +147,103 @@ impl Ops {
         Ok(out)
     }
 
-    /// Takes every message of `queue` unacknowledged on a fresh channel (released when it closes).
-    async fn hold_all(&self, queue: &str, limit: usize) -> lapin::Result<(Channel, Vec<Delivery>)> {
-        let ch = self.conn.create_channel().await?;
-        let mut held = Vec::new();
-        while held.len() < limit {
-            match ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await? {
-                Some(m) => held.push(m.delivery),
-                None => break,
-            }
-        }
-        Ok((ch, held))
-    }
-
     /// Up to `limit` parked messages of `service`, oldest first, left in place.
     pub async fn show(&self, service: &str, limit: usize) -> anyhow::Result<Vec<Parked>> {
         let n = self.names(service)?;
-        let (ch, held) = self.hold_all(&n.dlq, limit).await?;
-        let out = held.iter().map(describe).collect();
+        // Looked at unacknowledged on a private channel; closing it puts them back.
+        let ch = self.conn.create_channel().await?;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            match ch.basic_get(n.dlq.as_str().into(), BasicGetOptions { no_ack: false }).await? {
+                Some(m) => out.push(describe(&m.delivery)),
+                None => break,
+            }
+        }
         ch.close(200, "released".into()).await?;
         Ok(out)
     }
 
+    /// Walks the messages `queue` held when the walk began, once each, in order, streaming on a
+    /// private channel with a bounded window: each message's body is dropped once `visit` has
+    /// seen it, so memory stays flat whatever the queue's length. `visit` starts the publish of a
+    /// copy (to the work queue, or back to the tail of `queue` to keep it) or returns no publish
+    /// (the message is deleted); the original is acked only after its copy's confirm.
+    async fn walk<F, Fut>(&self, queue: &str, mut visit: F) -> anyhow::Result<usize>
+    where
+        F: FnMut(Delivery) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<(Option<lapin::PublisherConfirm>, Acker, bool)>>,
+    {
+        let total = self.count(queue).await?.unwrap_or(0);
+        if total == 0 {
+            return Ok(0);
+        }
+        let ch = self.conn.create_channel().await?;
+        ch.basic_qos((2 * PAGE) as u16, BasicQosOptions::default()).await?;
+        let tag = format!("switchboard-operator-{}", Uuid::now_v7());
+        let mut deliveries =
+            ch.basic_consume(queue.into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+        let mut page = Vec::with_capacity(PAGE);
+        let mut selected = 0;
+        let mut walked = 0;
+        while walked < total {
+            // A busy broker may take a while; another operator (or a purge) may also have emptied
+            // the queue meanwhile: when nothing comes, stop only if nothing is left to come.
+            let delivery = match tokio::time::timeout(std::time::Duration::from_secs(5), deliveries.next()).await {
+                Ok(Some(delivery)) => delivery?,
+                Ok(None) => break,
+                Err(_) if self.count(queue).await?.unwrap_or(0) == 0 => break,
+                Err(_) => continue,
+            };
+            walked += 1;
+            let (confirm, acker, counted) = visit(delivery).await?;
+            selected += usize::from(counted);
+            page.push((confirm, acker));
+            if page.len() >= PAGE {
+                settle(std::mem::take(&mut page)).await?;
+            }
+        }
+        settle(page).await?;
+        // Closing returns what the window prefetched beyond the walk.
+        ch.close(200, "walked".into()).await?;
+        Ok(selected)
+    }
+
     /// Moves the selected parked messages back onto the service's work queue, with a fresh ladder.
-    /// Returns how many were replayed. Events already applied are acknowledged there without effect.
+    /// Returns how many were replayed. Events already applied are acknowledged there without
+    /// effect. Streams: publishes are confirmed a page at a time, and a parked message is acked
+    /// only after its copy's confirm, so nothing is lost if the operator's connection drops.
     pub async fn replay(&self, service: &str, which: Selector) -> anyhow::Result<usize> {
         let n = self.names(service)?;
         let publisher = Publisher::open(&self.conn, &self.cfg).await?;
-        let (ch, held) = self.hold_all(&n.dlq, usize::MAX).await?;
-        let mut replayed = 0;
-        for d in &held {
-            if !which.matches(&describe(d)) {
-                continue;
+        let (work, dlq) = (n.work.clone(), n.dlq.clone());
+        self.walk(&n.dlq, |d| {
+            let (publisher, work, dlq) = (publisher.clone(), work.clone(), dlq.clone());
+            async move {
+                if !which.matches(&describe(&d)) {
+                    let keep = publisher.start_to_queue(&dlq, &d.data, d.properties.clone()).await?;
+                    return Ok((Some(keep), d.acker, false));
+                }
+                let props = publisher::with_headers(
+                    &d.properties,
+                    &[(headers::ATTEMPT, AMQPValue::LongLongInt(0)), (headers::REPLAYED_AT, lstr(chrono::Utc::now().to_rfc3339()))],
+                    &[
+                        headers::REASON,
+                        headers::FAILED_AT,
+                        headers::NOT_BEFORE,
+                        "x-death",
+                        "x-first-death-exchange",
+                        "x-first-death-queue",
+                        "x-first-death-reason",
+                        "x-last-death-exchange",
+                        "x-last-death-queue",
+                        "x-last-death-reason",
+                    ],
+                );
+                let confirm = publisher.start_to_queue(&work, &d.data, props).await?;
+                Ok((Some(confirm), d.acker, true))
             }
-            let props = publisher::with_headers(
-                &d.properties,
-                &[(headers::ATTEMPT, AMQPValue::LongLongInt(0)), (headers::REPLAYED_AT, lstr(chrono::Utc::now().to_rfc3339()))],
-                &[
-                    headers::REASON,
-                    headers::FAILED_AT,
-                    "x-death",
-                    "x-first-death-exchange",
-                    "x-first-death-queue",
-                    "x-first-death-reason",
-                    "x-last-death-exchange",
-                    "x-last-death-queue",
-                    "x-last-death-reason",
-                ],
-            );
-            publisher.send_to_queue(&n.work, &d.data, props).await?;
-            d.acker.ack(BasicAckOptions::default()).await?;
-            replayed += 1;
-        }
-        ch.close(200, "replayed".into()).await?;
-        Ok(replayed)
+        })
+        .await
     }
 
     /// Deletes the selected parked messages for good. Returns how many were deleted.
@@ -196,16 +255,19 @@ impl Ops {
             ch.close(200, "purged".into()).await?;
             return Ok(count as usize);
         }
-        let (ch, held) = self.hold_all(&n.dlq, usize::MAX).await?;
-        let mut purged = 0;
-        for d in &held {
-            if which.matches(&describe(d)) {
-                d.acker.ack(BasicAckOptions::default()).await?;
-                purged += 1;
+        let publisher = Publisher::open(&self.conn, &self.cfg).await?;
+        let dlq = n.dlq.clone();
+        self.walk(&n.dlq, |d| {
+            let (publisher, dlq) = (publisher.clone(), dlq.clone());
+            async move {
+                if which.matches(&describe(&d)) {
+                    return Ok((None, d.acker, true));
+                }
+                let keep = publisher.start_to_queue(&dlq, &d.data, d.properties.clone()).await?;
+                Ok((Some(keep), d.acker, false))
             }
-        }
-        ch.close(200, "purged".into()).await?;
-        Ok(purged)
+        })
+        .await
     }
 
     pub async fn close(self) {

@@ -1,8 +1,11 @@
 //! The one JSON envelope every Switchboard event travels in.
 
 use chrono::{DateTime, Utc};
+use sb_types::{AccountId, UserId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::events::Event;
 
 /// Version of the envelope layout itself (not of any event's `data`).
 pub const ENVELOPE_VERSION: u16 = 1;
@@ -43,9 +46,50 @@ pub enum EnvelopeError {
     UnversionedType(String),
 }
 
+/// A payload that does not read as its event type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("payload of {event_type} is not readable: {reason}")]
+pub struct DecodeError {
+    pub event_type: String,
+    pub reason: String,
+}
+
 impl Envelope {
-    /// A new event that starts its own correlation chain.
-    pub fn new(source: &str, event_type: &str, data: serde_json::Value) -> Self {
+    /// A new event that starts its own correlation chain, published by `E`'s producer and naming
+    /// the ids the payload names.
+    pub fn of<E: Event>(payload: &E) -> Self {
+        let id = Uuid::now_v7();
+        Self {
+            envelope_version: ENVELOPE_VERSION,
+            id,
+            event_type: E::TYPE.to_owned(),
+            occurred_at: Utc::now(),
+            source: E::PRODUCER.to_owned(),
+            correlation_id: id,
+            causation_id: None,
+            account_id: payload.account_id().map(AccountId::as_uuid),
+            user_id: payload.user_id().map(UserId::as_uuid),
+            // A payload type is plain data; serialising it cannot fail.
+            data: serde_json::to_value(payload).unwrap_or_default(),
+        }
+    }
+
+    /// A new event caused by `cause`: same correlation id, causation = cause's id, and the ids the
+    /// cause knew where the payload names none.
+    pub fn caused_by<E: Event>(cause: &Envelope, payload: &E) -> Self {
+        let env = Self::of(payload);
+        Self {
+            correlation_id: cause.correlation_id,
+            causation_id: Some(cause.id),
+            account_id: env.account_id.or(cause.account_id),
+            user_id: env.user_id.or(cause.user_id),
+            ..env
+        }
+    }
+
+    /// An envelope around any JSON, for tools and tests that must send what no producer would
+    /// (a malformed payload, an unknown type). Services use [`Envelope::of`].
+    pub fn raw(source: &str, event_type: &str, data: serde_json::Value) -> Self {
         let id = Uuid::now_v7();
         Self {
             envelope_version: ENVELOPE_VERSION,
@@ -61,15 +105,20 @@ impl Envelope {
         }
     }
 
-    /// A new event caused by `cause`: same correlation id, causation = cause's id, same ids known.
-    pub fn caused_by(cause: &Envelope, source: &str, event_type: &str, data: serde_json::Value) -> Self {
-        Self {
-            correlation_id: cause.correlation_id,
-            causation_id: Some(cause.id),
-            account_id: cause.account_id,
-            user_id: cause.user_id,
-            ..Self::new(source, event_type, data)
+    /// Reads the payload as `E`. The error names the field that does not fit (`to: unknown
+    /// variant ...`), so a parked message says what is wrong with it.
+    pub fn decode<E: Event>(&self) -> Result<E, DecodeError> {
+        if self.event_type != E::TYPE {
+            return Err(DecodeError { event_type: self.event_type.clone(), reason: format!("expected an event of type {}", E::TYPE) });
         }
+        let payload: E = serde_path_to_error::deserialize(&self.data).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            let reason = if path.is_empty() || path == "." { inner } else { format!("{path}: {inner}") };
+            DecodeError { event_type: self.event_type.clone(), reason }
+        })?;
+        payload.validate().map_err(|reason| DecodeError { event_type: self.event_type.clone(), reason })?;
+        Ok(payload)
     }
 
     pub fn with_account(mut self, account_id: Uuid) -> Self {
@@ -122,7 +171,7 @@ mod tests {
     #[test]
     fn round_trips_and_keeps_wire_names() {
         let env =
-            Envelope::new("identity", "identity.user.signed_up.v1", serde_json::json!({"email": "a@b.c"})).with_account(Uuid::now_v7());
+            Envelope::raw("identity", "identity.user.signed_up.v1", serde_json::json!({"email": "a@b.c"})).with_account(Uuid::now_v7());
         let json: serde_json::Value = serde_json::from_slice(&env.to_json()).unwrap();
         assert_eq!(json["type"], "identity.user.signed_up.v1");
         assert_eq!(json["envelope_version"], 1);
@@ -132,25 +181,64 @@ mod tests {
 
     #[test]
     fn id_is_uuid_v7_and_starts_its_own_correlation() {
-        let env = Envelope::new("x", "a.b.v1", serde_json::Value::Null);
+        let env = Envelope::raw("x", "a.b.v1", serde_json::Value::Null);
         assert_eq!(env.id.get_version_num(), 7);
         assert_eq!(env.correlation_id, env.id);
     }
 
+    fn signed_up() -> crate::events::UserSignedUp {
+        crate::events::UserSignedUp {
+            user_id: sb_types::UserId::new(),
+            account_id: sb_types::AccountId::new(),
+            email: sb_types::Email::parse("ada@example.com").unwrap(),
+            name: "Ada".into(),
+            account_name: "Engines".into(),
+            role: sb_types::Role::Customer,
+        }
+    }
+
     #[test]
-    fn caused_by_carries_the_chain() {
-        let cause = Envelope::new("identity", "identity.user.signed_up.v1", serde_json::Value::Null).with_user(Uuid::now_v7());
-        let effect = Envelope::caused_by(&cause, "crm-sync", "crm.contact.synced.v1", serde_json::Value::Null);
+    fn typed_envelopes_name_their_producer_ids_and_chain() {
+        let payload = signed_up();
+        let cause = Envelope::of(&payload);
+        assert_eq!((cause.source.as_str(), cause.event_type.as_str()), ("identity", "identity.user.signed_up.v1"));
+        assert_eq!(cause.user_id, Some(payload.user_id.as_uuid()));
+        assert_eq!(cause.account_id, Some(payload.account_id.as_uuid()));
+        let email = crate::events::EmailRequested {
+            to: payload.email.clone(),
+            name: payload.name.clone(),
+            account_id: None,
+            user_id: None,
+            template: crate::events::EmailTemplate::Welcome { account_name: payload.account_name.clone() },
+        };
+        let effect = Envelope::caused_by(&cause, &email);
         assert_eq!(effect.correlation_id, cause.correlation_id);
         assert_eq!(effect.causation_id, Some(cause.id));
-        assert_eq!(effect.user_id, cause.user_id);
+        assert_eq!(effect.user_id, cause.user_id, "ids the cause knew carry over");
         assert_ne!(effect.id, cause.id);
+        assert_eq!(effect.decode::<crate::events::EmailRequested>().unwrap(), email);
+        assert_eq!(cause.decode::<crate::events::UserSignedUp>().unwrap(), payload);
+    }
+
+    #[test]
+    fn an_unreadable_payload_names_the_field() {
+        let mut data = serde_json::to_value(signed_up()).unwrap();
+        data["role"] = serde_json::json!("root");
+        let env = Envelope::raw("identity", "identity.user.signed_up.v1", data.clone());
+        let err = env.decode::<crate::events::UserSignedUp>().unwrap_err();
+        assert!(err.reason.starts_with("role: unknown variant `root`"), "{err}");
+        data.as_object_mut().unwrap().remove("email");
+        data["role"] = serde_json::json!("customer");
+        let err = Envelope::raw("identity", "identity.user.signed_up.v1", data).decode::<crate::events::UserSignedUp>().unwrap_err();
+        assert!(err.reason.contains("missing field `email`"), "{err}");
+        let wrong = Envelope::raw("identity", "identity.user.updated.v1", serde_json::json!({}));
+        assert!(wrong.decode::<crate::events::UserSignedUp>().is_err());
     }
 
     #[test]
     fn rejects_garbage_unknown_versions_and_unversioned_types() {
         assert!(matches!(Envelope::parse(b"not json"), Err(EnvelopeError::Malformed(_))));
-        let mut env = Envelope::new("x", "a.b.v1", serde_json::Value::Null);
+        let mut env = Envelope::raw("x", "a.b.v1", serde_json::Value::Null);
         env.envelope_version = 9;
         assert!(matches!(Envelope::parse(&env.to_json()), Err(EnvelopeError::UnsupportedVersion(9))));
         env.envelope_version = 1;

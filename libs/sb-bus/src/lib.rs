@@ -6,14 +6,16 @@ pub mod config;
 pub mod consumer;
 pub mod dlq;
 pub mod envelope;
+pub mod events;
 pub mod outbox;
 pub mod publisher;
 pub mod topology;
 pub mod trace;
 
 pub use config::BusConfig;
-pub use consumer::{Consumer, Failure, Handler, HandlerError, OnFailure};
-pub use envelope::Envelope;
+pub use consumer::{Consumer, Effect, Failure, Handler, HandlerError, OnFailure};
+pub use envelope::{DecodeError, Envelope};
+pub use events::Event;
 pub use outbox::{OutboxRelay, enqueue};
 pub use publisher::Publisher;
 

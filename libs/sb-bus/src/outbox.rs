@@ -99,8 +99,7 @@ impl OutboxRelay {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
         let conn = publisher::connect(&self.cfg, &self.name).await?;
-        let ch = conn.create_channel().await?;
-        crate::topology::declare_exchange(&ch, &self.cfg).await?;
+        crate::topology::declare_exchange(&conn, &self.cfg).await?;
         let publisher = Publisher::open(&conn, &self.cfg).await?;
         debug!(relay = %self.name, "outbox relay connected");
         let mut last_cleanup = tokio::time::Instant::now();

@@ -21,6 +21,9 @@ pub mod headers {
     pub const ROUTING_KEY: &str = "x-sb-routing-key";
     pub const FAILED_AT: &str = "x-sb-failed-at";
     pub const SERVICE: &str = "x-sb-service";
+    /// Unix milliseconds before which a retried message must not be handled (a Retry-After
+    /// longer than its rung); one back earlier waits again.
+    pub const NOT_BEFORE: &str = "x-sb-not-before";
     /// Set when an operator replays a parked message.
     pub const REPLAYED_AT: &str = "x-sb-replayed-at";
 }
@@ -100,8 +103,13 @@ impl Publisher {
 
     /// Puts a message straight onto a named queue (rungs, DLQ, replay) and waits for the confirm.
     pub async fn send_to_queue(&self, queue: &str, body: &[u8], props: BasicProperties) -> Result<(), PublishError> {
-        let pending = self.start("", queue, body, props).await?;
+        let pending = self.start_to_queue(queue, body, props).await?;
         confirmed(pending).await
+    }
+
+    /// Starts putting a message onto a named queue; await the returned confirm with [`confirmed`].
+    pub async fn start_to_queue(&self, queue: &str, body: &[u8], props: BasicProperties) -> Result<PublisherConfirm, PublishError> {
+        self.start("", queue, body, props).await
     }
 
     async fn start(

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use lapin::{
-    Channel, ExchangeKind,
+    Connection, ExchangeKind,
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
@@ -70,12 +70,31 @@ fn dead_letter_to(t: &mut FieldTable, target: &str) {
     t.insert("x-overflow".into(), s("reject-publish"));
 }
 
-/// Declares the shared exchange (with its alternate exchange and the unrouted parking queue).
-pub async fn declare_exchange(ch: &Channel, cfg: &BusConfig) -> lapin::Result<()> {
+/// How many events nobody consumes the unrouted queue keeps (the oldest go first) and for how
+/// long: it is for an operator to see what was published without a consumer, not a store.
+pub const UNROUTED_MAX_LENGTH: i64 = 10_000;
+pub const UNROUTED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Declares the shared exchange (with its alternate exchange and the bounded unrouted queue).
+pub async fn declare_exchange(conn: &Connection, cfg: &BusConfig) -> lapin::Result<()> {
     let n = Names::new(cfg, "_");
+    let ch = conn.create_channel().await?;
     let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
     ch.exchange_declare(n.unrouted_exchange.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default()).await?;
-    ch.queue_declare(n.unrouted_queue.as_str().into(), QueueDeclareOptions::durable(), quorum_args(cfg)).await?;
+    let mut args = quorum_args(cfg);
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(UNROUTED_MAX_LENGTH));
+    args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(UNROUTED_TTL.as_millis() as i64));
+    args.insert("x-overflow".into(), s("drop-head"));
+    let ch = match ch.queue_declare(n.unrouted_queue.as_str().into(), QueueDeclareOptions::durable(), args).await {
+        Ok(_) => ch,
+        // Declared by an older version without the bounds (406 PRECONDITION_FAILED closes the
+        // channel): keep using it, and say how to bound it.
+        Err(e) => {
+            tracing::warn!(queue = %n.unrouted_queue, error = %e,
+                "the unrouted queue exists with other arguments; it is used as it is (bound it with a policy: max-length {UNROUTED_MAX_LENGTH}, message-ttl, overflow drop-head)");
+            conn.create_channel().await?
+        }
+    };
     ch.queue_bind(
         n.unrouted_queue.as_str().into(),
         n.unrouted_exchange.as_str().into(),
@@ -86,13 +105,16 @@ pub async fn declare_exchange(ch: &Channel, cfg: &BusConfig) -> lapin::Result<()
     .await?;
     let mut args = FieldTable::default();
     args.insert("alternate-exchange".into(), s(&n.unrouted_exchange));
-    ch.exchange_declare(n.exchange.as_str().into(), ExchangeKind::Topic, durable, args).await
+    ch.exchange_declare(n.exchange.as_str().into(), ExchangeKind::Topic, durable, args).await?;
+    let _ = ch.close(200, "declared".into()).await;
+    Ok(())
 }
 
 /// Declares one service's work queue (bound to `event_types`), its delay rungs and its DLQ.
 /// Safe to call on every start and from every replica: declarations are idempotent.
-pub async fn declare_service(ch: &Channel, cfg: &BusConfig, service: &str, event_types: &[&str]) -> lapin::Result<Names> {
-    declare_exchange(ch, cfg).await?;
+pub async fn declare_service(conn: &Connection, cfg: &BusConfig, service: &str, event_types: &[&str]) -> lapin::Result<Names> {
+    declare_exchange(conn, cfg).await?;
+    let ch = conn.create_channel().await?;
     let n = Names::new(cfg, service);
     ch.queue_declare(n.dlq.as_str().into(), QueueDeclareOptions::durable(), quorum_args(cfg)).await?;
 
@@ -117,6 +139,7 @@ pub async fn declare_service(ch: &Channel, cfg: &BusConfig, service: &str, event
         )
         .await?;
     }
+    let _ = ch.close(200, "declared".into()).await;
     Ok(n)
 }
 

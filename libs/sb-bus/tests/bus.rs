@@ -240,7 +240,7 @@ async fn child_consumer_that_hangs_after_commit() {
         // Wait here, effect committed and delivery unacknowledged, until the parent kills us.
         std::thread::sleep(Duration::from_secs(600));
     });
-    let consumer = sb_bus::Consumer::new(cfg, SERVICE, pool).on(TEST_EVENT, Recorder::default()).after_commit(hook);
+    let consumer = sb_bus::Consumer::new(cfg, SERVICE, pool).on::<Thing, _>(Recorder::default()).after_commit(hook);
     consumer.run(CancellationToken::new()).await;
 }
 
@@ -290,8 +290,7 @@ async fn killed_between_commit_and_ack_leaves_one_effect() {
 /// Publishes `events` before any consumer runs, so they are all ready at once.
 async fn preload(cfg: &sb_bus::BusConfig, events: &[sb_bus::Envelope]) {
     let conn = sb_bus::publisher::connect(cfg, "preload").await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    sb_bus::topology::declare_service(&ch, cfg, SERVICE, &[TEST_EVENT]).await.unwrap();
+    sb_bus::topology::declare_service(&conn, cfg, SERVICE, &[TEST_EVENT]).await.unwrap();
     let publisher = sb_bus::Publisher::open(&conn, cfg).await.unwrap();
     for e in events {
         publisher.publish(e, &Default::default()).await.unwrap();
@@ -346,16 +345,13 @@ struct Gate {
 }
 
 #[async_trait::async_trait]
-impl sb_bus::Handler for Gate {
-    async fn handle(&self, event: &sb_bus::Envelope, tx: &mut sqlx::PgConnection) -> Result<(), sb_bus::HandlerError> {
+impl sb_bus::Effect<Thing> for Gate {
+    async fn run(&self, event: &sb_bus::Envelope, _thing: Thing, pool: &sqlx::PgPool) -> Result<(), sb_bus::HandlerError> {
         if event.id == self.slow {
             self.release.notified().await;
         }
-        sqlx::query("INSERT INTO effects (event_id) VALUES ($1)").bind(event.id).execute(tx).await?;
+        sqlx::query("INSERT INTO effects (event_id) VALUES ($1)").bind(event.id).execute(pool).await?;
         Ok(())
-    }
-    fn batchable(&self) -> bool {
-        false
     }
 }
 
@@ -368,13 +364,86 @@ async fn a_slow_handler_does_not_hold_back_the_events_behind_it() {
     preload(&cfg, &events).await;
     let release = Arc::new(tokio::sync::Notify::new());
     let gate = Gate { slow: events[0].id, release: release.clone() };
-    let consumer = start(sb_bus::Consumer::new(cfg.clone(), SERVICE, db.pool.clone()).on(TEST_EVENT, gate)).await;
+    let consumer = start(sb_bus::Consumer::new(cfg.clone(), SERVICE, db.pool.clone()).effect::<Thing, _>(gate)).await;
     // Far more than the prefetch window completes while the first event is still held.
     wait_total(&consumer.stats, 39, "the 39 events behind the slow one").await;
     assert_eq!(effects(&db.pool, events[0].id).await, 0);
     release.notify_one();
     wait_total(&consumer.stats, 40, "the slow event").await;
     assert_eq!(all_effects(&db.pool).await, (40, 40));
+    consumer.stop().await;
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn a_retry_after_longer_than_the_rung_is_honoured_even_beyond_the_longest_rung() {
+    // Rungs 200/400/800 ms; the downstream asks for 600 ms, then for 1.5 s (longer than any rung).
+    for (tag, wait) in [("ra600", Duration::from_millis(600)), ("ra1500", Duration::from_millis(1500))] {
+        let cfg = bus_config(tag);
+        let db = database(tag).await;
+        let handler = Recorder { transient_failures: 1, retry_after: Some(wait), ..Default::default() };
+        let times = handler.call_times.clone();
+        let consumer = start_consumer(&cfg, &db.pool, handler).await;
+        let (_conn, publisher) = publisher(&cfg).await;
+        let env = event(None);
+        publisher.publish(&env, &Default::default()).await.unwrap();
+        wait_for(Duration::from_secs(30), "the event to be applied", || async {
+            (consumer.stats.applied.load(Ordering::SeqCst) == 1).then_some(())
+        })
+        .await;
+        let times = times.lock().unwrap().clone();
+        assert_eq!(times.len(), 2, "one failure, one success");
+        let gap = times[1] - times[0];
+        assert!(gap >= wait, "asked to wait {wait:?}, came back after {gap:?}");
+        assert_eq!(consumer.stats.retried.load(Ordering::SeqCst), 1, "waiting out a long Retry-After is not another attempt");
+        assert_eq!(effects(&db.pool, env.id).await, 1);
+        consumer.stop().await;
+        cleanup(&cfg).await;
+    }
+}
+
+#[tokio::test]
+async fn a_handler_over_its_deadline_is_retried_not_waited_for() {
+    let mut cfg = bus_config("deadline");
+    cfg.handler_timeout = Duration::from_millis(300);
+    let db = database("deadline").await;
+    let handler = Recorder { stall_first: Some(Duration::from_secs(30)), ..Default::default() };
+    let calls = handler.calls.clone();
+    let consumer = start_consumer(&cfg, &db.pool, handler).await;
+    let (_conn, publisher) = publisher(&cfg).await;
+    let env = event(None);
+    publisher.publish(&env, &Default::default()).await.unwrap();
+    wait_for(Duration::from_secs(10), "the event to be applied on a retry", || async {
+        (consumer.stats.applied.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(consumer.stats.retried.load(Ordering::SeqCst), 1);
+    assert_eq!(effects(&db.pool, env.id).await, 1);
+    consumer.stop().await;
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn a_payload_that_does_not_read_as_its_type_is_parked_naming_the_field() {
+    let cfg = bus_config("badfield");
+    let db = database("badfield").await;
+    let handler = Recorder::default();
+    let calls = handler.calls.clone();
+    let consumer = start_consumer(&cfg, &db.pool, handler).await;
+    let (_conn, publisher) = publisher(&cfg).await;
+    let bad = sb_bus::Envelope::raw("test-producer", TEST_EVENT, serde_json::json!({"n": "three"}));
+    publisher.publish(&bad, &Default::default()).await.unwrap();
+    wait_for(Duration::from_secs(20), "the event to be parked", || async {
+        (consumer.stats.parked.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "the handler never sees an unreadable payload");
+    let ops = Ops::connect(cfg.clone()).await.unwrap();
+    let parked = ops.show(SERVICE, 10).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert!(parked[0].reason.starts_with("payload of test.thing.happened.v1 is not readable: n: invalid type"), "{}", parked[0].reason);
+    ops.close().await;
     consumer.stop().await;
     cleanup(&cfg).await;
 }

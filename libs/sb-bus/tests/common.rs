@@ -11,13 +11,25 @@ use std::{
     time::Duration,
 };
 
-use sb_bus::{BusConfig, Envelope, HandlerError, consumer::Stats, topology::Names};
+use sb_bus::{BusConfig, Envelope, HandlerError, consumer::Stats};
 use sb_testkit::{TestDb, amqp_url, unique, wait_for};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const TEST_EVENT: &str = "test.thing.happened.v1";
+
+/// The test's event payload.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Thing {
+    pub n: i64,
+}
+
+impl sb_bus::Event for Thing {
+    const TYPE: &'static str = TEST_EVENT;
+    const PRODUCER: &'static str = "test-producer";
+    const DESCRIPTION: &'static str = "a test event";
+}
 pub const SERVICE: &str = "test-consumer";
 
 pub fn bus_config(tag: &str) -> BusConfig {
@@ -55,17 +67,27 @@ pub struct Recorder {
     pub reject: Arc<AtomicBool>,
     /// This one event always fails permanently.
     pub poison: Option<Uuid>,
+    /// The Retry-After its transient failures carry (a 429's).
+    pub retry_after: Option<Duration>,
+    /// The first call sleeps this long before answering (a hung downstream).
+    pub stall_first: Option<Duration>,
+    /// When each call started.
+    pub call_times: Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
 }
 
 #[async_trait::async_trait]
-impl sb_bus::Handler for Recorder {
-    async fn handle(&self, event: &Envelope, tx: &mut PgConnection) -> Result<(), HandlerError> {
+impl sb_bus::Handler<Thing> for Recorder {
+    async fn handle(&self, event: &Envelope, _thing: Thing, tx: &mut PgConnection) -> Result<(), HandlerError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        self.call_times.lock().unwrap().push(std::time::Instant::now());
+        if let (0, Some(stall)) = (n, self.stall_first) {
+            tokio::time::sleep(stall).await;
+        }
         if self.reject.load(Ordering::SeqCst) || self.poison == Some(event.id) {
             return Err(HandlerError::permanent("payload rejected: missing email"));
         }
         if n < self.transient_failures {
-            return Err(HandlerError::transient(format!("downstream 503 (call {})", n + 1)));
+            return Err(HandlerError::transient_after(format!("downstream 503 (call {})", n + 1), self.retry_after));
         }
         sqlx::query("INSERT INTO effects (event_id) VALUES ($1)").bind(event.id).execute(tx).await?;
         Ok(())
@@ -87,7 +109,7 @@ impl Running {
 }
 
 pub async fn start_consumer(cfg: &BusConfig, pool: &PgPool, handler: Recorder) -> Running {
-    start(sb_bus::Consumer::new(cfg.clone(), SERVICE, pool.clone()).on(TEST_EVENT, handler)).await
+    start(sb_bus::Consumer::new(cfg.clone(), SERVICE, pool.clone()).on::<Thing, _>(handler)).await
 }
 
 pub async fn start(consumer: sb_bus::Consumer) -> Running {
@@ -110,7 +132,7 @@ pub async fn publisher(cfg: &BusConfig) -> (lapin::Connection, sb_bus::Publisher
 }
 
 pub fn event(account: Option<Uuid>) -> Envelope {
-    let e = Envelope::new("test-producer", TEST_EVENT, serde_json::json!({"n": 1}));
+    let e = Envelope::raw("test-producer", TEST_EVENT, serde_json::json!({"n": 1}));
     match account {
         Some(a) => e.with_account(a),
         None => e,
@@ -122,8 +144,5 @@ pub async fn wait_total(stats: &Stats, n: u64, what: &str) {
 }
 
 pub async fn cleanup(cfg: &BusConfig) {
-    let n = Names::new(cfg, SERVICE);
-    let mut queues = vec![n.work.clone(), n.dlq.clone(), n.unrouted_queue.clone()];
-    queues.extend(n.rung_queues().into_iter().map(|(q, _)| q.to_owned()));
-    sb_testkit::delete_topology(&cfg.amqp_url, &cfg.prefix, &queues).await;
+    sb_testkit::delete_services_topology(cfg, &[SERVICE]).await;
 }

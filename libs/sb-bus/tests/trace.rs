@@ -19,8 +19,8 @@ use tracing_subscriber::layer::SubscriberExt;
 struct TraceSpy(Arc<Mutex<Option<TraceId>>>);
 
 #[async_trait::async_trait]
-impl sb_bus::Handler for TraceSpy {
-    async fn handle(&self, _event: &Envelope, _tx: &mut PgConnection) -> Result<(), HandlerError> {
+impl sb_bus::Handler<Thing> for TraceSpy {
+    async fn handle(&self, _env: &Envelope, _event: Thing, _tx: &mut PgConnection) -> Result<(), HandlerError> {
         let id = tracing::Span::current().context().span().span_context().trace_id();
         *self.0.lock().unwrap() = Some(id);
         Ok(())
@@ -38,7 +38,7 @@ async fn a_handler_continues_the_trace_of_the_transaction_that_enqueued_its_even
     let cfg = bus_config("trace");
     let db = database("trace").await;
     let seen = Arc::new(Mutex::new(None));
-    let consumer = start(sb_bus::Consumer::new(cfg.clone(), SERVICE, db.pool.clone()).on(TEST_EVENT, TraceSpy(seen.clone()))).await;
+    let consumer = start(sb_bus::Consumer::new(cfg.clone(), SERVICE, db.pool.clone()).on::<Thing, _>(TraceSpy(seen.clone()))).await;
     let stop = CancellationToken::new();
     tokio::spawn(OutboxRelay::new(db.pool.clone(), cfg.clone(), "test-producer").run(stop.clone()));
 

@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 use sb_bus::{
     BusConfig, Envelope, Publisher,
     publisher::{event_properties, headers, lstr, with_headers},
-    topology::{self, Names},
+    topology,
 };
 use uuid::Uuid;
 
@@ -36,11 +36,10 @@ async fn operators_list_show_replay_and_purge_parked_messages() {
     let mut cfg = BusConfig::new(sb_testkit::amqp_url());
     cfg.prefix = sb_testkit::unique("cli");
     let conn = sb_bus::publisher::connect(&cfg, "cli test").await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let names = topology::declare_service(&ch, &cfg, SERVICE, &[]).await.unwrap();
+    let names = topology::declare_service(&conn, &cfg, SERVICE, &[]).await.unwrap();
     let publisher = Publisher::open(&conn, &cfg).await.unwrap();
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-    let events = [a, a, b].map(|acc| Envelope::new("identity", "identity.user.signed_up.v1", serde_json::json!({})).with_account(acc));
+    let events = [a, a, b].map(|acc| Envelope::raw("identity", "identity.user.signed_up.v1", serde_json::json!({})).with_account(acc));
     for e in &events {
         let props = with_headers(&event_properties(e, &Default::default()), &[(headers::REASON, lstr("CRM said 400: invalid email"))], &[]);
         publisher.send_to_queue(&names.dlq, &e.to_json(), props).await.unwrap();
@@ -78,9 +77,7 @@ async fn operators_list_show_replay_and_purge_parked_messages() {
     let unknown = cli(p, &["dlq", "show", "nope"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown service \"nope\""));
 
-    let mut queues = vec![names.work.clone(), names.dlq.clone(), names.unrouted_queue.clone()];
-    queues.extend(Names::new(&cfg, SERVICE).rung_queues().into_iter().map(|(q, _)| q.to_owned()));
-    sb_testkit::delete_topology(&cfg.amqp_url, &cfg.prefix, &queues).await;
+    sb_testkit::delete_services_topology(&cfg, &[SERVICE]).await;
 }
 
 #[test]

@@ -86,6 +86,14 @@ impl Env {
     }
 }
 
+/// A shared duration setting (`10s`, `500ms`, `2m`), or `default`.
+fn duration(env: &Env, setting: &str, default: Duration) -> Result<Duration, ConfigError> {
+    match env.shared(setting) {
+        Some((var, v)) => sb_bus::config::parse_duration(&v).map_err(|reason| ConfigError { var, reason }),
+        None => Ok(default),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Pretty,
@@ -115,6 +123,8 @@ pub struct ServiceConfig {
     pub otlp_endpoint: Option<String>,
     /// How long shutdown waits for in-flight work before giving up.
     pub shutdown_grace: Duration,
+    /// Pool size and the time limits of the service's database connections.
+    pub db: crate::db::Limits,
     /// Shared secret one Switchboard service presents to another over gRPC
     /// (`x-switchboard-service` metadata).
     pub service_token: SecretString,
@@ -136,6 +146,7 @@ impl std::fmt::Debug for ServiceConfig {
             .field("bus", &self.bus)
             .field("log_format", &self.log_format)
             .field("otlp_endpoint", &self.otlp_endpoint)
+            .field("db", &self.db)
             .finish()
     }
 }
@@ -190,6 +201,18 @@ impl ServiceConfig {
             bus.queue_expires = Some(sb_bus::config::parse_duration(&v).map_err(|reason| ConfigError { var, reason })?);
         }
         bus.delivery_limit = Env::parse(env.shared("DELIVERY_LIMIT"), bus.delivery_limit, "a whole number")?;
+        bus.handler_timeout = duration(env, "HANDLER_TIMEOUT", bus.handler_timeout)?;
+
+        let mut db = crate::db::Limits::default();
+        db.pool_size = Env::parse(env.shared("DB_POOL_SIZE"), db.pool_size, "a number of connections")?;
+        if db.pool_size <= sb_bus::consumer::RESERVED_CONNECTIONS {
+            return Err(ConfigError {
+                var: env.shared("DB_POOL_SIZE").map_or_else(|| "SWITCHBOARD_DB_POOL_SIZE".into(), |(var, _)| var),
+                reason: format!("must be more than {} (that many are kept for reads)", sb_bus::consumer::RESERVED_CONNECTIONS),
+            });
+        }
+        db.statement_timeout = duration(env, "DB_STATEMENT_TIMEOUT", db.statement_timeout)?;
+        db.lock_timeout = duration(env, "DB_LOCK_TIMEOUT", db.lock_timeout)?;
 
         let log_format = Env::parse(env.shared("LOG_FORMAT"), LogFormat::Pretty, "json or pretty")?;
         let shutdown_secs: u64 = Env::parse(env.shared("SHUTDOWN_GRACE_SECS"), 25, "a number of seconds")?;
@@ -206,6 +229,7 @@ impl ServiceConfig {
             bus,
             log_format,
             otlp_endpoint: env.exact("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            db,
             shutdown_grace: Duration::from_secs(shutdown_secs),
             service_token: SecretString::from(service_token),
             source: env.clone(),

@@ -29,12 +29,66 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A pool on the service's database.
-pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+/// How long statements, lock waits and idle transactions may last on a service's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections in the pool (bus handlers get all but `sb_bus::consumer::RESERVED_CONNECTIONS`).
+    pub pool_size: u32,
+    /// Waiting for a free connection.
+    pub acquire_timeout: Duration,
+    /// One statement (`statement_timeout`).
+    pub statement_timeout: Duration,
+    /// Waiting for a row or table lock (`lock_timeout`).
+    pub lock_timeout: Duration,
+    /// A transaction left open doing nothing (`idle_in_transaction_session_timeout`): a safety net
+    /// that ends the session of a transaction forgotten across a slow outside call.
+    pub idle_in_transaction_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(15),
+            lock_timeout: Duration::from_secs(5),
+            idle_in_transaction_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+fn millis(d: Duration) -> String {
+    format!("{}ms", d.as_millis().max(1))
+}
+
+/// Whether a database error means "unavailable right now" (down, restarting, overloaded, a pool,
+/// statement or lock wait over its limit, a conflict worth retrying) rather than a bug.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            // 08: connection exception; 53: insufficient resources; 57014 statement timeout;
+            // 57P0x: shutting down / cannot connect now; 55P03 lock timeout; 40001/40P01 retryable conflicts.
+            c.starts_with("08")
+                || c.starts_with("53")
+                || c.starts_with("57P0")
+                || ["57014", "55P03", "40001", "40P01"].contains(&c.as_ref())
+        }),
+        _ => false,
+    }
+}
+
+/// A pool on the service's database, every connection with the statement, lock and idle limits.
+pub async fn connect(url: &str, limits: Limits) -> anyhow::Result<PgPool> {
     let opts: PgConnectOptions = url.parse().context("parsing the database URL")?;
+    let opts = opts.options([
+        ("statement_timeout", millis(limits.statement_timeout)),
+        ("lock_timeout", millis(limits.lock_timeout)),
+        ("idle_in_transaction_session_timeout", millis(limits.idle_in_transaction_timeout)),
+    ]);
     PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
+        .max_connections(limits.pool_size)
+        .acquire_timeout(limits.acquire_timeout)
         // sqlx pings every connection on checkout by default: a round trip per query. Broken
         // connections surface as query errors instead, which callers already handle.
         .test_before_acquire(false)

@@ -5,6 +5,7 @@ pub mod app;
 pub mod caller;
 pub mod config;
 pub mod db;
+pub mod status;
 pub mod telemetry;
 
 use std::process::ExitCode;
@@ -28,8 +29,8 @@ pub struct ServiceDef {
 pub async fn prepare_database(config: &ServiceConfig, def: &ServiceDef) -> anyhow::Result<PgPool> {
     let url = config.database_url.expose_secret();
     db::ensure_database(url).await?;
-    // Handlers beyond the pool size wait for a connection; six services must fit PostgreSQL's default 100.
-    let pool = db::connect(url, (u32::from(config.bus.prefetch) + 4).min(16)).await?;
+    // Six services of 16 connections fit PostgreSQL's default 100.
+    let pool = db::connect(url, config.db).await?;
     db::migrate(&pool, def.migrator).await?;
     Ok(pool)
 }

@@ -45,7 +45,8 @@
 //! nothing else): [`FakeHubSpot::fail_next`] / [`FakeHubSpot::fail_always`] (any status; 429 comes
 //! with `Retry-After`), [`FakeHubSpot::hang_next`] / [`FakeHubSpot::hang_always`] (the request is
 //! accepted and never answered until [`FakeHubSpot::recover`] or [`FakeHubSpot::stop`]),
-//! [`FakeHubSpot::limit_rate`] (HubSpot's own rolling-window limit: 429 beyond it) and
+//! [`FakeHubSpot::limit_rate`] (HubSpot's own rolling-window limit: 429 beyond it),
+//! [`FakeHubSpot::set_latency`] (every answer comes that much later: a slow HubSpot) and
 //! [`FakeHubSpot::stop`] (connections refused) / [`FakeHubSpot::restart`] (back on the same port,
 //! with the same contacts).
 
@@ -224,6 +225,7 @@ struct Store {
     retry_after_secs: u64,
     rate_limit: Option<(usize, Duration)>,
     served: VecDeque<Instant>,
+    latency: Duration,
 }
 
 impl Store {
@@ -241,6 +243,7 @@ impl Store {
             retry_after_secs: 1,
             rate_limit: None,
             served: VecDeque::new(),
+            latency: Duration::ZERO,
         }
     }
 
@@ -466,6 +469,12 @@ impl FakeHubSpot {
 
     pub fn no_rate_limit(&self) {
         self.shared.lock().rate_limit = None;
+    }
+
+    /// Every answer from now on (errors included, hanging requests aside) comes `latency` after
+    /// the request arrived: a slow HubSpot. `Duration::ZERO` answers at once again.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.lock().latency = latency;
     }
 
     /// Every request so far, oldest first (failed, refused and in-flight ones included).
@@ -694,13 +703,16 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
         status: 0,
         at,
     };
-    let (seq, fault, retry_after, mut release) = {
+    let (seq, fault, retry_after, latency, mut release) = {
         let mut st = shared.lock();
         let authorized = !bearer.is_empty() && bearer == st.token;
         let seq = st.first_seq + st.requests.len();
         st.requests.push(Recorded { authorized, ..rec.clone() });
-        (seq, st.take_fault(), st.retry_after_secs, shared.release.subscribe())
+        (seq, st.take_fault(), st.retry_after_secs, st.latency, shared.release.subscribe())
     };
+    if !latency.is_zero() && fault != Some(Fault::Hang) {
+        tokio::time::sleep(latency).await;
+    }
     let response = match fault {
         Some(Fault::Hang) => {
             let _ = release.changed().await;

@@ -2,6 +2,9 @@
 //! condition polling with a deadline (never a fixed sleep).
 
 pub mod hubspot;
+pub mod logs;
+pub mod probe;
+pub mod proxy;
 pub mod service;
 pub mod smtp;
 pub mod stripe;
@@ -97,34 +100,34 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Deletes every queue and exchange whose name starts with `prefix.` (test cleanup).
-pub async fn delete_topology(amqp: &str, prefix: &str, queues: &[String]) {
+/// Deletes the given queues and, with a prefix, that prefix's exchanges (test cleanup).
+pub async fn delete_topology(amqp: &str, prefix: Option<&str>, queues: &[String]) {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let Ok(conn) = lapin::Connection::connect(amqp, lapin::ConnectionProperties::default()).await else { return };
     if let Ok(ch) = conn.create_channel().await {
         for q in queues {
             let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
         }
-        for ex in [format!("{prefix}.events"), format!("{prefix}.unrouted")] {
+        for ex in prefix.map(|p| [format!("{p}.events"), format!("{p}.unrouted")]).into_iter().flatten() {
             let _ = ch.exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default()).await;
         }
     }
     let _ = conn.close(200, "cleanup".into()).await;
 }
 
+/// One service's queues under `cfg`: work, DLQ and retry rungs.
+pub fn service_queues(cfg: &sb_bus::BusConfig, service: &str) -> Vec<String> {
+    let n = sb_bus::topology::Names::new(cfg, service);
+    let mut queues = vec![n.work.clone(), n.dlq.clone()];
+    queues.extend(n.rung_queues().into_iter().map(|(q, _)| q.to_owned()));
+    queues
+}
+
 /// Deletes every queue and exchange the given services declared under `cfg.prefix` (work, retry
-/// rungs, DLQ, the unrouted queue). Tests call it when they stop, so no test leaves quorum queues
-/// behind on the shared broker.
+/// rungs, DLQ, the unrouted queue, the exchanges). Tests call it when they stop, so no test leaves
+/// quorum queues behind on the shared broker.
 pub async fn delete_services_topology(cfg: &sb_bus::BusConfig, services: &[&str]) {
-    let mut queues = Vec::new();
-    for svc in services {
-        let n = sb_bus::topology::Names::new(cfg, svc);
-        queues.push(n.work.clone());
-        queues.push(n.dlq.clone());
-        queues.extend(n.rung_queues().into_iter().map(|(q, _)| q.to_owned()));
-        if !queues.contains(&n.unrouted_queue) {
-            queues.push(n.unrouted_queue.clone());
-        }
-    }
-    delete_topology(&cfg.amqp_url, &cfg.prefix, &queues).await;
+    let mut queues: Vec<String> = services.iter().flat_map(|s| service_queues(cfg, s)).collect();
+    queues.push(sb_bus::topology::Names::new(cfg, "_").unrouted_queue);
+    delete_topology(&cfg.amqp_url, Some(&cfg.prefix), &queues).await;
 }

@@ -33,13 +33,16 @@
 //!
 //! Unknown ids answer Stripe's `resource_missing` (404 on retrieval, 400 as a parameter); unknown
 //! routes answer 404.
+//!
+//! A slow Stripe: [`FakeStripe::set_delay`] holds every answer back (decided, and recorded, when the
+//! request arrives), so a test can watch what billing does while Stripe takes its time.
 
 use std::{
     collections::HashMap,
     io,
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
@@ -74,6 +77,8 @@ pub struct Recorded {
     pub authorized: bool,
     /// The status the fake answered.
     pub status: u16,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 impl Recorded {
@@ -111,6 +116,8 @@ struct Store {
     required_key: Option<String>,
     /// Seconds a 429 asks the client to wait (`Retry-After`).
     retry_after: u64,
+    /// How long every answer is held back.
+    delay: Duration,
     counter: u64,
 }
 
@@ -246,6 +253,13 @@ impl FakeStripe {
     /// The `Retry-After` seconds a 429 carries (default 1).
     pub fn set_retry_after(&self, secs: u64) {
         self.shared.lock().retry_after = secs;
+    }
+
+    /// Holds every answer back by `delay` (zero: answer at once, the default). The answer is decided
+    /// and the request recorded when it arrives, so [`FakeStripe::requests`] shows requests still
+    /// waiting for theirs.
+    pub fn set_delay(&self, delay: Duration) {
+        self.shared.lock().delay = delay;
     }
 
     /// Every request so far, oldest first (failed and refused ones included).
@@ -438,6 +452,7 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
         idempotency_key: header_str("idempotency-key"),
         authorized: false,
         status: 0,
+        at: Instant::now(),
     };
     let answer = {
         let mut st = shared.lock();
@@ -468,9 +483,12 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
         rec.status = answer.status.as_u16();
         let request_id = format!("req_fake{:08}", st.counter);
         st.requests.push(rec);
-        (answer, request_id)
+        (answer, request_id, st.delay)
     };
-    let (answer, request_id) = answer;
+    let (answer, request_id, delay) = answer;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let mut response = (answer.status, [(header::CONTENT_TYPE, "application/json")], answer.body.to_string()).into_response();
     let h = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -830,6 +848,25 @@ mod tests {
         assert!(stripe.update_subscription("sub_149", json!({"status": "past_due"})));
         assert_eq!(RetrieveSubscription::new("sub_149").send(&c).await.unwrap().status.as_str(), "past_due");
         assert!(stripe.remove_subscription("sub_149") && stripe.subscription("sub_149").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_slow_stripe_records_at_once_and_answers_late() {
+        let stripe = FakeStripe::start().await.unwrap();
+        stripe.put_subscription(sub("sub_1", "cus_1", "active", 1));
+        stripe.set_delay(Duration::from_millis(300));
+        let c = client(&stripe, "sk_test_fake_123");
+        let started = Instant::now();
+        let call = tokio::spawn(async move { RetrieveSubscription::new("sub_1").send(&c).await.map(|s| s.id.to_string()) });
+        while stripe.requests().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!call.is_finished(), "recorded before it is answered");
+        assert_eq!(call.await.unwrap().unwrap(), "sub_1");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        let r = &stripe.requests()[0];
+        assert!(r.at >= started && r.at - started < Duration::from_millis(300), "{r:?}");
+        stripe.shutdown().await;
     }
 
     #[tokio::test]

@@ -7,18 +7,22 @@
 //! gRPC `switchboard.billing.v1.Billing` answers access queries and starts checkout and portal
 //! sessions — through Stripe when `SWITCHBOARD_STRIPE_API_KEY` is set, else through the embedded
 //! local checkout (`local`), which sends signed Stripe-shaped webhooks to the gateway.
+//!
+//! Layout (the same in every service): `domain` rules and types, `store` SQL, `service` use cases,
+//! `error` the one error type, `grpc` and `events` the transports, `stripe_api` (Stripe) and
+//! `local` (the embedded local checkout) the adapters.
 
 pub mod config;
 pub mod domain;
+pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod local;
-pub mod reconcile;
 pub mod service;
 pub mod store;
 pub mod stripe_api;
 
-use sb_bus::{Consumer, catalog};
+use sb_bus::Consumer;
 use sb_runtime::{Parts, ServiceConfig, ServiceDef};
 use sqlx::{PgPool, migrate::Migrator};
 use tracing::warn;
@@ -34,10 +38,14 @@ pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
         warn!("no Stripe API key: checkout runs on the embedded local checkout (set SWITCHBOARD_STRIPE_API_KEY for Stripe)");
     }
     let billing = service::Billing::new(pool.clone(), cfg)?;
-    let sender = local::Sender::default();
-    let consumer = Consumer::new(config.bus.clone(), SERVICE, pool.clone())
-        .on(catalog::STRIPE_EVENT_RECEIVED, events::StripeEvents { billing: billing.clone() });
-    let grpc = grpc::BillingService::new(billing.clone(), &config.service_token, sender.clone());
+    let consumer = Consumer::new(config.bus.clone(), SERVICE, pool.clone());
+    // With Stripe, each event asks Stripe first: an outside effect, run with no transaction open.
+    let consumer = if billing.calls_stripe() {
+        consumer.effect(events::ApplyAskingStripe(billing.clone()))
+    } else {
+        consumer.on(events::ApplyStripeEvent(billing.clone()))
+    };
+    let grpc = grpc::BillingService::new(billing.clone(), &config.service_token);
     let mut parts = Parts {
         consumer,
         http: axum::Router::new(),
@@ -46,8 +54,8 @@ pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
     };
     let sweeper = billing.clone();
     parts = parts.task(move |stop| sweeper.run_grace_sweeper(stop));
-    if billing.cfg.local() {
-        parts = parts.task(move |stop| local::run_sender(billing, sender, stop));
+    if !billing.calls_stripe() {
+        parts = parts.task(move |stop| billing.run_local_sender(stop));
     }
     Ok(parts)
 }

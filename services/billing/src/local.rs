@@ -4,22 +4,22 @@
 //! take (signature check, receipt, bus, this service's consumer), so the whole payment flow runs
 //! on one machine and tests it end to end.
 //!
-//! Webhooks are queued in the database in the same transaction as the confirmation and delivered
-//! by a sender loop that retries with backoff until the gateway answers 2xx, as Stripe does.
+//! This module builds the sessions' ids and URLs and the webhooks' bodies, and posts them; the
+//! service queues them in the same transaction as the confirmation and delivers them with no
+//! transaction open, retrying with backoff until the gateway answers 2xx, as Stripe does.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rand::{Rng, distr::Alphanumeric};
 use sb_stripe::objects::{self, CheckoutSpec, InvoiceSpec, SubscriptionSpec};
-use secrecy::ExposeSecret;
-use sqlx::PgConnection;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
-use uuid::Uuid;
 
-use crate::{service::Billing, store};
+use crate::domain::{AccountId, Checkout, LocalWebhook, StoredSubscription};
+
+/// How long posting one webhook to the gateway may take.
+pub const POST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A random suffix like Stripe's ids have.
 pub fn random_suffix(len: usize) -> String {
@@ -31,27 +31,36 @@ pub fn new_session_id() -> String {
     format!("cs_test_local_{}", random_suffix(32))
 }
 
-pub fn suffix_of(session_id: &str) -> &str {
+fn suffix_of(session_id: &str) -> &str {
     session_id.trim_start_matches("cs_test_local_")
 }
 
-/// Wakes the sender when something was queued.
-#[derive(Clone, Default)]
-pub struct Sender {
-    wake: Arc<Notify>,
+/// The page standing in for Stripe's hosted checkout.
+pub fn checkout_url(public_url: &str, session_id: &str) -> String {
+    format!("{public_url}/billing/local/checkout/{session_id}")
 }
 
-impl Sender {
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
+/// The page standing in for Stripe's customer portal.
+pub fn portal_url(public_url: &str) -> String {
+    format!("{public_url}/billing/local/portal")
 }
 
-/// Queues the webhooks Stripe sends when a subscription checkout is paid: the subscription,
-/// its first invoice paid, and the session completed. Ids derive from the session, so confirming
-/// twice queues nothing new.
-pub async fn queue_checkout_paid(conn: &mut PgConnection, session: &store::CheckoutRow, customer: &str) -> sqlx::Result<()> {
-    let now = Utc::now().timestamp();
+/// The Stripe customer a local checkout creates, derived from the session so that confirming
+/// twice names the same customer.
+pub fn customer_for(session_id: &str) -> String {
+    format!("cus_local_{}", suffix_of(session_id).chars().take(14).collect::<String>())
+}
+
+fn webhook(id: String, event_type: &str, created: i64, object: serde_json::Value) -> LocalWebhook {
+    let body = objects::event(&id, event_type, created, object).to_string();
+    LocalWebhook { event_id: id, body }
+}
+
+/// The webhooks Stripe sends when a subscription checkout is paid: the subscription, its first
+/// invoice paid, and the session completed. Ids derive from the session, so confirming twice
+/// queues nothing new.
+pub fn checkout_paid(session: &Checkout, customer: &str, now: DateTime<Utc>) -> Vec<LocalWebhook> {
+    let now = now.timestamp();
     let s = suffix_of(&session.session_id);
     let (sub_id, invoice_id) = (format!("sub_local_{s}"), format!("in_local_{s}"));
     let account = session.account_id.to_string();
@@ -83,24 +92,16 @@ pub async fn queue_checkout_paid(conn: &mut PgConnection, session: &store::Check
         amount_total: session.amount,
         email: "",
     });
-    let events = [
-        (format!("evt_local_{s}_sub"), "customer.subscription.created", sub),
-        (format!("evt_local_{s}_inv"), "invoice.paid", invoice),
-        (format!("evt_local_{s}_cs"), "checkout.session.completed", completed),
-    ];
-    for (id, ty, object) in events {
-        store::queue_local_webhook(conn, &id, &objects::event(&id, ty, now, object).to_string()).await?;
-    }
-    Ok(())
+    vec![
+        webhook(format!("evt_local_{s}_sub"), "customer.subscription.created", now, sub),
+        webhook(format!("evt_local_{s}_inv"), "invoice.paid", now, invoice),
+        webhook(format!("evt_local_{s}_cs"), "checkout.session.completed", now, completed),
+    ]
 }
 
-/// Queues `customer.subscription.deleted` for a cancelled local subscription.
-pub async fn queue_subscription_cancelled(
-    conn: &mut PgConnection,
-    sub: &crate::domain::StoredSubscription,
-    account: Uuid,
-) -> sqlx::Result<()> {
-    let now = Utc::now().timestamp();
+/// The `customer.subscription.deleted` Stripe sends for a cancelled subscription.
+pub fn subscription_cancelled(sub: &StoredSubscription, account: AccountId, now: DateTime<Utc>) -> LocalWebhook {
+    let now = now.timestamp();
     let object = objects::subscription(&SubscriptionSpec {
         id: &sub.fact.id,
         customer: &sub.fact.customer,
@@ -111,65 +112,69 @@ pub async fn queue_subscription_cancelled(
         period_end: now,
     });
     let id = format!("evt_local_{}_del", sub.fact.id.trim_start_matches("sub_local_"));
-    store::queue_local_webhook(conn, &id, &objects::event(&id, "customer.subscription.deleted", now, object).to_string()).await
+    webhook(id, "customer.subscription.deleted", now, object)
 }
 
-/// Delivers queued webhooks to the gateway until shutdown.
-pub async fn run_sender(billing: Billing, sender: Sender, shutdown: CancellationToken) {
-    let http = match reqwest::Client::builder().timeout(Duration::from_secs(10)).build() {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %e, "local checkout webhook sender cannot start");
-            return;
-        }
-    };
-    loop {
-        match deliver_due(&billing, &http).await {
-            Ok(n) if n > 0 => continue,
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "local checkout webhooks: database unavailable; will retry"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = sender.wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
+/// Stripe-like backoff after `attempts` failed deliveries: 1 s, 2 s, 4 s, ... up to an hour.
+pub fn backoff(attempts: i32) -> Duration {
+    Duration::from_secs_f64(2f64.powi(attempts.clamp(0, 12)).min(3600.0))
+}
+
+/// Posts signed webhooks to the gateway, and wakes the sender loop when some were queued.
+pub struct LocalCheckout {
+    http: reqwest::Client,
+    /// The gateway's `/webhooks/stripe`.
+    url: String,
+    /// The secret the gateway verifies with (the first of `SWITCHBOARD_STRIPE_WEBHOOK_SECRET`).
+    secret: SecretString,
+    wake: Notify,
+}
+
+impl LocalCheckout {
+    pub fn new(url: &str, secret: SecretString) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().timeout(POST_TIMEOUT).build()?;
+        Ok(Self { http, url: url.to_owned(), secret, wake: Notify::new() })
     }
-}
 
-/// Sends what is due; returns how many were delivered.
-async fn deliver_due(billing: &Billing, http: &reqwest::Client) -> anyhow::Result<usize> {
-    let mut tx = billing.pool.begin().await?;
-    let due = store::due_local_webhooks(&mut tx, 20).await?;
-    let Some(secret) = billing.cfg.webhook_secrets.first() else { return Ok(0) };
-    let mut delivered = 0;
-    for (id, body, attempts) in due {
-        let t = Utc::now().timestamp();
-        let signature = sb_stripe::signature::header_value(secret.expose_secret(), t, body.as_bytes());
-        let sent = http
-            .post(&billing.cfg.local_webhook_url)
+    /// Something was queued: deliver now rather than at the next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Signs `body` as Stripe does (`Stripe-Signature`, now) and posts it; `Err` says why it was
+    /// not accepted.
+    pub async fn post(&self, body: &str) -> Result<(), String> {
+        let signature = sb_stripe::signature::header_value(self.secret.expose_secret(), Utc::now().timestamp(), body.as_bytes());
+        let sent = self
+            .http
+            .post(&self.url)
             .header("content-type", "application/json")
             .header("stripe-signature", signature)
-            .body(body)
+            .body(body.to_owned())
             .send()
             .await;
         match sent {
-            Ok(r) if r.status().is_success() => {
-                store::local_webhook_sent(&mut tx, id).await?;
-                delivered += 1;
-            }
-            other => {
-                let why = match other {
-                    Ok(r) => format!("gateway answered {}", r.status()),
-                    Err(e) => format!("gateway unreachable: {e}"),
-                };
-                // Stripe-like backoff: 1 s, 2 s, 4 s, ... up to an hour.
-                let retry_in = 2f64.powi(attempts.min(12)).min(3600.0);
-                debug!(webhook = id, retry_in, %why, "local checkout webhook not delivered");
-                store::local_webhook_failed(&mut tx, id, retry_in, &why).await?;
-            }
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("gateway answered {}", r.status())),
+            Err(e) => Err(format!("gateway unreachable: {e}")),
         }
     }
-    tx.commit().await?;
-    Ok(delivered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_derive_from_the_session_so_a_second_confirmation_repeats_the_first() {
+        let id = new_session_id();
+        assert!(id.starts_with("cs_test_local_") && id.len() == "cs_test_local_".len() + 32);
+        assert_eq!(customer_for(&id), customer_for(&id));
+        assert_eq!(customer_for("cs_test_local_abcdefghijklmnopqrstu"), "cus_local_abcdefghijklmn");
+        assert_eq!((backoff(0), backoff(3), backoff(40)), (Duration::from_secs(1), Duration::from_secs(8), Duration::from_secs(3600)));
+    }
 }

@@ -26,14 +26,14 @@ async fn reconcile(apply: bool, json: bool) -> anyhow::Result<()> {
     let cfg = billing::config::BillingConfig::load(&config)?;
     let pool = sb_runtime::prepare_database(&config, &billing::def()).await?;
     let billing = billing::service::Billing::new(pool, cfg)?;
-    let report = billing::reconcile::run(&billing, apply).await?;
+    let report = billing.reconcile(apply).await?;
     if json {
         let drift: Vec<serde_json::Value> = report
             .drift
             .iter()
             .map(|d| {
                 serde_json::json!({"subscription_id": d.subscription_id, "stripe_customer_id": d.stripe_customer_id,
-                    "account_id": d.account_id, "ours": d.ours, "stripe": d.stripe, "repaired": d.repaired})
+                    "account_id": d.account_id, "ours": d.ours.map(|s| s.as_str()), "stripe": d.stripe.as_str(), "repaired": d.repaired})
             })
             .collect();
         let out = serde_json::json!({"checked": report.checked, "drift": drift, "unknown_to_stripe": report.unknown_to_stripe});
@@ -48,7 +48,7 @@ async fn reconcile(apply: bool, json: bool) -> anyhow::Result<()> {
             "  {} ({}, {account}): billing {} → Stripe {}: {verb}",
             d.subscription_id,
             d.stripe_customer_id,
-            d.ours.as_deref().unwrap_or("unknown"),
+            d.ours.map_or("unknown", |s| s.as_str()),
             d.stripe
         );
     }

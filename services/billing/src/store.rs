@@ -1,10 +1,37 @@
-//! billing's SQL: the only place that sees rows.
+//! billing's SQL: the only place that sees rows. Every function runs on the connection or
+//! transaction it is given and returns domain types; statuses are stored as their words and read
+//! back through the domain's parsers (an unknown word is a decode error, never a default).
+
+use std::{str::FromStr, time::Duration};
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
-use uuid::Uuid;
+use sqlx::{PgConnection, Row, postgres::PgRow};
 
-use crate::domain::{AccessStatus, AccountFacts, Derived, InvoiceFact, RefundFact, StoredSubscription, SubscriptionFact};
+use crate::domain::{
+    Access, AccessChange, AccountFacts, AccountId, Checkout, Derived, DueWebhook, EventOutcome, Invalid, Invoice, InvoiceFact,
+    LocalWebhook, RefundFact, StoredSubscription, SubscriptionFact,
+};
+
+/// A column holding one of the domain's words.
+fn word<T: FromStr<Err = Invalid>>(r: &PgRow, column: &str) -> sqlx::Result<T> {
+    let raw: String = r.try_get(column)?;
+    raw.parse().map_err(|e: Invalid| sqlx::Error::ColumnDecode { index: column.to_owned(), source: Box::new(e) })
+}
+
+/// A text column where empty means none.
+fn optional_text(r: &PgRow, column: &str) -> sqlx::Result<Option<String>> {
+    let raw: String = r.try_get(column)?;
+    Ok(Some(raw).filter(|s| !s.is_empty()))
+}
+
+/// Whether a Stripe event with this id, or the same change under another id, was recorded.
+pub async fn event_seen(conn: &mut PgConnection, id: &str, dedupe_key: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM stripe_events WHERE event_id = $1 OR dedupe_key = $2)")
+        .bind(id)
+        .bind(dedupe_key)
+        .fetch_one(conn)
+        .await
+}
 
 /// Records an event once (as `applied`; [`set_outcome`] says otherwise). False when its id or its
 /// dedupe key was seen before.
@@ -18,25 +45,26 @@ pub async fn record_event(
 ) -> sqlx::Result<bool> {
     let r = sqlx::query(
         "INSERT INTO stripe_events (event_id, event_type, object_id, dedupe_key, stripe_created, outcome)
-         VALUES ($1, $2, $3, $4, $5, 'applied') ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
     )
     .bind(id)
     .bind(event_type)
     .bind(object_id)
     .bind(dedupe_key)
     .bind(created)
+    .bind(EventOutcome::Applied.as_str())
     .execute(conn)
     .await?;
     Ok(r.rows_affected() == 1)
 }
 
-pub async fn set_outcome(conn: &mut PgConnection, event_id: &str, outcome: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE stripe_events SET outcome = $2 WHERE event_id = $1").bind(event_id).bind(outcome).execute(conn).await?;
+pub async fn set_outcome(conn: &mut PgConnection, event_id: &str, outcome: EventOutcome) -> sqlx::Result<()> {
+    sqlx::query("UPDATE stripe_events SET outcome = $2 WHERE event_id = $1").bind(event_id).bind(outcome.as_str()).execute(conn).await?;
     Ok(())
 }
 
 /// Links a Stripe customer to an account (the first link wins). Returns the linked account.
-pub async fn link_customer(conn: &mut PgConnection, customer: &str, account: Uuid) -> sqlx::Result<Uuid> {
+pub async fn link_customer(conn: &mut PgConnection, customer: &str, account: AccountId) -> sqlx::Result<AccountId> {
     sqlx::query("INSERT INTO customers (stripe_customer_id, account_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
         .bind(customer)
         .bind(account)
@@ -45,11 +73,11 @@ pub async fn link_customer(conn: &mut PgConnection, customer: &str, account: Uui
     Ok(account_for_customer(conn, customer).await?.unwrap_or(account))
 }
 
-pub async fn account_for_customer(conn: &mut PgConnection, customer: &str) -> sqlx::Result<Option<Uuid>> {
+pub async fn account_for_customer(conn: &mut PgConnection, customer: &str) -> sqlx::Result<Option<AccountId>> {
     sqlx::query_scalar("SELECT account_id FROM customers WHERE stripe_customer_id = $1").bind(customer).fetch_optional(conn).await
 }
 
-pub async fn customer_for_account(conn: &mut PgConnection, account: Uuid) -> sqlx::Result<Option<String>> {
+pub async fn customer_for_account(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar("SELECT stripe_customer_id FROM customers WHERE account_id = $1 ORDER BY created_at DESC LIMIT 1")
         .bind(account)
         .fetch_optional(conn)
@@ -67,7 +95,7 @@ pub async fn apply_subscription(conn: &mut PgConnection, f: &SubscriptionFact, p
     )
     .bind(&f.id)
     .bind(&f.customer)
-    .bind(&f.status)
+    .bind(f.status.as_str())
     .bind(plan)
     .bind(&f.price_id)
     .bind(f.current_period_end)
@@ -92,7 +120,7 @@ pub async fn apply_subscription(conn: &mut PgConnection, f: &SubscriptionFact, p
          WHERE id = $1 AND (as_of, rank) < ($3, $4)",
     )
     .bind(&f.id)
-    .bind(&f.status)
+    .bind(f.status.as_str())
     .bind(f.as_of)
     .bind(f.rank)
     .bind(&f.cause_event_id)
@@ -124,7 +152,7 @@ pub async fn apply_subscription(conn: &mut PgConnection, f: &SubscriptionFact, p
          WHERE id = $1",
     )
     .bind(&f.id)
-    .bind(&f.status)
+    .bind(f.status.as_str())
     .bind(f.as_of)
     .execute(&mut *conn)
     .await?;
@@ -144,7 +172,8 @@ pub async fn apply_subscription(conn: &mut PgConnection, f: &SubscriptionFact, p
     Ok(newer || paid)
 }
 
-pub async fn apply_invoice(conn: &mut PgConnection, inv: &InvoiceFact, as_of: DateTime<Utc>, rank: i32) -> sqlx::Result<()> {
+/// Applies an invoice fact stated at `as_of` if it is newer than the stored one ((as_of, rank) order).
+pub async fn apply_invoice(conn: &mut PgConnection, inv: &InvoiceFact, as_of: DateTime<Utc>) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO invoices (id, stripe_customer_id, subscription_id, status, amount_due, amount_paid, currency, attempt_count, as_of, rank)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
@@ -154,14 +183,14 @@ pub async fn apply_invoice(conn: &mut PgConnection, inv: &InvoiceFact, as_of: Da
     )
     .bind(&inv.id)
     .bind(&inv.customer)
-    .bind(&inv.subscription_id)
-    .bind(&inv.status)
+    .bind(inv.subscription_id.as_deref().unwrap_or(""))
+    .bind(inv.status.as_str())
     .bind(inv.amount_due)
     .bind(inv.amount_paid)
     .bind(&inv.currency)
-    .bind(inv.attempt_count as i32)
+    .bind(i32::try_from(inv.attempt_count).unwrap_or(i32::MAX))
     .bind(as_of)
-    .bind(rank)
+    .bind(inv.status.rank())
     .execute(conn)
     .await?;
     Ok(())
@@ -192,7 +221,7 @@ fn subscription_row(r: &PgRow) -> sqlx::Result<StoredSubscription> {
         fact: SubscriptionFact {
             id: r.try_get("id")?,
             customer: r.try_get("stripe_customer_id")?,
-            status: r.try_get("status")?,
+            status: word(r, "status")?,
             price_id: r.try_get("price_id")?,
             current_period_end: r.try_get("current_period_end")?,
             as_of: r.try_get("as_of")?,
@@ -207,7 +236,7 @@ fn subscription_row(r: &PgRow) -> sqlx::Result<StoredSubscription> {
     })
 }
 
-pub async fn subscriptions(conn: &mut PgConnection, account: Uuid) -> sqlx::Result<Vec<StoredSubscription>> {
+pub async fn subscriptions(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<Vec<StoredSubscription>> {
     let rows = sqlx::query(
         "SELECT s.* FROM subscriptions s JOIN customers c USING (stripe_customer_id) WHERE c.account_id = $1 ORDER BY s.as_of DESC, s.id",
     )
@@ -217,7 +246,7 @@ pub async fn subscriptions(conn: &mut PgConnection, account: Uuid) -> sqlx::Resu
     rows.iter().map(subscription_row).collect()
 }
 
-pub async fn account_facts(conn: &mut PgConnection, account: Uuid, now: DateTime<Utc>) -> sqlx::Result<AccountFacts> {
+pub async fn account_facts(conn: &mut PgConnection, account: AccountId, now: DateTime<Utc>) -> sqlx::Result<AccountFacts> {
     let subscriptions = subscriptions(&mut *conn, account).await?;
     let refunds =
         sqlx::query("SELECT r.* FROM refunds r JOIN customers c USING (stripe_customer_id) WHERE c.account_id = $1 ORDER BY r.as_of DESC")
@@ -248,23 +277,10 @@ pub async fn account_facts(conn: &mut PgConnection, account: Uuid, now: DateTime
     Ok(AccountFacts { subscriptions, refunds, open_checkout })
 }
 
-/// An account's stored access.
-#[derive(Debug, Clone)]
-pub struct AccessRow {
-    pub account_id: Uuid,
-    pub status: AccessStatus,
-    pub plan: String,
-    pub since: DateTime<Utc>,
-    pub reason: String,
-    pub cause_event_id: String,
-    pub cause_event_type: String,
-    pub grace_until: Option<DateTime<Utc>>,
-}
-
-fn access_row(r: &PgRow) -> sqlx::Result<AccessRow> {
-    Ok(AccessRow {
+fn access_row(r: &PgRow) -> sqlx::Result<Access> {
+    Ok(Access {
         account_id: r.try_get("account_id")?,
-        status: AccessStatus::parse(r.try_get("status")?),
+        status: r.try_get("status")?,
         plan: r.try_get("plan")?,
         since: r.try_get("since")?,
         reason: r.try_get("reason")?,
@@ -276,7 +292,7 @@ fn access_row(r: &PgRow) -> sqlx::Result<AccessRow> {
 
 /// The account's access row, locked for this transaction (created as `none` if missing), so
 /// concurrent changes to one account are applied one after the other.
-pub async fn lock_access(conn: &mut PgConnection, account: Uuid) -> sqlx::Result<AccessRow> {
+pub async fn lock_access(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<Access> {
     // One statement: the no-op update on conflict locks the existing row and returns it.
     let row = sqlx::query(
         "INSERT INTO access (account_id, status) VALUES ($1, 'none')
@@ -288,12 +304,12 @@ pub async fn lock_access(conn: &mut PgConnection, account: Uuid) -> sqlx::Result
     access_row(&row)
 }
 
-pub async fn get_access(conn: &mut PgConnection, account: Uuid) -> sqlx::Result<Option<AccessRow>> {
+pub async fn get_access(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<Option<Access>> {
     sqlx::query("SELECT * FROM access WHERE account_id = $1").bind(account).fetch_optional(conn).await?.as_ref().map(access_row).transpose()
 }
 
 /// The account's access (if any) and its newest Stripe customer, in one query.
-pub async fn access_with_customer(conn: &mut PgConnection, account: Uuid) -> sqlx::Result<(Option<AccessRow>, Option<String>)> {
+pub async fn access_with_customer(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<(Option<Access>, Option<String>)> {
     let row = sqlx::query(
         "SELECT a.*, c.stripe_customer_id AS customer
          FROM (SELECT $1::uuid AS id) k
@@ -304,13 +320,13 @@ pub async fn access_with_customer(conn: &mut PgConnection, account: Uuid) -> sql
     .fetch_one(conn)
     .await?;
     let customer: Option<String> = row.try_get("customer")?;
-    let has_access: Option<Uuid> = row.try_get("account_id")?;
+    let has_access: Option<AccountId> = row.try_get("account_id")?;
     Ok((if has_access.is_some() { Some(access_row(&row)?) } else { None }, customer))
 }
 
 /// Stores a derived access; a change of status or plan starts a new `since` and is recorded in
-/// the history. Returns the previous row when something changed.
-pub async fn update_access(conn: &mut PgConnection, old: &AccessRow, d: &Derived, now: DateTime<Utc>) -> sqlx::Result<bool> {
+/// the history. Returns whether status or plan changed.
+pub async fn update_access(conn: &mut PgConnection, old: &Access, d: &Derived, now: DateTime<Utc>) -> sqlx::Result<bool> {
     let changed = old.status != d.status || old.plan != d.plan;
     if !changed {
         // Same status: keep since and cause, but follow a moved grace deadline.
@@ -328,7 +344,7 @@ pub async fn update_access(conn: &mut PgConnection, old: &AccessRow, d: &Derived
                 grace_until = $8, updated_at = now() WHERE account_id = $1",
     )
     .bind(old.account_id)
-    .bind(d.status.as_str())
+    .bind(d.status)
     .bind(&d.plan)
     .bind(now)
     .bind(&d.reason)
@@ -342,8 +358,8 @@ pub async fn update_access(conn: &mut PgConnection, old: &AccessRow, d: &Derived
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(old.account_id)
-    .bind(old.status.as_str())
-    .bind(d.status.as_str())
+    .bind(old.status)
+    .bind(d.status)
     .bind(&d.plan)
     .bind(&d.reason)
     .bind(&d.cause_event_id)
@@ -354,26 +370,16 @@ pub async fn update_access(conn: &mut PgConnection, old: &AccessRow, d: &Derived
     Ok(true)
 }
 
-/// Accounts whose grace period has ended but are still past_due.
-pub async fn grace_expired(pool: &PgPool, now: DateTime<Utc>) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar("SELECT account_id FROM access WHERE status = 'past_due' AND grace_until <= $1 LIMIT 500")
+/// Accounts whose grace period has ended but are still past_due (at most `limit`).
+pub async fn grace_expired(conn: &mut PgConnection, now: DateTime<Utc>, limit: i64) -> sqlx::Result<Vec<AccountId>> {
+    sqlx::query_scalar("SELECT account_id FROM access WHERE status = 'past_due' AND grace_until <= $1 LIMIT $2")
         .bind(now)
-        .fetch_all(pool)
+        .bind(limit)
+        .fetch_all(conn)
         .await
 }
 
-#[derive(Debug, Clone)]
-pub struct AccessChangeRow {
-    pub from: AccessStatus,
-    pub to: AccessStatus,
-    pub plan: String,
-    pub reason: String,
-    pub cause_event_id: String,
-    pub cause_event_type: String,
-    pub at: DateTime<Utc>,
-}
-
-pub async fn history(conn: &mut PgConnection, account: Uuid, limit: i64) -> sqlx::Result<Vec<AccessChangeRow>> {
+pub async fn history(conn: &mut PgConnection, account: AccountId, limit: i64) -> sqlx::Result<Vec<AccessChange>> {
     let rows = sqlx::query("SELECT * FROM access_changes WHERE account_id = $1 ORDER BY id DESC LIMIT $2")
         .bind(account)
         .bind(limit)
@@ -381,9 +387,9 @@ pub async fn history(conn: &mut PgConnection, account: Uuid, limit: i64) -> sqlx
         .await?;
     rows.iter()
         .map(|r| {
-            Ok(AccessChangeRow {
-                from: AccessStatus::parse(r.try_get("from_status")?),
-                to: AccessStatus::parse(r.try_get("to_status")?),
+            Ok(AccessChange {
+                from: r.try_get("from_status")?,
+                to: r.try_get("to_status")?,
                 plan: r.try_get("plan")?,
                 reason: r.try_get("reason")?,
                 cause_event_id: r.try_get("cause_event_id")?,
@@ -394,18 +400,7 @@ pub async fn history(conn: &mut PgConnection, account: Uuid, limit: i64) -> sqlx
         .collect()
 }
 
-#[derive(Debug, Clone)]
-pub struct InvoiceRow {
-    pub id: String,
-    pub subscription_id: String,
-    pub status: String,
-    pub amount_due: i64,
-    pub amount_paid: i64,
-    pub currency: String,
-    pub as_of: DateTime<Utc>,
-}
-
-pub async fn invoices(conn: &mut PgConnection, account: Uuid, limit: i64) -> sqlx::Result<Vec<InvoiceRow>> {
+pub async fn invoices(conn: &mut PgConnection, account: AccountId, limit: i64) -> sqlx::Result<Vec<Invoice>> {
     let rows = sqlx::query(
         "SELECT i.* FROM invoices i JOIN customers c USING (stripe_customer_id) WHERE c.account_id = $1 ORDER BY i.as_of DESC LIMIT $2",
     )
@@ -415,10 +410,10 @@ pub async fn invoices(conn: &mut PgConnection, account: Uuid, limit: i64) -> sql
     .await?;
     rows.iter()
         .map(|r| {
-            Ok(InvoiceRow {
+            Ok(Invoice {
                 id: r.try_get("id")?,
-                subscription_id: r.try_get("subscription_id")?,
-                status: r.try_get("status")?,
+                subscription_id: optional_text(r, "subscription_id")?,
+                status: word(r, "status")?,
                 amount_due: r.try_get("amount_due")?,
                 amount_paid: r.try_get("amount_paid")?,
                 currency: r.try_get("currency")?,
@@ -428,26 +423,8 @@ pub async fn invoices(conn: &mut PgConnection, account: Uuid, limit: i64) -> sql
         .collect()
 }
 
-/// A checkout session this service started.
-#[derive(Debug, Clone)]
-pub struct CheckoutRow {
-    pub session_id: String,
-    pub account_id: Uuid,
-    pub plan: String,
-    pub price_id: String,
-    pub amount: i64,
-    pub currency: String,
-    pub url: String,
-    pub local: bool,
-    pub status: String,
-    pub success_url: String,
-    pub cancel_url: String,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-}
-
-fn checkout_row(r: &PgRow) -> sqlx::Result<CheckoutRow> {
-    Ok(CheckoutRow {
+fn checkout_row(r: &PgRow) -> sqlx::Result<Checkout> {
+    Ok(Checkout {
         session_id: r.try_get("session_id")?,
         account_id: r.try_get("account_id")?,
         plan: r.try_get("plan")?,
@@ -456,7 +433,7 @@ fn checkout_row(r: &PgRow) -> sqlx::Result<CheckoutRow> {
         currency: r.try_get("currency")?,
         url: r.try_get("url")?,
         local: r.try_get("local")?,
-        status: r.try_get("status")?,
+        status: word(r, "status")?,
         success_url: r.try_get("success_url")?,
         cancel_url: r.try_get("cancel_url")?,
         created_at: r.try_get("created_at")?,
@@ -464,7 +441,7 @@ fn checkout_row(r: &PgRow) -> sqlx::Result<CheckoutRow> {
     })
 }
 
-pub async fn insert_checkout(conn: &mut PgConnection, c: &CheckoutRow) -> sqlx::Result<()> {
+pub async fn insert_checkout(conn: &mut PgConnection, c: &Checkout) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO checkouts (session_id, account_id, plan, price_id, amount, currency, url, local, status, success_url, cancel_url, created_at, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
@@ -477,7 +454,7 @@ pub async fn insert_checkout(conn: &mut PgConnection, c: &CheckoutRow) -> sqlx::
     .bind(&c.currency)
     .bind(&c.url)
     .bind(c.local)
-    .bind(&c.status)
+    .bind(c.status.as_str())
     .bind(&c.success_url)
     .bind(&c.cancel_url)
     .bind(c.created_at)
@@ -487,7 +464,8 @@ pub async fn insert_checkout(conn: &mut PgConnection, c: &CheckoutRow) -> sqlx::
     Ok(())
 }
 
-pub async fn checkout(conn: &mut PgConnection, session_id: &str, lock: bool) -> sqlx::Result<Option<CheckoutRow>> {
+/// A checkout session; with `lock`, locked for this transaction.
+pub async fn checkout(conn: &mut PgConnection, session_id: &str, lock: bool) -> sqlx::Result<Option<Checkout>> {
     let sql =
         if lock { "SELECT * FROM checkouts WHERE session_id = $1 FOR UPDATE" } else { "SELECT * FROM checkouts WHERE session_id = $1" };
     sqlx::query(sql).bind(session_id).fetch_optional(conn).await?.as_ref().map(checkout_row).transpose()
@@ -504,23 +482,33 @@ pub async fn complete_checkout(conn: &mut PgConnection, session_id: &str) -> sql
 }
 
 /// Queues a signed webhook for the local checkout's sender (idempotent by event id).
-pub async fn queue_local_webhook(conn: &mut PgConnection, event_id: &str, body: &str) -> sqlx::Result<()> {
+pub async fn queue_local_webhook(conn: &mut PgConnection, w: &LocalWebhook) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO local_webhooks (event_id, body) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING")
-        .bind(event_id)
-        .bind(body)
+        .bind(&w.event_id)
+        .bind(&w.body)
         .execute(conn)
         .await?;
     Ok(())
 }
 
-/// Due local webhooks, oldest first, locked so replicas do not send one twice at once.
-pub async fn due_local_webhooks(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<(i64, String, i32)>> {
-    sqlx::query_as(
-        "SELECT id, body, attempts FROM local_webhooks WHERE next_attempt_at <= now() ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+/// Claims up to `limit` due local webhooks, oldest first, in one statement: each is leased (its
+/// next attempt pushed `lease` ahead), so no other sender takes it while this one delivers it
+/// with no transaction open; one that is never settled comes due again when the lease ends.
+pub async fn claim_local_webhooks(conn: &mut PgConnection, limit: i64, lease: Duration) -> sqlx::Result<Vec<DueWebhook>> {
+    let mut due: Vec<DueWebhook> = sqlx::query_as::<_, (i64, String, i32)>(
+        "UPDATE local_webhooks SET next_attempt_at = now() + make_interval(secs => $2)
+         WHERE id IN (SELECT id FROM local_webhooks WHERE next_attempt_at <= now() ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+         RETURNING id, body, attempts",
     )
     .bind(limit)
+    .bind(lease.as_secs_f64())
     .fetch_all(conn)
-    .await
+    .await?
+    .into_iter()
+    .map(|(id, body, attempts)| DueWebhook { id, body, attempts })
+    .collect();
+    due.sort_by_key(|w| w.id);
+    Ok(due)
 }
 
 pub async fn local_webhook_sent(conn: &mut PgConnection, id: i64) -> sqlx::Result<()> {
@@ -528,21 +516,21 @@ pub async fn local_webhook_sent(conn: &mut PgConnection, id: i64) -> sqlx::Resul
     Ok(())
 }
 
-pub async fn local_webhook_failed(conn: &mut PgConnection, id: i64, retry_in_secs: f64, error: &str) -> sqlx::Result<()> {
+pub async fn local_webhook_failed(conn: &mut PgConnection, id: i64, retry_in: Duration, error: &str) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE local_webhooks SET attempts = attempts + 1, last_error = $3,
                 next_attempt_at = now() + make_interval(secs => $2) WHERE id = $1",
     )
     .bind(id)
-    .bind(retry_in_secs)
+    .bind(retry_in.as_secs_f64())
     .bind(error)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// The account's newest subscription that is not ended (for the local portal's cancel).
-pub async fn live_subscription(conn: &mut PgConnection, account: Uuid) -> sqlx::Result<Option<StoredSubscription>> {
+/// The account's newest subscription that has not ended (for the local portal's cancel).
+pub async fn live_subscription(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<Option<StoredSubscription>> {
     let row = sqlx::query(
         "SELECT s.* FROM subscriptions s JOIN customers c USING (stripe_customer_id)
          WHERE c.account_id = $1 AND s.status NOT IN ('canceled', 'incomplete_expired') ORDER BY s.as_of DESC LIMIT 1",
@@ -554,7 +542,7 @@ pub async fn live_subscription(conn: &mut PgConnection, account: Uuid) -> sqlx::
 }
 
 /// Every subscription billing knows, for reconciliation.
-pub async fn all_subscriptions(pool: &PgPool) -> sqlx::Result<Vec<StoredSubscription>> {
-    let rows = sqlx::query("SELECT * FROM subscriptions ORDER BY id").fetch_all(pool).await?;
+pub async fn all_subscriptions(conn: &mut PgConnection) -> sqlx::Result<Vec<StoredSubscription>> {
+    let rows = sqlx::query("SELECT * FROM subscriptions ORDER BY id").fetch_all(conn).await?;
     rows.iter().map(subscription_row).collect()
 }

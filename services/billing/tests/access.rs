@@ -6,18 +6,19 @@
 
 mod common;
 
+use billing::domain::AccountId;
 use common::*;
+use sb_bus::{Event, events::StripeEventReceived};
 use sb_proto::billing::v1::{self as pb, AccessStatus};
 use sb_stripe::objects::{self, CheckoutSpec, InvoiceSpec, SubscriptionSpec};
-use sb_testkit::wait_for;
+use sb_testkit::{service::WAIT, wait_for};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 const PRO: &str = "price_switchboard_pro";
 
 /// A subscription's life in Stripe events: checkout paid, a failed renewal, recovery, and
 /// (when `cancel`) the end. Ids carry `tag`, so two accounts can live the same life.
-fn lifecycle(account: Uuid, tag: &str, t0: i64, cancel: bool) -> Vec<(String, Value)> {
+fn lifecycle(account: AccountId, tag: &str, t0: i64, cancel: bool) -> Vec<(String, Value)> {
     let a = account.to_string();
     let (cus, sub) = (format!("cus_{tag}"), format!("sub_{tag}"));
     let subscription = |status: &str, t: i64| {
@@ -69,8 +70,8 @@ fn lifecycle(account: Uuid, tag: &str, t0: i64, cancel: bool) -> Vec<(String, Va
 }
 
 /// What an account's billing looks like, without the ids that differ between two accounts.
-async fn state(b: &Billing, account: Uuid) -> Value {
-    let v = b.client().get_billing(service(pb::GetBillingRequest { account_id: account.to_string() })).await.unwrap().into_inner();
+async fn state(b: &TestService, account: AccountId) -> Value {
+    let v = b.client().get_billing(as_service(pb::GetBillingRequest { account_id: account.to_string() })).await.unwrap().into_inner();
     let a = v.access.unwrap();
     json!({
         // The cause may differ: the two accounts went through different transitions to get here.
@@ -80,7 +81,7 @@ async fn state(b: &Billing, account: Uuid) -> Value {
     })
 }
 
-async fn wait_applied(b: &Billing, ids: &[String]) {
+async fn wait_applied(b: &TestService, ids: &[String]) {
     for id in ids {
         wait_for(WAIT, &format!("{id} recorded"), || async { b.event_outcome(id).await }).await;
     }
@@ -91,7 +92,7 @@ async fn events_in_reverse_order_end_in_the_same_state_as_in_order() {
     let b = start(&[]).await;
     let t0 = now() - 1_000;
     for cancel in [false, true] {
-        let (forward, backward) = (Uuid::now_v7(), Uuid::now_v7());
+        let (forward, backward) = (AccountId::new(), AccountId::new());
         let tag = if cancel { "end" } else { "live" };
         // In order, each applied before the next is sent.
         for (id, ev) in lifecycle(forward, &format!("fwd_{tag}"), t0, cancel) {
@@ -125,7 +126,7 @@ async fn events_in_reverse_order_end_in_the_same_state_as_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_deliveries_and_stripes_double_event_objects_have_one_effect() {
     let b = start(&[]).await;
-    let account = Uuid::now_v7();
+    let account = AccountId::new();
     let a = account.to_string();
     let session = objects::checkout_session(&CheckoutSpec {
         id: "cs_dup",
@@ -171,7 +172,7 @@ async fn duplicate_deliveries_and_stripes_double_event_objects_have_one_effect()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_refund_revokes_access_and_a_partial_one_does_not() {
     let b = start(&[]).await;
-    let account = Uuid::now_v7();
+    let account = AccountId::new();
     let a = account.to_string();
     let t = now() - 60;
     let session = objects::checkout_session(&CheckoutSpec {
@@ -202,9 +203,8 @@ async fn a_full_refund_revokes_access_and_a_partial_one_does_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_payment_keeps_access_for_the_grace_period_then_revokes_it() {
-    let vars = [("BILLING_GRACE_PERIOD".to_owned(), "2s".to_owned()), ("BILLING_GRACE_SWEEP_INTERVAL".to_owned(), "200ms".to_owned())];
-    let b = start(&vars).await;
-    let account = Uuid::now_v7();
+    let b = start(&[("BILLING_GRACE_PERIOD", "2s"), ("BILLING_GRACE_SWEEP_INTERVAL", "200ms")]).await;
+    let account = AccountId::new();
     let a = account.to_string();
     let t = now();
     let session = objects::checkout_session(&CheckoutSpec {
@@ -245,7 +245,7 @@ async fn a_failed_payment_keeps_access_for_the_grace_period_then_revokes_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_for_a_customer_not_linked_yet_count_once_the_checkout_links_it() {
     let b = start(&[]).await;
-    let account = Uuid::now_v7();
+    let account = AccountId::new();
     let t = now() - 100;
     // Stripe sends the subscription (without our metadata) and a refund before the checkout.
     let sub = objects::with(
@@ -295,5 +295,37 @@ async fn an_event_billing_cannot_read_is_parked_with_its_reason() {
     b.publish_stripe_event(stripe_event("customer.subscription.updated", now(), bad).1).await;
     wait_for(WAIT, "parked in the DLQ", || async { (b.dlq_depth().await == 1).then_some(()) }).await;
     assert_eq!(b.info().await.parked, 1);
+    let parked = b.parked().await;
+    assert!(parked[0].reason.contains("data.object.status") && parked[0].reason.contains("\"exploded\""), "{:?}", parked[0].reason);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_payload_is_parked_with_a_reason_naming_the_field() {
+    let b = start(&[]).await;
+    let account = AccountId::new();
+    let session = objects::checkout_session(&CheckoutSpec {
+        id: "cs_malformed",
+        account_id: &account.to_string(),
+        customer: "cus_malformed",
+        subscription: "sub_malformed",
+        created: now(),
+        amount_total: 1900,
+        email: "",
+    });
+    let (id, mut ev) = stripe_event("checkout.session.completed", now(), session);
+    // What no gateway would send: `created` as words.
+    ev["created"] = json!("yesterday");
+    let env = sb_bus::Envelope::raw("gateway", StripeEventReceived::TYPE, ev);
+    b.publish(&env).await;
+    wait_for(WAIT, "parked in the DLQ", || async { (b.dlq_depth().await == 1).then_some(()) }).await;
+    let parked = b.parked().await;
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].event_id, Some(env.id));
+    let reason = &parked[0].reason;
+    assert!(reason.contains("created") && reason.contains(StripeEventReceived::TYPE), "{reason}");
+    assert_eq!((parked[0].attempts, b.info().await.retried), (1, 0), "parked at once, never retried");
+    assert_eq!(b.event_outcome(&id).await, None);
+    assert_eq!(b.access(account).await.status, AccessStatus::None as i32, "nothing applied");
     b.stop().await;
 }

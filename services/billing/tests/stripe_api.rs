@@ -9,24 +9,24 @@ mod common;
 
 use std::{collections::BTreeSet, process::Command, time::Duration};
 
-use common::{Billing, PUBLIC_URL, WAIT, as_user, customer, impersonating, now, service, staff, stripe_event, stripe_vars};
-use sb_bus::catalog;
+use billing::domain::AccountId;
+use common::{BillingTest, PUBLIC_URL, TestService, as_service, as_user, customer, impersonating, now, staff, stripe_event};
+use sb_bus::{Event, events::AccessChanged};
 use sb_proto::billing::v1::{self as pb, AccessStatus};
 use sb_runtime::caller::Role;
 use sb_stripe::objects::{self, CheckoutSpec, SubscriptionSpec};
-use sb_testkit::{stripe::FakeStripe, wait_for};
+use sb_testkit::{service::WAIT, stripe::FakeStripe, wait_for};
 use serde_json::{Value, json};
 use tonic::Code;
-use uuid::Uuid;
 
 const STARTER_PRICE: &str = "price_switchboard_starter";
 const PRO_PRICE: &str = "price_switchboard_pro";
 
-async fn start_with_fake() -> (FakeStripe, Billing) {
+async fn start_with_fake() -> (FakeStripe, TestService) {
     let stripe = FakeStripe::start().await.unwrap();
     // Only the configured key is accepted: proves billing sends it.
     stripe.require_key(common::STRIPE_KEY);
-    let billing = common::start(&stripe_vars(&stripe.base_url())).await;
+    let billing = common::start_with_stripe(&stripe, &[]).await;
     (stripe, billing)
 }
 
@@ -51,11 +51,11 @@ fn canceled(at: i64) -> Value {
     json!({"status": "canceled", "canceled_at": at, "ended_at": at})
 }
 
-fn checkout_req(account: Uuid, plan: &str, email: &str) -> pb::CreateCheckoutSessionRequest {
+fn checkout_req(account: AccountId, plan: &str, email: &str) -> pb::CreateCheckoutSessionRequest {
     pb::CreateCheckoutSessionRequest { account_id: account.to_string(), plan: plan.into(), customer_email: email.into() }
 }
 
-fn portal_req(account: Uuid) -> pb::CreatePortalSessionRequest {
+fn portal_req(account: AccountId) -> pb::CreatePortalSessionRequest {
     pb::CreatePortalSessionRequest { account_id: account.to_string() }
 }
 
@@ -63,10 +63,10 @@ fn portal_req(account: Uuid) -> pb::CreatePortalSessionRequest {
 async fn checkout_goes_through_stripe_for_the_accounts_own_users_only() {
     let (stripe, billing) = start_with_fake().await;
     let mut c = billing.client();
-    let account = Uuid::now_v7();
+    let account = AccountId::new();
 
     // Refused before Stripe is asked: another tenant, an impersonation session, staff, a bad plan.
-    let err = c.create_checkout_session(as_user(checkout_req(account, "", ""), &customer(Uuid::now_v7()))).await.unwrap_err();
+    let err = c.create_checkout_session(as_user(checkout_req(account, "", ""), &customer(AccountId::new()))).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     let err = c.create_checkout_session(as_user(checkout_req(account, "", ""), &impersonating(account))).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
@@ -128,7 +128,7 @@ async fn checkout_goes_through_stripe_for_the_accounts_own_users_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stripes_answer_wins_over_a_stale_event() {
     let (stripe, billing) = start_with_fake().await;
-    let account = Uuid::now_v7();
+    let account = AccountId::new();
     let a = account.to_string();
     let t0 = now() - 60;
     stripe.put_subscription(sub("sub_refetch", "cus_refetch", &a, "active", STARTER_PRICE, t0));
@@ -151,7 +151,7 @@ async fn stripes_answer_wins_over_a_stale_event() {
     assert_eq!(billing.event_outcome(&stale).await.as_deref(), Some("applied"));
     assert_eq!(stripe.requests_to("GET", "/v1/subscriptions/sub_refetch").len(), 2, "one read-back per event");
 
-    let view = billing.client().get_billing(service(pb::GetBillingRequest { account_id: a })).await.unwrap().into_inner();
+    let view = billing.client().get_billing(as_service(pb::GetBillingRequest { account_id: a })).await.unwrap().into_inner();
     assert_eq!(view.subscriptions.len(), 1);
     assert_eq!(view.subscriptions[0].status, "canceled");
     let moves: Vec<(i32, i32)> = view.history.iter().rev().map(|h| (h.from, h.to)).collect();
@@ -159,7 +159,7 @@ async fn stripes_answer_wins_over_a_stale_event() {
         moves,
         [(AccessStatus::None as i32, AccessStatus::Active as i32), (AccessStatus::Active as i32, AccessStatus::Revoked as i32)]
     );
-    let changes = billing.outbox(catalog::BILLING_ACCESS_CHANGED).await;
+    let changes = billing.outbox(AccessChanged::TYPE).await;
     assert_eq!(changes.iter().map(|d| d["to"].as_str().unwrap()).collect::<Vec<_>>(), ["active", "revoked"]);
     assert!(changes.iter().all(|d| d["account_id"] == account.to_string()));
     billing.stop().await;
@@ -169,7 +169,7 @@ async fn stripes_answer_wins_over_a_stale_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_wait_out_a_stripe_outage_on_the_retry_ladder() {
     let (stripe, billing) = start_with_fake().await;
-    let account = Uuid::now_v7();
+    let account = AccountId::new();
     let a = account.to_string();
     let t0 = now() - 60;
     stripe.put_subscription(sub("sub_outage", "cus_outage", &a, "active", PRO_PRICE, t0));
@@ -206,7 +206,7 @@ async fn events_wait_out_a_stripe_outage_on_the_retry_ladder() {
     let info = billing.info().await;
     assert!(info.applied >= 2 && info.retried >= 2 && info.parked == 0, "{info:?}");
     assert_eq!(billing.dlq_depth().await, 0);
-    let changes = billing.outbox(catalog::BILLING_ACCESS_CHANGED).await;
+    let changes = billing.outbox(AccessChanged::TYPE).await;
     assert_eq!(changes.iter().map(|d| d["to"].as_str().unwrap()).collect::<Vec<_>>(), ["active", "past_due"]);
     billing.stop().await;
     stripe.shutdown().await;
@@ -216,7 +216,7 @@ async fn events_wait_out_a_stripe_outage_on_the_retry_ladder() {
 async fn portal_sessions_need_a_customer_and_come_from_stripe() {
     let (stripe, billing) = start_with_fake().await;
     let mut c = billing.client();
-    let account = Uuid::now_v7();
+    let account = AccountId::new();
     let a = account.to_string();
 
     let err = c.create_portal_session(as_user(portal_req(account), &customer(account))).await.unwrap_err();
@@ -241,7 +241,7 @@ async fn portal_sessions_need_a_customer_and_come_from_stripe() {
     let access = billing.wait_access(account, AccessStatus::Active).await;
     assert_eq!(access.stripe_customer_id, "cus_portal");
 
-    for (who, code) in [(customer(Uuid::now_v7()), Code::NotFound), (impersonating(account), Code::PermissionDenied)] {
+    for (who, code) in [(customer(AccountId::new()), Code::NotFound), (impersonating(account), Code::PermissionDenied)] {
         let err = c.create_portal_session(as_user(portal_req(account), &who)).await.unwrap_err();
         assert_eq!(err.code(), code, "{err:?}");
     }
@@ -282,22 +282,22 @@ struct Drifted {
     synced: usize,
     /// Billing: active; Stripe: canceled (a missed `customer.subscription.deleted`). Oldest, so on
     /// the last page of Stripe's list.
-    canceled: Uuid,
+    canceled: AccountId,
     /// Unknown to billing; the subscription's metadata names the account.
-    by_metadata: Uuid,
+    by_metadata: AccountId,
     /// Unknown to billing; only the Stripe customer's metadata names the account.
-    by_customer: Uuid,
+    by_customer: AccountId,
 }
 
-async fn drift(stripe: &FakeStripe, billing: &Billing, synced: usize) -> Drifted {
-    let d = Drifted { synced, canceled: Uuid::now_v7(), by_metadata: Uuid::now_v7(), by_customer: Uuid::now_v7() };
+async fn drift(stripe: &FakeStripe, billing: &TestService, synced: usize) -> Drifted {
+    let d = Drifted { synced, canceled: AccountId::new(), by_metadata: AccountId::new(), by_customer: AccountId::new() };
     let t0 = now() - 3600;
     let mut known = vec![
         ("sub_drift_canceled".to_owned(), "cus_drift_canceled".to_owned(), d.canceled, t0),
-        ("sub_gone".to_owned(), "cus_gone".to_owned(), Uuid::now_v7(), t0 + 1),
+        ("sub_gone".to_owned(), "cus_gone".to_owned(), AccountId::new(), t0 + 1),
     ];
     for i in 0..synced {
-        known.push((format!("sub_sync_{i:03}"), format!("cus_sync_{i:03}"), Uuid::now_v7(), t0 + 10 + i as i64));
+        known.push((format!("sub_sync_{i:03}"), format!("cus_sync_{i:03}"), AccountId::new(), t0 + 10 + i as i64));
     }
     for (id, cus, account, created) in &known {
         stripe.put_subscription(sub(id, cus, &account.to_string(), "active", PRO_PRICE, *created));
@@ -327,13 +327,14 @@ async fn drift(stripe: &FakeStripe, billing: &Billing, synced: usize) -> Drifted
 }
 
 /// (subscription, billing's status, Stripe's status, account, repaired).
-type DriftRow = (String, Option<String>, String, Option<Uuid>, bool);
+type DriftRow = (String, Option<String>, String, Option<AccountId>, bool);
 
-fn drift_rows(report: &billing::reconcile::Report) -> BTreeSet<DriftRow> {
-    report.drift.iter().map(|d| (d.subscription_id.clone(), d.ours.clone(), d.stripe.clone(), d.account_id, d.repaired)).collect()
+fn drift_rows(report: &billing::service::Report) -> BTreeSet<DriftRow> {
+    let word = |s: billing::domain::SubscriptionStatus| s.as_str().to_owned();
+    report.drift.iter().map(|d| (d.subscription_id.clone(), d.ours.map(word), word(d.stripe), d.account_id, d.repaired)).collect()
 }
 
-async fn snapshot(billing: &Billing) -> Vec<i64> {
+async fn snapshot(billing: &TestService) -> Vec<i64> {
     let mut out = Vec::new();
     for table in ["customers", "subscriptions", "access", "access_changes", "sb_outbox"] {
         out.push(
@@ -348,7 +349,7 @@ async fn reconciliation_pages_through_stripe_and_repairs_drift() {
     let (stripe, billing) = start_with_fake().await;
     let d = drift(&stripe, &billing, 120).await;
     let cfg = billing::config::BillingConfig::from(&sb_runtime::config::Env::with_lookup(billing::SERVICE, {
-        let vars = billing.vars.clone();
+        let vars = billing.vars().to_vec();
         move |k| vars.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone())
     }))
     .unwrap();
@@ -369,7 +370,7 @@ async fn reconciliation_pages_through_stripe_and_repairs_drift() {
     // Dry run: reports, changes nothing.
     stripe.clear_requests();
     let before = snapshot(&billing).await;
-    let report = billing::reconcile::run(&b, false).await.unwrap();
+    let report = b.reconcile(false).await.unwrap();
     assert_eq!(report.checked, listed);
     assert_eq!(drift_rows(&report), expected(false));
     assert_eq!(report.unknown_to_stripe, ["sub_gone"]);
@@ -385,13 +386,13 @@ async fn reconciliation_pages_through_stripe_and_repairs_drift() {
     // their account (which later runs would no longer see as drift). The orphan, first in
     // Stripe's order, needs the lookup, so nothing was written.
     stripe.fail_always_on("/v1/customers/", 503);
-    let err = billing::reconcile::run(&b, true).await.unwrap_err();
+    let err = b.reconcile(true).await.unwrap_err();
     assert!(err.to_string().contains("reading customer cus_drift_orphan from Stripe"), "{err:#}");
     assert_eq!(snapshot(&billing).await, before);
     stripe.recover();
 
     // Apply: repaired, access re-derived and announced.
-    let report = billing::reconcile::run(&b, true).await.unwrap();
+    let report = b.reconcile(true).await.unwrap();
     assert_eq!(report.checked, listed);
     assert_eq!(drift_rows(&report), expected(true));
     let revoked = billing.access(d.canceled).await;
@@ -402,7 +403,7 @@ async fn reconciliation_pages_through_stripe_and_repairs_drift() {
         assert_eq!(access.cause_event_type, "reconciliation");
     }
     assert_eq!(billing.access(d.by_metadata).await.plan, "starter");
-    let changes = billing.outbox(catalog::BILLING_ACCESS_CHANGED).await;
+    let changes = billing.outbox(AccessChanged::TYPE).await;
     let from_reconcile: BTreeSet<(String, String, String)> = changes
         .iter()
         .filter(|c| c["cause_event_type"] == "reconciliation" || c["to"] == "revoked")
@@ -423,17 +424,17 @@ async fn reconciliation_pages_through_stripe_and_repairs_drift() {
     assert_eq!(changes.len(), d.synced + 2 + 3, "one change per event-made account, three from the repair");
 
     // Nothing left to repair; what Stripe does not list is still only reported.
-    let again = billing::reconcile::run(&b, true).await.unwrap();
+    let again = b.reconcile(true).await.unwrap();
     assert_eq!((again.checked, again.drift.len()), (listed, 0), "{:?}", again.drift);
     assert_eq!(again.unknown_to_stripe, ["sub_gone"]);
     billing.stop().await;
     stripe.shutdown().await;
 }
 
-fn reconcile_cmd(billing: &Billing, extra_env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+fn reconcile_cmd(billing: &TestService, extra_env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_billing"));
     cmd.env_clear().arg("reconcile").args(args);
-    for (k, v) in &billing.vars {
+    for (k, v) in billing.vars() {
         cmd.env(k, v);
     }
     for (k, v) in extra_env {
@@ -451,7 +452,7 @@ async fn the_reconcile_command_reports_repairs_and_refuses_without_a_key() {
     // No key: exit 2 with a clear message, Stripe never asked.
     let mut no_key = Command::new(env!("CARGO_BIN_EXE_billing"));
     no_key.env_clear().arg("reconcile");
-    for (k, v) in billing.vars.iter().filter(|(k, _)| !k.starts_with("SWITCHBOARD_STRIPE_")) {
+    for (k, v) in billing.vars().iter().filter(|(k, _)| !k.starts_with("SWITCHBOARD_STRIPE_")) {
         no_key.env(k, v);
     }
     stripe.clear_requests();

@@ -1,34 +1,21 @@
 //! The CRM as crm-sync sees it: find a contact by email, create one, update its properties and
-//! lifecycle stage. Two implementations: HubSpot's CRM v3 API (`hubspot`), used when a token is
+//! lifecycle stage. Two adapters: HubSpot's CRM v3 API (`hubspot`), used when a token is
 //! configured, and the embedded contact book in crm-sync's own database (`contact_book`).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-/// A CRM contact.
+pub use crate::domain::ContactProps;
+
+/// A CRM contact, as the CRM holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contact {
     /// The CRM's id (HubSpot's `hs_object_id`, the contact book's row id).
     pub id: String,
     /// As stored by the CRM (lower-cased by both).
     pub email: String,
-    /// `lifecyclestage` (empty when unset).
-    pub lifecycle_stage: String,
-}
-
-/// What crm-sync keeps current on a contact. Empty strings are "unknown", not "clear".
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ContactProps {
-    /// The user's name (HubSpot `firstname`/`lastname` are filled from it).
-    pub name: String,
-    pub account_id: String,
-    pub account_name: String,
-    pub plan: String,
-    pub stripe_customer_id: String,
-    /// billing's access status: none, pending, active, past_due, revoked.
-    pub access_status: String,
-    /// The wanted `lifecyclestage` (e.g. `lead`, `customer`, `other`).
+    /// `lifecyclestage` (empty when unset); the CRM's own word, so not necessarily one of ours.
     pub lifecycle_stage: String,
 }
 
@@ -43,47 +30,18 @@ pub enum CrmError {
     Permanent(String),
 }
 
+/// A CRM. Every method is safe to repeat, and none needs a lock held by the caller: the CRM's own
+/// uniqueness of emails keeps concurrent writers to one contact.
 #[async_trait]
 pub trait Crm: Send + Sync + 'static {
     /// `hubspot` or `contact_book` (metrics, logs, status).
     fn name(&self) -> &'static str;
     /// The contact with this email (compared case-insensitively), if any.
     async fn find_by_email(&self, email: &str) -> Result<Option<Contact>, CrmError>;
-    /// Creates a contact with these properties and stage.
+    /// Creates a contact with these properties and stage. When one with this email exists (another
+    /// writer created it first), that one is the answer, with these properties written to it.
     async fn create(&self, email: &str, props: &ContactProps) -> Result<Contact, CrmError>;
     /// Updates a contact's properties and moves its stage to `props.lifecycle_stage`. HubSpot only
     /// moves a stage forward by itself, so a backward move clears the stage, then sets it.
     async fn update(&self, contact: &Contact, props: &ContactProps) -> Result<Contact, CrmError>;
-}
-
-/// HubSpot's default lifecycle stages in their forward order.
-pub const STAGE_ORDER: [&str; 8] =
-    ["subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer", "evangelist", "other"];
-
-/// Whether moving from `from` to `to` goes backwards (or sideways to an unknown stage), which
-/// HubSpot only accepts after clearing the stage.
-pub fn is_backward(from: &str, to: &str) -> bool {
-    if from.is_empty() || from == to {
-        return false;
-    }
-    match (STAGE_ORDER.iter().position(|s| *s == from), STAGE_ORDER.iter().position(|s| *s == to)) {
-        (Some(f), Some(t)) => t < f,
-        _ => true,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stage_moves() {
-        assert!(!is_backward("", "lead"));
-        assert!(!is_backward("lead", "customer"));
-        assert!(!is_backward("customer", "customer"));
-        assert!(is_backward("customer", "lead"));
-        assert!(!is_backward("customer", "other"), "other is after customer in HubSpot's order");
-        assert!(is_backward("other", "customer"));
-        assert!(is_backward("customer", "churned"), "a custom stage: clear then set to be safe");
-    }
 }

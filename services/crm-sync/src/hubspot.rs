@@ -9,8 +9,9 @@
 //!   (`GET /crm/v3/objects/contacts/<id>`) and, where it differs, updated with these properties, so
 //!   a create race ends in one contact with the wanted properties.
 //! - update: `PATCH /crm/v3/objects/contacts/<id>` `{"properties": {...}}`. HubSpot moves
-//!   `lifecyclestage` only forward, so a backward move (`crm::is_backward`) first PATCHes
-//!   `{"lifecyclestage": ""}`, then the update. Only known (non-empty) properties are sent.
+//!   `lifecyclestage` only forward, so a backward move (`domain::is_backward`) first PATCHes
+//!   `{"lifecyclestage": ""}`, then the update. Only known properties are sent (empty text and
+//!   unknown values are left as HubSpot holds them).
 //!
 //! Properties written: `email`, `firstname`/`lastname` (the name split at its first space),
 //! `company` (the account's name), `lifecyclestage`, and the custom properties
@@ -39,7 +40,10 @@ use serde_json::{Map, Value, json};
 use tokio::{sync::Mutex, time::Instant};
 use tracing::debug;
 
-use crate::crm::{Contact, ContactProps, Crm, CrmError, is_backward};
+use crate::{
+    crm::{Contact, ContactProps, Crm, CrmError},
+    domain::is_backward,
+};
 
 /// HubSpot's API.
 pub const DEFAULT_BASE_URL: &str = "https://api.hubapi.com";
@@ -397,11 +401,11 @@ fn properties(p: &ContactProps) -> Map<String, Value> {
     set("firstname", first);
     set("lastname", last);
     set("company", &p.account_name);
-    set("switchboard_account_id", &p.account_id);
+    set("switchboard_account_id", &p.account_id.map(|a| a.to_string()).unwrap_or_default());
     set("switchboard_plan", &p.plan);
     set("stripe_customer_id", &p.stripe_customer_id);
-    set("switchboard_access_status", &p.access_status);
-    set("lifecyclestage", &p.lifecycle_stage);
+    set("switchboard_access_status", p.access_status.map_or("", |a| a.as_str()));
+    set("lifecyclestage", p.lifecycle_stage.as_ref().map_or("", |s| s.as_str()));
     m
 }
 
@@ -465,8 +469,10 @@ impl Crm for HubSpot {
         if properties.is_empty() {
             return Ok(contact.clone());
         }
-        let stage = props.lifecycle_stage.trim();
-        if !stage.is_empty() && is_backward(&contact.lifecycle_stage, stage) {
+        let stage = props.lifecycle_stage.as_ref();
+        if let Some(to) = stage
+            && is_backward(&contact.lifecycle_stage, to)
+        {
             let mut clear = Map::new();
             clear.insert("lifecyclestage".into(), json!(""));
             self.patch(Op::ClearStage, &contact.id, clear).await?;
@@ -474,7 +480,7 @@ impl Crm for HubSpot {
         let answer = self.patch(Op::Update, &contact.id, properties).await?;
         let mut updated = contact_from(&answer, &contact.email)?;
         if updated.lifecycle_stage.is_empty() {
-            updated.lifecycle_stage = if stage.is_empty() { contact.lifecycle_stage.clone() } else { stage.to_owned() };
+            updated.lifecycle_stage = stage.map_or_else(|| contact.lifecycle_stage.clone(), |s| s.as_str().to_owned());
         }
         Ok(updated)
     }

@@ -1,241 +1,301 @@
-//! crm-sync's SQL: the only place that sees rows.
+//! crm-sync's SQL over its own state (`crm_users`, `crm_accounts`): the only module that sees
+//! those rows. Every function runs one statement or two on the connection or transaction it is
+//! given (the service decides the transaction) and returns domain types.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
-use uuid::Uuid;
+use sqlx::PgConnection;
 
-/// A user as crm-sync knows them, with their sync state.
-#[derive(Debug, Clone)]
-pub struct UserRow {
-    pub user_id: Uuid,
-    pub account_id: Uuid,
-    pub email: String,
-    pub name: String,
-    pub crm_contact_id: Option<String>,
-    pub lifecycle_stage: String,
-    pub status: String,
-    pub last_error: String,
-    pub attempts: i32,
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    pub synced_at: Option<DateTime<Utc>>,
-}
+use crate::domain::{
+    AccessStatus, AccountId, AccountState, ContactSync, Email, FailedAttempt, LifecycleStage, LinkedContact, Profile, SyncStatus, UserId,
+    Wanted,
+};
 
-fn user_row(r: &PgRow) -> sqlx::Result<UserRow> {
-    Ok(UserRow {
-        user_id: r.try_get("user_id")?,
-        account_id: r.try_get("account_id")?,
-        email: r.try_get("email")?,
-        name: r.try_get("name")?,
-        crm_contact_id: r.try_get("crm_contact_id")?,
-        lifecycle_stage: r.try_get("lifecycle_stage")?,
-        status: r.try_get("status")?,
-        last_error: r.try_get("last_error")?,
-        attempts: r.try_get("attempts")?,
-        next_attempt_at: r.try_get("next_attempt_at")?,
-        synced_at: r.try_get("synced_at")?,
-    })
-}
-
-/// Records a user (from their sign-up); an existing row keeps its link and state.
-pub async fn upsert_user(conn: &mut PgConnection, user: Uuid, account: Uuid, email: &str, name: &str) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO crm_users (user_id, account_id, email, name) VALUES ($1, $2, lower($3), $4)
-         ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email, name = EXCLUDED.name, updated_at = now()",
+/// Records a user who signed up: a new row the CRM should hear about. `false`: known already.
+pub async fn insert_user(conn: &mut PgConnection, user: UserId, account: AccountId, profile: &Profile) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO crm_users (user_id, account_id, email, name, profile_as_of, status, desired_version, synced_version)
+         VALUES ($1, $2, $3, $4, $5, 'pending', 1, 0)
+         ON CONFLICT (user_id) DO NOTHING",
     )
     .bind(user)
     .bind(account)
-    .bind(email)
-    .bind(name)
+    .bind(&profile.email)
+    .bind(&profile.name)
+    .bind(profile.as_of)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
-/// Serialises work on one email across handlers and replicas until the transaction ends, so
-/// concurrent events for one person never create two contacts.
-pub async fn lock_email(conn: &mut PgConnection, email: &str) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('crm-sync:' || lower($1), 0))").bind(email).execute(conn).await?;
-    Ok(())
-}
-
-pub async fn user(conn: &mut PgConnection, user: Uuid) -> sqlx::Result<Option<UserRow>> {
-    sqlx::query("SELECT * FROM crm_users WHERE user_id = $1").bind(user).fetch_optional(conn).await?.as_ref().map(user_row).transpose()
-}
-
-pub async fn users_of_account(conn: &mut PgConnection, account: Uuid) -> sqlx::Result<Vec<UserRow>> {
-    let rows = sqlx::query("SELECT * FROM crm_users WHERE account_id = $1 ORDER BY email").bind(account).fetch_all(conn).await?;
-    rows.iter().map(user_row).collect()
-}
-
-pub async fn mark_synced(conn: &mut PgConnection, user: Uuid, contact_id: &str, stage: &str) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE crm_users SET crm_contact_id = $2, lifecycle_stage = $3, status = 'synced', last_error = '', attempts = 0,
-                next_attempt_at = NULL, synced_at = now(), updated_at = now() WHERE user_id = $1",
-    )
-    .bind(user)
-    .bind(contact_id)
-    .bind(stage)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Records a failed attempt outside the handler's (rolled back) transaction: pending with the
-/// next attempt's time, or failed (parked) with the reason. Creates the row for a sign-up that
-/// never got through.
-#[allow(clippy::too_many_arguments)] // one row's worth of columns; a struct would only rename them
-pub async fn mark_failed(
-    pool: &PgPool,
-    user: Uuid,
-    account: Uuid,
-    email: &str,
-    name: &str,
-    reason: &str,
-    attempts: i32,
-    next_attempt_at: Option<DateTime<Utc>>,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO crm_users (user_id, account_id, email, name, status, last_error, attempts, next_attempt_at)
-         VALUES ($1, $2, lower($3), $4, $5, $6, $7, $8)
-         ON CONFLICT (user_id) DO UPDATE SET status = EXCLUDED.status, last_error = EXCLUDED.last_error,
-             attempts = EXCLUDED.attempts, next_attempt_at = EXCLUDED.next_attempt_at, updated_at = now()",
-    )
-    .bind(user)
-    .bind(account)
-    .bind(email)
-    .bind(name)
-    .bind(if next_attempt_at.is_some() { "pending" } else { "failed" })
-    .bind(reason)
-    .bind(attempts)
-    .bind(next_attempt_at)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Marks every user of an account pending again (a billing change not synced yet).
-pub async fn mark_account_failed(
-    pool: &PgPool,
-    account: Uuid,
-    reason: &str,
-    attempts: i32,
-    next: Option<DateTime<Utc>>,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE crm_users SET status = $2, last_error = $3, attempts = $4, next_attempt_at = $5, updated_at = now() WHERE account_id = $1",
-    )
-    .bind(account)
-    .bind(if next.is_some() { "pending" } else { "failed" })
-    .bind(reason)
-    .bind(attempts)
-    .bind(next)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// What billing said last about an account.
-#[derive(Debug, Clone, Default)]
-pub struct AccountRow {
-    pub account_name: String,
-    pub plan: String,
-    pub access_status: String,
-    pub stripe_customer_id: String,
-}
-
-pub async fn set_account_name(conn: &mut PgConnection, account: Uuid, name: &str) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO crm_accounts (account_id, account_name) VALUES ($1, $2)
-         ON CONFLICT (account_id) DO UPDATE SET account_name = EXCLUDED.account_name, updated_at = now()",
-    )
-    .bind(account)
-    .bind(name)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Applies billing's view of an account if it is newer than the stored one. Returns whether it was.
-pub async fn apply_access(
-    conn: &mut PgConnection,
-    account: Uuid,
-    plan: &str,
-    status: &str,
-    customer: &str,
-    as_of: DateTime<Utc>,
-) -> sqlx::Result<bool> {
-    let r = sqlx::query(
-        "INSERT INTO crm_accounts (account_id, plan, access_status, stripe_customer_id, as_of) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (account_id) DO UPDATE SET plan = EXCLUDED.plan, access_status = EXCLUDED.access_status,
-             stripe_customer_id = COALESCE(NULLIF(EXCLUDED.stripe_customer_id, ''), crm_accounts.stripe_customer_id),
-             as_of = EXCLUDED.as_of, updated_at = now()
-         WHERE crm_accounts.as_of IS NULL OR crm_accounts.as_of <= EXCLUDED.as_of",
-    )
-    .bind(account)
-    .bind(plan)
-    .bind(status)
-    .bind(customer)
-    .bind(as_of)
-    .execute(conn)
-    .await?;
-    Ok(r.rows_affected() == 1)
-}
-
-pub async fn account(conn: &mut PgConnection, account: Uuid) -> sqlx::Result<AccountRow> {
-    let row: Option<(String, String, String, String)> =
-        sqlx::query_as("SELECT account_name, plan, access_status, stripe_customer_id FROM crm_accounts WHERE account_id = $1")
-            .bind(account)
+/// A known user's profile, locked until the transaction ends.
+pub async fn profile_for_update(conn: &mut PgConnection, user: UserId) -> sqlx::Result<Option<Profile>> {
+    let row: Option<(Email, String, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT email, name, profile_as_of FROM crm_users WHERE user_id = $1 FOR UPDATE")
+            .bind(user)
             .fetch_optional(conn)
             .await?;
-    Ok(row.map_or_else(AccountRow::default, |(account_name, plan, access_status, stripe_customer_id)| AccountRow {
-        account_name,
-        plan,
-        access_status,
-        stripe_customer_id,
+    Ok(row.map(|(email, name, as_of)| Profile { email, name, as_of }))
+}
+
+pub async fn save_profile(conn: &mut PgConnection, user: UserId, profile: &Profile) -> sqlx::Result<()> {
+    sqlx::query("UPDATE crm_users SET email = $2, name = $3, profile_as_of = $4, updated_at = now() WHERE user_id = $1")
+        .bind(user)
+        .bind(&profile.email)
+        .bind(&profile.name)
+        .bind(profile.as_of)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The CRM should hold something new for this user: a write is due.
+pub async fn want_user_pushed(conn: &mut PgConnection, user: UserId) -> sqlx::Result<()> {
+    sqlx::query("UPDATE crm_users SET desired_version = desired_version + 1, status = 'pending', updated_at = now() WHERE user_id = $1")
+        .bind(user)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The CRM should hold something new for every user of this account.
+pub async fn want_account_pushed(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<()> {
+    sqlx::query("UPDATE crm_users SET desired_version = desired_version + 1, status = 'pending', updated_at = now() WHERE account_id = $1")
+        .bind(account)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Sets an account's name (from its sign-up). `true` when it changed.
+pub async fn set_account_name(conn: &mut PgConnection, account: AccountId, name: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO crm_accounts (account_id, account_name) VALUES ($1, $2)
+         ON CONFLICT (account_id) DO UPDATE SET account_name = EXCLUDED.account_name, updated_at = now()
+         WHERE crm_accounts.account_name IS DISTINCT FROM EXCLUDED.account_name",
+    )
+    .bind(account)
+    .bind(name)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    account_name: String,
+    plan: String,
+    access_status: AccessStatus,
+    stripe_customer_id: String,
+    as_of: Option<DateTime<Utc>>,
+}
+
+impl From<AccountRow> for AccountState {
+    fn from(r: AccountRow) -> Self {
+        AccountState {
+            name: r.account_name,
+            plan: r.plan,
+            access: r.access_status,
+            stripe_customer_id: Some(r.stripe_customer_id).filter(|c| !c.is_empty()),
+            as_of: r.as_of,
+        }
+    }
+}
+
+/// What is known about an account (created empty if nothing is), locked until the transaction ends.
+pub async fn account_for_update(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<AccountState> {
+    sqlx::query("INSERT INTO crm_accounts (account_id) VALUES ($1) ON CONFLICT (account_id) DO NOTHING")
+        .bind(account)
+        .execute(&mut *conn)
+        .await?;
+    let row: AccountRow = sqlx::query_as(
+        "SELECT account_name, plan, access_status, stripe_customer_id, as_of FROM crm_accounts WHERE account_id = $1 FOR UPDATE",
+    )
+    .bind(account)
+    .fetch_one(conn)
+    .await?;
+    Ok(row.into())
+}
+
+/// Stores billing's view of an account (the name is the sign-up's, kept as is).
+pub async fn save_access(conn: &mut PgConnection, account: AccountId, state: &AccountState) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE crm_accounts SET plan = $2, access_status = $3, stripe_customer_id = $4, as_of = $5, updated_at = now()
+         WHERE account_id = $1",
+    )
+    .bind(account)
+    .bind(&state.plan)
+    .bind(state.access)
+    .bind(state.stripe_customer_id.as_deref().unwrap_or_default())
+    .bind(state.as_of)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn users_of_account(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<Vec<UserId>> {
+    sqlx::query_scalar("SELECT user_id FROM crm_users WHERE account_id = $1 ORDER BY email, user_id").bind(account).fetch_all(conn).await
+}
+
+#[derive(sqlx::FromRow)]
+struct WantedRow {
+    user_id: UserId,
+    account_id: AccountId,
+    email: Email,
+    name: String,
+    crm_contact_id: Option<String>,
+    lifecycle_stage: String,
+    desired_version: i64,
+    synced_version: i64,
+    account_name: Option<String>,
+    plan: Option<String>,
+    access_status: Option<AccessStatus>,
+    stripe_customer_id: Option<String>,
+    as_of: Option<DateTime<Utc>>,
+}
+
+/// What the CRM should hold for a user, and what is known of their contact.
+pub async fn wanted(conn: &mut PgConnection, user: UserId) -> sqlx::Result<Option<Wanted>> {
+    let row: Option<WantedRow> = sqlx::query_as(
+        "SELECT u.user_id, u.account_id, u.email, u.name, u.crm_contact_id, u.lifecycle_stage, u.desired_version, u.synced_version,
+                a.account_name, a.plan, a.access_status, a.stripe_customer_id, a.as_of
+         FROM crm_users u LEFT JOIN crm_accounts a ON a.account_id = u.account_id
+         WHERE u.user_id = $1",
+    )
+    .bind(user)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| {
+        let account = match r.access_status {
+            Some(access) => AccountState {
+                name: r.account_name.unwrap_or_default(),
+                plan: r.plan.unwrap_or_default(),
+                access,
+                stripe_customer_id: r.stripe_customer_id.filter(|c| !c.is_empty()),
+                as_of: r.as_of,
+            },
+            None => AccountState::default(),
+        };
+        Wanted {
+            user_id: r.user_id,
+            account_id: r.account_id,
+            email: r.email,
+            name: r.name,
+            account,
+            contact: r.crm_contact_id.map(|id| LinkedContact { id, stage: r.lifecycle_stage }),
+            version: r.desired_version,
+            synced_version: r.synced_version,
+        }
     }))
 }
 
-/// A contact of the embedded contact book, for staff.
-#[derive(Debug, Clone)]
-pub struct BookRow {
-    pub id: i64,
-    pub email: String,
-    pub name: String,
-    pub account_id: String,
-    pub account_name: String,
-    pub plan: String,
-    pub stripe_customer_id: String,
-    pub access_status: String,
-    pub lifecycle_stage: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+pub async fn desired_version(conn: &mut PgConnection, user: UserId) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar("SELECT desired_version FROM crm_users WHERE user_id = $1").bind(user).fetch_optional(conn).await
 }
 
-pub async fn contact_book(pool: &PgPool, query: &str, limit: i64) -> sqlx::Result<Vec<BookRow>> {
-    let rows = sqlx::query(
-        "SELECT * FROM contact_book
-         WHERE $1 = '' OR email ILIKE '%' || $1 || '%' OR name ILIKE '%' || $1 || '%' OR account_name ILIKE '%' || $1 || '%'
-         ORDER BY id DESC LIMIT $2",
+/// Records that the CRM holds `version` of the user's contact, as `contact_id` at `stage`, if
+/// that is still the version wanted. `false`: it moved while the CRM answered (only the link to
+/// the contact is recorded then).
+pub async fn record_written(
+    conn: &mut PgConnection,
+    user: UserId,
+    version: i64,
+    contact_id: &str,
+    stage: &LifecycleStage,
+) -> sqlx::Result<bool> {
+    let synced = sqlx::query(
+        "UPDATE crm_users SET crm_contact_id = $3, lifecycle_stage = $4, status = 'synced', synced_version = $2, last_error = '',
+                attempts = 0, next_attempt_at = NULL, synced_at = now(), updated_at = now()
+         WHERE user_id = $1 AND desired_version = $2",
     )
-    .bind(query)
-    .bind(limit)
-    .fetch_all(pool)
+    .bind(user)
+    .bind(version)
+    .bind(contact_id)
+    .bind(stage.as_str())
+    .execute(&mut *conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(BookRow {
-                id: r.try_get("id")?,
-                email: r.try_get("email")?,
-                name: r.try_get("name")?,
-                account_id: r.try_get("account_id")?,
-                account_name: r.try_get("account_name")?,
-                plan: r.try_get("plan")?,
-                stripe_customer_id: r.try_get("stripe_customer_id")?,
-                access_status: r.try_get("access_status")?,
-                lifecycle_stage: r.try_get("lifecycle_stage")?,
-                created_at: r.try_get("created_at")?,
-                updated_at: r.try_get("updated_at")?,
-            })
-        })
-        .collect()
+    if synced.rows_affected() == 1 {
+        return Ok(true);
+    }
+    sqlx::query("UPDATE crm_users SET crm_contact_id = $2, updated_at = now() WHERE user_id = $1")
+        .bind(user)
+        .bind(contact_id)
+        .execute(conn)
+        .await?;
+    Ok(false)
+}
+
+/// Records a failed attempt on a user whose contact is not in sync (one that is has nothing
+/// pending, whatever failed).
+pub async fn record_user_failure(conn: &mut PgConnection, user: UserId, f: &FailedAttempt) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE crm_users SET status = $2, last_error = $3, attempts = $4, next_attempt_at = $5, updated_at = now()
+         WHERE user_id = $1 AND synced_version < desired_version",
+    )
+    .bind(user)
+    .bind(f.status())
+    .bind(&f.reason)
+    .bind(f.attempts)
+    .bind(f.next_attempt_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// [`record_user_failure`] for every user of an account.
+pub async fn record_account_failure(conn: &mut PgConnection, account: AccountId, f: &FailedAttempt) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE crm_users SET status = $2, last_error = $3, attempts = $4, next_attempt_at = $5, updated_at = now()
+         WHERE account_id = $1 AND synced_version < desired_version",
+    )
+    .bind(account)
+    .bind(f.status())
+    .bind(&f.reason)
+    .bind(f.attempts)
+    .bind(f.next_attempt_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct SyncRow {
+    user_id: UserId,
+    account_id: AccountId,
+    email: Email,
+    crm_contact_id: Option<String>,
+    lifecycle_stage: String,
+    status: SyncStatus,
+    last_error: String,
+    attempts: i32,
+    next_attempt_at: Option<DateTime<Utc>>,
+    synced_at: Option<DateTime<Utc>>,
+}
+
+impl From<SyncRow> for ContactSync {
+    fn from(r: SyncRow) -> Self {
+        ContactSync {
+            user_id: r.user_id,
+            account_id: r.account_id,
+            email: r.email,
+            crm_contact_id: r.crm_contact_id,
+            lifecycle_stage: r.lifecycle_stage,
+            status: r.status,
+            last_error: r.last_error,
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at,
+            synced_at: r.synced_at,
+        }
+    }
+}
+
+/// How each user's contact sync stands, for one account.
+pub async fn contact_syncs(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<Vec<ContactSync>> {
+    let rows: Vec<SyncRow> = sqlx::query_as(
+        "SELECT user_id, account_id, email, crm_contact_id, lifecycle_stage, status, last_error, attempts, next_attempt_at, synced_at
+         FROM crm_users WHERE account_id = $1 ORDER BY email, user_id",
+    )
+    .bind(account)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(ContactSync::from).collect())
 }

@@ -10,6 +10,7 @@ use std::{
 
 use crm_sync::{
     crm::{Contact, ContactProps, Crm, CrmError},
+    domain::{AccessStatus, AccountId, LifecycleStage},
     hubspot::{HubSpot, RateBudget},
 };
 use sb_testkit::hubspot::{FakeHubSpot, Recorded};
@@ -30,12 +31,12 @@ fn adapter(fake: &FakeHubSpot) -> HubSpot {
 fn props(stage: &str) -> ContactProps {
     ContactProps {
         name: "Ada Lovelace".into(),
-        account_id: "0190b6a4-0000-7000-8000-000000000001".into(),
+        account_id: Some("0190b6a4-0000-7000-8000-000000000001".parse::<AccountId>().unwrap()),
         account_name: "Analytical Engines Ltd".into(),
         plan: String::new(),
         stripe_customer_id: String::new(),
-        access_status: "none".into(),
-        lifecycle_stage: stage.into(),
+        access_status: Some(AccessStatus::None),
+        lifecycle_stage: Some(LifecycleStage::parse(stage).unwrap()),
     }
 }
 
@@ -89,8 +90,12 @@ async fn search_create_update_round_trip() {
     let found = hs.find_by_email("ada@example.com").await.unwrap().unwrap();
     assert_eq!(found, created);
 
-    let paid =
-        ContactProps { plan: "pro".into(), stripe_customer_id: "cus_123".into(), access_status: "active".into(), ..props("customer") };
+    let paid = ContactProps {
+        plan: "pro".into(),
+        stripe_customer_id: "cus_123".into(),
+        access_status: Some(AccessStatus::Active),
+        ..props("customer")
+    };
     let updated = hs.update(&found, &paid).await.unwrap();
     assert_eq!(updated, Contact { lifecycle_stage: "customer".into(), ..created.clone() });
     let patches = fake.requests_to("PATCH", &format!("{CONTACTS}/{}", created.id));

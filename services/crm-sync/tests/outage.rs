@@ -8,31 +8,40 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use sb_bus::{Envelope, catalog};
+use sb_bus::{Envelope, events::AccessChanged};
 use sb_proto::{
     crm::v1::{self as pb, crm_client::CrmClient},
     identity::v1::{SignUpRequest, identity_client::IdentityClient},
 };
-use sb_testkit::{hubspot::FakeHubSpot, service::TestService, unique, wait_for};
-use serde_json::json;
-use uuid::Uuid;
+use sb_testkit::{
+    hubspot::FakeHubSpot,
+    service::{TestService, as_service as service_request, delete_prefix, vars},
+    unique, wait_for,
+};
+use sb_types::{AccessStatus, AccountId};
 
 const SIGNUPS: usize = 1_000;
 const WAIT: Duration = Duration::from_secs(120);
 
-fn token() -> secrecy::SecretString {
-    sb_testkit::service::SERVICE_TOKEN.to_owned().into()
-}
-
-fn service_request<T>(msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    sb_runtime::caller::attach(r.metadata_mut(), &token(), None);
-    r
-}
-
 async fn status(crm: &TestService, account: &str) -> Vec<pb::ContactStatus> {
     let req = service_request(pb::GetContactStatusRequest { account_id: account.to_owned() });
     CrmClient::new(crm.channel.clone()).get_contact_status(req).await.unwrap().into_inner().contacts
+}
+
+fn access_changed(account: &str, from: AccessStatus, to: AccessStatus, customer: Option<String>) -> Envelope {
+    Envelope::of(&AccessChanged {
+        account_id: account.parse::<AccountId>().unwrap(),
+        from,
+        to,
+        plan: "pro".into(),
+        entitlements: Vec::new(),
+        reason: "outage run".into(),
+        cause_event_id: String::new(),
+        cause_event_type: String::new(),
+        stripe_customer_id: customer,
+        grace_until: None,
+        since: chrono::Utc::now(),
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,20 +52,19 @@ async fn a_crm_outage_loses_and_duplicates_nothing() {
     fake.define_stage("churned");
     fake.fail_always(503);
     let prefix = unique("out");
-    let shared = vec![("SWITCHBOARD_BUS_PREFIX".to_owned(), prefix.clone())];
-    let identity = TestService::start(&identity::def(), &shared).await;
-    let mut crm_vars = shared.clone();
-    crm_vars.extend([
-        ("CRM_SYNC_HUBSPOT_TOKEN".to_owned(), fake.token()),
-        ("CRM_SYNC_HUBSPOT_BASE_URL".to_owned(), fake.base_url()),
+    let identity = TestService::start_in(&identity::def(), &prefix, &[]).await;
+    let (token, base_url) = (fake.token(), fake.base_url());
+    let crm_vars = vars(&[
+        ("CRM_SYNC_HUBSPOT_TOKEN", &token),
+        ("CRM_SYNC_HUBSPOT_BASE_URL", &base_url),
         // The test's whole load fits the budget; the budget itself is tested with the adapter.
-        ("CRM_SYNC_HUBSPOT_RATE_LIMIT".to_owned(), "2000/1s".to_owned()),
-        ("CRM_SYNC_HUBSPOT_TIMEOUT".to_owned(), "2s".to_owned()),
+        ("CRM_SYNC_HUBSPOT_RATE_LIMIT", "2000/1s"),
+        ("CRM_SYNC_HUBSPOT_TIMEOUT", "2s"),
         // A short ladder (about 6 s): events from the outage's first seconds run out of rungs.
-        ("SWITCHBOARD_RETRY_DELAYS".to_owned(), "1s,2s,3s".to_owned()),
-        ("CRM_SYNC_STAGE_CHURNED".to_owned(), "churned".to_owned()),
+        ("SWITCHBOARD_RETRY_DELAYS", "1s,2s,3s"),
+        ("CRM_SYNC_STAGE_CHURNED", "churned"),
     ]);
-    let crm = TestService::start(&crm_sync::def(), &crm_vars).await;
+    let crm = TestService::start_in(&crm_sync::def(), &prefix, &crm_vars).await;
 
     // 1,000 sign-ups through identity while the CRM answers 503: none waits on or fails because
     // of it.
@@ -129,13 +137,12 @@ async fn a_crm_outage_loses_and_duplicates_nothing() {
         (synced == SIGNUPS as i64).then_some(())
     })
     .await;
-    assert_eq!(crm.dlq_depth().await, 0);
+    let parked_again: Vec<String> = crm.parked().await.into_iter().map(|p| p.reason).collect();
+    assert!(parked_again.is_empty(), "replayed events parked again: {parked_again:?}");
 
     // Paying customers move to `customer`; then the CRM holds exactly one contact per person.
     for account in accounts.iter().take(100) {
-        let a = Uuid::parse_str(account).unwrap();
-        let data = json!({"account_id": a, "from": "pending", "to": "active", "plan": "pro", "stripe_customer_id": format!("cus_{}", &account[..8]), "since": chrono::Utc::now()});
-        crm.publish(&Envelope::new("billing", catalog::BILLING_ACCESS_CHANGED, data).with_account(a)).await;
+        crm.publish(&access_changed(account, AccessStatus::Pending, AccessStatus::Active, Some(format!("cus_{}", &account[..8])))).await;
     }
     wait_for(WAIT, "100 customers", || async {
         (fake.contacts().iter().filter(|c| c.lifecycle_stage() == "customer").count() == 100).then_some(())
@@ -154,9 +161,7 @@ async fn a_crm_outage_loses_and_duplicates_nothing() {
     // cleared, then set to the configured churn stage.
     fake.clear_requests();
     for account in accounts.iter().take(10) {
-        let a = Uuid::parse_str(account).unwrap();
-        let data = json!({"account_id": a, "from": "active", "to": "revoked", "plan": "pro", "since": chrono::Utc::now()});
-        crm.publish(&Envelope::new("billing", catalog::BILLING_ACCESS_CHANGED, data).with_account(a)).await;
+        crm.publish(&access_changed(account, AccessStatus::Active, AccessStatus::Revoked, None)).await;
     }
     wait_for(WAIT, "10 churned", || async {
         (fake.contacts().iter().filter(|c| c.lifecycle_stage() == "churned").count() == 10).then_some(())
@@ -170,5 +175,6 @@ async fn a_crm_outage_loses_and_duplicates_nothing() {
 
     crm.stop().await;
     identity.stop().await;
+    delete_prefix(&prefix).await;
     fake.shutdown().await;
 }

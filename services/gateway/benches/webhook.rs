@@ -44,15 +44,16 @@ use lapin::{
     types::FieldTable,
 };
 use sb_bus::{
-    BusConfig, Envelope,
-    catalog::{BILLING_ACCESS_CHANGED, STRIPE_EVENT_RECEIVED},
+    BusConfig, Envelope, Event,
+    events::{AccessChanged, StripeEventReceived},
     topology::Names,
 };
 use sb_stripe::{
     objects::{self, CheckoutSpec, InvoiceSpec, SubscriptionSpec},
     signature::header_value,
 };
-use serde_json::{Value, json};
+use sb_testkit::probe::{CpuMeter, CpuUse};
+use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -132,85 +133,8 @@ impl Lat {
     }
 }
 
-/// CPU seconds used so far by this process (the services and the bench), PostgreSQL and RabbitMQ,
-/// and by the whole machine, from /proc (Linux; zeros elsewhere).
-#[derive(Clone, Copy, Default)]
-struct CpuTimes {
-    app: f64,
-    db: f64,
-    broker: f64,
-    machine: f64,
-}
-
-static CLK_TCK: OnceLock<f64> = OnceLock::new();
-
-impl CpuTimes {
-    fn now() -> Self {
-        let tck = *CLK_TCK.get_or_init(|| {
-            std::process::Command::new("getconf")
-                .arg("CLK_TCK")
-                .output()
-                .ok()
-                .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-                .unwrap_or(100.0)
-        });
-        let mut t = CpuTimes::default();
-        // Machine: every busy jiffy (user nice system idle iowait irq softirq steal ...).
-        if let Some(line) = std::fs::read_to_string("/proc/stat").ok().and_then(|s| s.lines().next().map(str::to_owned)) {
-            let f: Vec<f64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0.0)).collect();
-            let busy: f64 = f.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
-            t.machine = busy / tck;
-        }
-        let me = std::process::id().to_string();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let pid = entry.file_name();
-            let Some(pid) = pid.to_str().filter(|p| p.bytes().all(|b| b.is_ascii_digit())) else { continue };
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-            let comm = &stat[open + 1..close];
-            // After "(comm) ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
-            let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-            let (Some(u), Some(s)) = (f.get(11), f.get(12)) else { continue };
-            let secs = (u.parse::<f64>().unwrap_or(0.0) + s.parse::<f64>().unwrap_or(0.0)) / tck;
-            if pid == me {
-                t.app += secs;
-            } else if comm == "postgres" {
-                t.db += secs;
-            } else if comm == "beam.smp" {
-                t.broker += secs;
-            }
-        }
-        t
-    }
-}
-
-/// CPU use over a measured row, in % of the whole machine (CPUs x wall time).
-struct CpuUse {
-    app: f64,
-    db: f64,
-    broker: f64,
-    other: f64,
-}
-
-/// Measures CPU use from creation until [`CpuMeter::stop`].
-struct CpuMeter(CpuTimes, Instant);
-
-impl CpuMeter {
-    fn start() -> Self {
-        Self(CpuTimes::now(), Instant::now())
-    }
-    fn stop(self, cpus: usize) -> CpuUse {
-        let (b, a) = (self.0, CpuTimes::now());
-        let cap = self.1.elapsed().as_secs_f64() * cpus as f64 / 100.0;
-        let (app, db, broker) = ((a.app - b.app) / cap, (a.db - b.db) / cap, (a.broker - b.broker) / cap);
-        CpuUse { app, db, broker, other: ((a.machine - b.machine) / cap - app - db - broker).max(0.0) }
-    }
-}
-
-impl CpuUse {
-    fn cols(&self) -> String {
-        format!("{:>5.0} {:>4.0} {:>4.0} {:>4.0}", self.app, self.db, self.broker, self.other)
-    }
+fn cpu_cols(c: &CpuUse) -> String {
+    format!("{:>5.0} {:>4.0} {:>4.0} {:>4.0}", c.app, c.db, c.broker, c.other)
 }
 
 const CPU_HEAD: &str = " | CPU %: proc   pg   mq  oth";
@@ -357,14 +281,12 @@ fn seen_at(seen: &Seen, key: &str) -> Option<Instant> {
 }
 
 fn access_granted(env: &Envelope) -> Option<String> {
-    if env.data.get("to").and_then(Value::as_str) != Some("active") {
-        return None;
-    }
-    env.account_id.map(|a| a.to_string()).or_else(|| env.data.get("account_id").and_then(Value::as_str).map(str::to_owned))
+    let change = env.decode::<AccessChanged>().ok()?;
+    (change.to == sb_types::AccessStatus::Active).then(|| change.account_id.to_string())
 }
 
 fn stripe_event_id(env: &Envelope) -> Option<String> {
-    env.data.get("id").and_then(Value::as_str).map(str::to_owned)
+    env.decode::<StripeEventReceived>().ok().map(|e| e.id)
 }
 
 fn envelope_id(env: &Envelope) -> Option<String> {
@@ -424,8 +346,8 @@ impl Observer {
         let conn = Connection::connect(&cfg.amqp_url, ConnectionProperties::default()).await.unwrap();
         let p = &cfg.prefix;
         let (qa, qr, qh) = (format!("{p}.bench.access"), format!("{p}.bench.received"), format!("{p}.bench.hop"));
-        let (ca, access) = listen(&conn, &exchange, &qa, BILLING_ACCESS_CHANGED, access_granted).await;
-        let (cr, received) = listen(&conn, &exchange, &qr, STRIPE_EVENT_RECEIVED, stripe_event_id).await;
+        let (ca, access) = listen(&conn, &exchange, &qa, AccessChanged::TYPE, access_granted).await;
+        let (cr, received) = listen(&conn, &exchange, &qr, StripeEventReceived::TYPE, stripe_event_id).await;
         let (ch, hop) = listen(&conn, &exchange, &qh, &hop_key, envelope_id).await;
         Self { conn, channels: vec![(ca, qa), (cr, qr), (ch, qh)], access, received, hop }
     }
@@ -463,7 +385,7 @@ impl Hop {
             "cause_event_id": format!("evt_{}", stripe_key()), "cause_event_type": "checkout.session.completed",
             "stripe_customer_id": format!("cus_{}", stripe_key()), "grace_until": null, "since": Utc::now(),
         });
-        Envelope::new("bench", "bench.hop.v1", data).with_account(Uuid::new_v4())
+        Envelope::raw("bench", "bench.hop.v1", data).with_account(Uuid::new_v4())
     }
 
     /// Publishes one event; returns its key and dispatch time once the broker confirmed it.
@@ -573,7 +495,7 @@ impl Dbs {
                     (payload->>'occurred_at')::timestamptz AS occurred, published_at AS claimed
              FROM sb_outbox WHERE event_type = $1",
         )
-        .bind(STRIPE_EVENT_RECEIVED)
+        .bind(StripeEventReceived::TYPE)
         .fetch_all(&self.gateway)
         .await
         .unwrap();
@@ -583,7 +505,7 @@ impl Dbs {
     /// billing's inbox: envelope id → start of the handler's transaction.
     async fn billing_inbox(&self) -> HashMap<Uuid, DateTime<Utc>> {
         let rows: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as("SELECT event_id, processed_at FROM sb_inbox WHERE event_type = $1")
-            .bind(STRIPE_EVENT_RECEIVED)
+            .bind(StripeEventReceived::TYPE)
             .fetch_all(&self.billing)
             .await
             .unwrap();
@@ -597,7 +519,7 @@ impl Dbs {
                     (payload->>'occurred_at')::timestamptz AS occurred, published_at AS claimed
              FROM sb_outbox WHERE event_type = $1 AND payload->'data'->>'to' = 'active'",
         )
-        .bind(BILLING_ACCESS_CHANGED)
+        .bind(AccessChanged::TYPE)
         .fetch_all(&self.billing)
         .await
         .unwrap();
@@ -633,7 +555,7 @@ fn header(label: &str, outcome: &str) {
 
 /// One table line; `cpu` is blank for sub-rows that share their parent's CPU figures.
 fn line(label: &str, n: usize, rate: f64, outcome: &str, lat: &Lat, cpu: Option<&CpuUse>) {
-    let cpu = cpu.map_or_else(String::new, |c| format!(" |        {}", c.cols()));
+    let cpu = cpu.map_or_else(String::new, |c| format!(" |        {}", cpu_cols(c)));
     println!("  {label:<56} {n:>6} {rate:>7.0} {outcome:>10} {}{cpu}", lat.cols());
 }
 

@@ -1,5 +1,7 @@
-//! Who is calling: the session from `Authorization: Bearer` or the `sb_session` cookie, resolved
-//! by identity on every request. Roles are checked here and again by the service behind.
+//! Who is calling, as extractors a route names in its signature: the session from
+//! `Authorization: Bearer` or the `sb_session` cookie (resolved by identity on every request),
+//! and the typed guards `StaffSession` and `AdminSession`, so a route that needs a role cannot
+//! forget to check it. The services behind check role and tenant again themselves.
 
 use std::net::SocketAddr;
 
@@ -7,10 +9,12 @@ use axum::{
     extract::{ConnectInfo, FromRef, FromRequestParts},
     http::{HeaderMap, request::Parts},
 };
+use chrono::{DateTime, Utc};
 use sb_proto::identity::v1 as pb;
+use sb_runtime::caller::{Principal, Role, ServiceContext};
 use tonic::Request;
 
-use crate::{AppState, error::ApiError};
+use crate::{AppState, error::ApiError, routes::time};
 
 pub const SESSION_COOKIE: &str = "sb_session";
 
@@ -39,66 +43,39 @@ where
     }
 }
 
-/// A signed-in caller.
+/// The outside request a call to a service serves: the visitor's address and the request id,
+/// which the service logs and carries into the events it publishes (correlation id).
 #[derive(Debug, Clone)]
-pub struct Session {
-    pub token: String,
-    pub principal: pb::Principal,
-}
+pub struct Origin(pub ServiceContext);
 
-impl Session {
-    pub fn role(&self) -> pb::Role {
-        pb::Role::try_from(self.principal.role).unwrap_or(pb::Role::Unspecified)
-    }
+impl<S> FromRequestParts<S> for Origin
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
 
-    pub fn is_impersonated(&self) -> bool {
-        !self.principal.impersonator_id.is_empty()
-    }
-
-    /// Support agents and admins.
-    pub fn require_staff(&self) -> Result<(), ApiError> {
-        match self.role() {
-            pb::Role::Agent | pb::Role::Admin => Ok(()),
-            pb::Role::Customer | pb::Role::Unspecified => Err(ApiError::forbidden()),
-        }
-    }
-
-    /// Admins acting as themselves (an impersonation session never has admin powers).
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        match self.role() {
-            pb::Role::Admin if !self.is_impersonated() => Ok(()),
-            pb::Role::Admin | pb::Role::Agent | pb::Role::Customer | pb::Role::Unspecified => Err(ApiError::forbidden()),
-        }
-    }
-
-    /// The principal forwarded to services that trust the gateway's service token (billing, ...).
-    pub fn principal_for_services(&self) -> Option<sb_runtime::caller::Principal> {
-        let role = match self.role() {
-            pb::Role::Customer => sb_runtime::caller::Role::Customer,
-            pb::Role::Agent => sb_runtime::caller::Role::Agent,
-            pb::Role::Admin => sb_runtime::caller::Role::Admin,
-            pb::Role::Unspecified => return None,
-        };
-        Some(sb_runtime::caller::Principal {
-            user_id: uuid::Uuid::parse_str(&self.principal.user_id).ok()?,
-            account_id: uuid::Uuid::parse_str(&self.principal.account_id).ok()?,
-            role,
-            impersonated: self.is_impersonated(),
-        })
-    }
-
-    /// A request to a service on this user's behalf (the service re-checks the session).
-    pub fn request<T>(&self, msg: T) -> Request<T> {
-        Bearer(self.token.clone()).request(msg)
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
+        let correlation_id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).and_then(|v| uuid::Uuid::parse_str(v).ok());
+        Ok(Self(ServiceContext { client_ip: Some(ip), correlation_id }))
     }
 }
 
-/// Just the caller's session token, for routes where the service behind authenticates it itself
-/// (saves the separate `Authenticate` round trip; the answer is the same 401 when it is bad).
-#[derive(Debug, Clone)]
+/// The caller's session token, for routes where identity authenticates it itself (saves the
+/// separate `Authenticate` round trip; the answer is the same 401 when it is bad). `Debug`
+/// leaves the token out.
+#[derive(Clone)]
 pub struct Bearer(pub String);
 
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(***)")
+    }
+}
+
 impl Bearer {
+    /// A request to identity on this user's behalf (identity checks the session itself).
     pub fn request<T>(&self, msg: T) -> Request<T> {
         let mut r = Request::new(msg);
         if let Ok(v) = format!("Bearer {}", self.0).parse() {
@@ -130,6 +107,50 @@ fn token_from(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
+/// A signed-in caller: their principal, as identity resolved it from their token.
+#[derive(Clone)]
+pub struct Session {
+    pub bearer: Bearer,
+    pub principal: Principal,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("principal", &self.principal).field("expires_at", &self.expires_at).finish()
+    }
+}
+
+/// identity's principal as the shared caller model's; `None` when identity sent something this
+/// gateway cannot read (a role it does not know), which is refused rather than guessed.
+pub fn principal_from(p: &pb::Principal) -> Option<Principal> {
+    let role = match pb::Role::try_from(p.role).ok()? {
+        pb::Role::Customer => Role::Customer,
+        pb::Role::Agent => Role::Agent,
+        pb::Role::Admin => Role::Admin,
+        pb::Role::Unspecified => return None,
+    };
+    let impersonator = if p.impersonator_id.is_empty() { None } else { Some(p.impersonator_id.parse().ok()?) };
+    Some(Principal { user_id: p.user_id.parse().ok()?, account_id: p.account_id.parse().ok()?, role, impersonator })
+}
+
+impl Session {
+    /// From identity's answer for `bearer`.
+    pub fn from_identity(bearer: Bearer, p: &pb::Principal) -> Result<Self, ApiError> {
+        let principal = principal_from(p).ok_or_else(|| ApiError::internal("identity sent a principal this gateway cannot read"))?;
+        Ok(Self { bearer, principal, expires_at: time(p.expires_at) })
+    }
+
+    pub fn is_impersonated(&self) -> bool {
+        self.principal.is_impersonated()
+    }
+
+    /// A request to identity on this user's behalf (identity re-checks the session).
+    pub fn request<T>(&self, msg: T) -> Request<T> {
+        self.bearer.request(msg)
+    }
+}
+
 impl<S> FromRequestParts<S> for Session
 where
     AppState: FromRef<S>,
@@ -139,13 +160,47 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let app = AppState::from_ref(state);
-        let Bearer(token) = Bearer::from_request_parts(parts, state).await?;
-        let ip = ClientIp::from_request_parts(parts, state).await?;
-        let req = app.service_request(pb::AuthenticateRequest { token: token.clone() }, &ip);
+        let bearer = Bearer::from_request_parts(parts, state).await?;
+        let Origin(ctx) = Origin::from_request_parts(parts, state).await?;
+        let req = app.service_request(pb::AuthenticateRequest { token: bearer.0.clone() }, &ctx);
         let principal = app.identity().authenticate(req).await.map_err(|s| match s.code() {
             tonic::Code::Unauthenticated | tonic::Code::InvalidArgument => ApiError::unauthenticated(),
-            _ => ApiError::from(s),
+            _ => ApiError::upstream("identity", s),
         })?;
-        Ok(Session { token, principal: principal.into_inner() })
+        Session::from_identity(bearer, principal.get_ref())
+    }
+}
+
+/// A support agent or an admin (an impersonation session acts as the customer, so never staff).
+#[derive(Debug, Clone)]
+pub struct StaffSession(pub Session);
+
+impl<S> FromRequestParts<S> for StaffSession
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let session = Session::from_request_parts(parts, state).await?;
+        if session.principal.is_staff() { Ok(Self(session)) } else { Err(ApiError::forbidden()) }
+    }
+}
+
+/// An admin acting as themselves (an impersonation session never has admin powers).
+#[derive(Debug, Clone)]
+pub struct AdminSession(pub Session);
+
+impl<S> FromRequestParts<S> for AdminSession
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let session = Session::from_request_parts(parts, state).await?;
+        if session.principal.role == Role::Admin && !session.is_impersonated() { Ok(Self(session)) } else { Err(ApiError::forbidden()) }
     }
 }

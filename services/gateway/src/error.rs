@@ -55,6 +55,44 @@ impl ApiError {
         warn!(error = %cause, "request failed");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", None)
     }
+    /// A dependency is down or overloaded: 503 with `Retry-After`, so clients know to retry.
+    pub fn unavailable(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable", Some("please retry shortly".into()))
+        }
+    }
+    /// An upstream service's answer, with the service named in the log of anything 5xx-class.
+    pub fn upstream(service: &'static str, s: tonic::Status) -> Self {
+        let e = Self::from(s);
+        if e.status.is_server_error() {
+            warn!(upstream = service, status = %e.status, code = e.code, "upstream call failed");
+        }
+        e
+    }
+    /// No route for this path.
+    pub fn no_route() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "Not found", Some("no such route".into()))
+    }
+    /// The route exists but not for this method.
+    pub fn wrong_method() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "Method not allowed",
+            Some("this route does not take this method".into()),
+        )
+    }
+}
+
+/// Unknown routes answer problem+json like every other error.
+pub async fn no_route() -> ApiError {
+    ApiError::no_route()
+}
+
+/// A known route with the wrong method, as problem+json (axum keeps the `Allow` header).
+pub async fn wrong_method() -> ApiError {
+    ApiError::wrong_method()
 }
 
 impl IntoResponse for ApiError {
@@ -82,7 +120,7 @@ impl From<tonic::Status> for ApiError {
             Code::PermissionDenied => Self::new(StatusCode::FORBIDDEN, "forbidden", "Not allowed", msg),
             Code::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", "Not found", msg),
             Code::ResourceExhausted => {
-                let retry = s.metadata().get("retry-after-seconds").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+                let retry = s.metadata().get(sb_runtime::status::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
                 Self {
                     retry_after: retry.or(Some(60)),
                     ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "Too many requests", msg)
@@ -90,7 +128,8 @@ impl From<tonic::Status> for ApiError {
             }
             Code::Unavailable | Code::DeadlineExceeded => {
                 warn!(status = %s, "upstream unavailable");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable", Some("please retry shortly".into()))
+                let retry = s.metadata().get(sb_runtime::status::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+                Self::unavailable(retry.unwrap_or(sb_runtime::status::OUTAGE_RETRY_SECS))
             }
             // Services use FAILED_PRECONDITION for "not possible in this state", with a message
             // written for the user (e.g. "complete a checkout first").

@@ -8,9 +8,12 @@
 
 pub mod auth;
 pub mod config;
+pub mod domain;
 pub mod error;
 pub mod openapi;
 pub mod routes;
+pub mod service;
+pub mod store;
 
 use std::time::Duration;
 
@@ -20,8 +23,11 @@ use axum::{
     http::{HeaderName, HeaderValue, Method, header},
 };
 use sb_proto::{billing::v1::billing_client::BillingClient, crm::v1::crm_client::CrmClient, identity::v1::identity_client::IdentityClient};
-use sb_runtime::{Parts, ServiceConfig, ServiceDef};
-use secrecy::{ExposeSecret, SecretString};
+use sb_runtime::{
+    Parts, ServiceConfig, ServiceDef,
+    caller::{OnBehalfOf, ServiceContext},
+};
+use secrecy::SecretString;
 use sqlx::{PgPool, migrate::Migrator};
 use tonic::{Request, transport::Channel};
 use tower_http::{
@@ -62,24 +68,13 @@ impl AppState {
 
     /// A call to a service behind the gateway on behalf of a signed-in user: the service token
     /// plus the user's principal, which the service checks again itself.
-    /// Fails closed: a session without a usable principal never becomes a bare service call.
-    pub fn on_behalf_of<T>(&self, session: &auth::Session, msg: T) -> Result<Request<T>, error::ApiError> {
-        let principal = session.principal_for_services().ok_or_else(error::ApiError::forbidden)?;
-        let mut r = Request::new(msg);
-        sb_runtime::caller::attach(r.metadata_mut(), &self.service_token, Some(&principal));
-        Ok(r)
+    pub fn on_behalf_of<T>(&self, session: &auth::Session, msg: T) -> Request<T> {
+        sb_runtime::caller::request(msg, &self.service_token, OnBehalfOf::User(&session.principal))
     }
 
-    /// A call made as the gateway itself, forwarding the end user's address.
-    pub fn service_request<T>(&self, msg: T, ip: &auth::ClientIp) -> Request<T> {
-        let mut r = Request::new(msg);
-        if let Ok(v) = self.service_token.expose_secret().parse() {
-            r.metadata_mut().insert("x-switchboard-service", v);
-        }
-        if let Ok(v) = ip.0.parse() {
-            r.metadata_mut().insert("x-client-ip", v);
-        }
-        r
+    /// A call made as the gateway itself, forwarding the visitor's address and the request id.
+    pub fn service_request<T>(&self, msg: T, ctx: &ServiceContext) -> Request<T> {
+        sb_runtime::caller::request(msg, &self.service_token, OnBehalfOf::Service(ctx))
     }
 }
 
@@ -119,6 +114,8 @@ pub fn api(cfg: config::GatewayConfig, service_token: SecretString, pool: PgPool
         .merge(routes::crm::router())
         .merge(routes::webhook::router())
         .merge(openapi::router())
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::wrong_method)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit));
     for (name, value) in headers {

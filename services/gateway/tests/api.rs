@@ -240,3 +240,40 @@ async fn sbt_wait_mail(sys: &System, admin: &str, to: &str) -> Value {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_up_while_the_database_is_down_gets_503_with_retry_after_and_works_once_it_is_back() {
+    let pg = sb_testkit::admin_url();
+    let pg_addr = tokio::net::lookup_host(pg.split('@').next_back().unwrap().split('/').next().unwrap()).await.unwrap().next().unwrap();
+    let proxy = sb_testkit::proxy::TcpProxy::start(pg_addr).await.unwrap();
+    let sys = common::start_full_via(&[], &[], &[], &[], Some(proxy.addr())).await;
+    sys.signup("before@outage.test").await;
+    proxy.cut();
+    let body = json!({"email": "during@outage.test", "password": PASSWORD, "name": "Outage"});
+    let r = sys.web.post(sys.url("/v1/signup")).json(&body).send().await.unwrap();
+    let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let (status, problem) = problem(r).await;
+    assert_eq!((status, problem["code"].as_str()), (503, Some("unavailable")), "{problem}");
+    assert!(retry_after.is_some_and(|s| s >= 1), "503 carries Retry-After: {retry_after:?}");
+    proxy.restore();
+    // A retry after the database is back signs up (the failed attempt stored nothing).
+    sb_testkit::wait_for(std::time::Duration::from_secs(30), "sign-up once the database is back", || async {
+        let r = sys.web.post(sys.url("/v1/signup")).json(&body).send().await.ok()?;
+        (r.status() == 201).then_some(())
+    })
+    .await;
+    sys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_wrong_methods_answer_problem_json() {
+    let sys = start(&[], &[]).await;
+    let (status, p) = problem(sys.web.get(sys.url("/v1/no-such-route")).send().await.unwrap()).await;
+    assert_eq!((status, p["code"].as_str()), (404, Some("not_found")));
+    let r = sys.web.delete(sys.url("/v1/me")).send().await.unwrap();
+    let allow = r.headers().get("allow").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let (status, p) = problem(r).await;
+    assert_eq!((status, p["code"].as_str()), (405, Some("method_not_allowed")));
+    assert!(allow.contains("GET") && allow.contains("PATCH"), "405 says which methods there are: {allow:?}");
+    sys.stop().await;
+}

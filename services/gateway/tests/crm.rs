@@ -163,7 +163,7 @@ async fn the_customer_view_and_me_still_answer_when_crm_sync_is_down() {
     let admin = sys.staff("admin@crm-down.test", Role::Admin).await;
     let user = sys.signup("resilient@crm-down.test").await;
     wait_crm(&sys, &admin, &user, "the sign-up synced", |c| c["status"] == "synced").await;
-    let System { prefix, identity, billing, crm_sync, crm_delays, gateway, base, web } = sys;
+    let System { prefix, identity, billing, crm_sync, gateway, base, web } = sys;
     crm_sync.stop().await;
     let get = |path: &str, token: &str| {
         let req = web.get(format!("{base}{path}")).bearer_auth(token);
@@ -189,7 +189,7 @@ async fn the_customer_view_and_me_still_answer_when_crm_sync_is_down() {
     gateway.stop().await;
     billing.stop().await;
     identity.stop().await;
-    delete_queues(&prefix, &crm_delays).await;
+    delete_prefix(&prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,4 +220,57 @@ async fn a_crm_sync_that_never_answers_delays_me_by_at_most_the_bound() {
     assert!(t.elapsed() < Duration::from_secs(4), "the customer view took {:?}", t.elapsed());
     sys.stop().await;
     held.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_hubspot_outage_and_then_rate_limiting_every_customer_view_shows_the_sync_state() {
+    use futures::{StreamExt, stream};
+    let hubspot = FakeHubSpot::start().await.unwrap();
+    hubspot.fail_always(503);
+    let (token, base) = (hubspot.token(), hubspot.base_url());
+    let crm = [
+        ("CRM_SYNC_HUBSPOT_TOKEN", token.as_str()),
+        ("CRM_SYNC_HUBSPOT_BASE_URL", base.as_str()),
+        // A ladder long enough for the views below to find most sign-ups still waiting.
+        ("SWITCHBOARD_RETRY_DELAYS", "1s,2s,4s,8s,16s,32s"),
+    ];
+    let system = start_full(&[], &[], &crm, &[]).await;
+    let sys = &system;
+    let admin = &sys.staff("admin@hubspot-outage.test", Role::Admin).await;
+    let users: Vec<User> = stream::iter(0..200)
+        .map(|i| async move { sys.signup(&format!("user{i}@hubspot-outage.test")).await })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    // HubSpot comes back rate-limited: over 10 requests a second get 429 with Retry-After: 2.
+    hubspot.recover();
+    hubspot.set_retry_after(2);
+    hubspot.limit_rate(10, Duration::from_secs(1));
+    let views: Vec<(User, Value)> = stream::iter((0..600).map(|i| users[i % users.len()].clone()))
+        .map(|u| async move {
+            let (status, v) = get(sys, &format!("/v1/admin/customers/{}", u.account_id), &admin.token).await;
+            assert_eq!(status, 200, "{v}");
+            (u, v)
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut waiting_with_a_time = 0;
+    for (user, view) in &views {
+        assert!(view["crm_error"].is_null(), "a view said crm-sync was unavailable: {view}");
+        let c = crm_of(view, user).unwrap_or_else(|| panic!("no CRM state for {}: {view}", user.email));
+        match c["status"].as_str() {
+            Some("synced") => {}
+            Some("pending") if c["attempts"].as_i64().unwrap_or(0) > 0 => {
+                assert!(c["next_attempt_at"].is_string(), "a failed attempt says when the next one comes: {c}");
+                waiting_with_a_time += 1;
+            }
+            Some("pending") => {}
+            other => panic!("unexpected CRM state {other:?}: {c}"),
+        }
+    }
+    assert!(waiting_with_a_time > 0, "the outage was visible as pending with a next attempt time");
+    println!("600 customer views during the outage: {waiting_with_a_time} showed a sign-up pending with its next attempt time");
+    system.stop().await;
+    hubspot.shutdown().await;
 }

@@ -21,7 +21,9 @@ use lapin::{
     options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions},
     types::FieldTable,
 };
-use sb_bus::{Envelope, catalog::STRIPE_EVENT_RECEIVED};
+use sb_bus::{Envelope, Event, events::StripeEventReceived};
+
+const STRIPE_EVENT_RECEIVED: &str = StripeEventReceived::TYPE;
 use sb_stripe::{
     objects::{self, CheckoutSpec, InvoiceSpec},
     signature::{header_value, sign},
@@ -148,7 +150,7 @@ impl TestQueue {
         cfg.prefix = sys.prefix.clone();
         let conn = lapin::Connection::connect(&cfg.amqp_url, lapin::ConnectionProperties::default()).await.unwrap();
         let ch = conn.create_channel().await.unwrap();
-        sb_bus::topology::declare_exchange(&ch, &cfg).await.unwrap();
+        sb_bus::topology::declare_exchange(&conn, &cfg).await.unwrap();
         let name = format!("{}.webhook-test", cfg.prefix);
         ch.queue_declare(name.as_str().into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
             .await

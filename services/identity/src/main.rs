@@ -27,20 +27,23 @@ fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 }
 
 async fn create_user(args: &[String]) -> anyhow::Result<String> {
-    use identity::domain::{Email, Password, Role, parse_name};
+    use identity::domain::{Email, Password, Role};
     let email = Email::parse(flag(args, "--email").ok_or_else(|| anyhow::anyhow!("--email is required"))?)?;
-    let role = flag(args, "--role").and_then(Role::parse).ok_or_else(|| anyhow::anyhow!("--role must be admin, agent or customer"))?;
-    let name = parse_name("name", flag(args, "--name").unwrap_or(email.as_str()))?;
-    let account = parse_name("account", flag(args, "--account").unwrap_or("Staff"))?;
+    let role: Role =
+        flag(args, "--role").and_then(|r| r.parse().ok()).ok_or_else(|| anyhow::anyhow!("--role must be admin, agent or customer"))?;
+    let name = flag(args, "--name").unwrap_or(email.as_str()).to_owned();
+    let account = flag(args, "--account").unwrap_or("Staff").to_owned();
     eprint!("password for {email} (read from standard input): ");
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     let password = Password::parse(line.trim_end_matches(['\r', '\n']))?;
     let config = sb_runtime::ServiceConfig::from_env(identity::SERVICE)?;
+    let cfg = identity::config::IdentityConfig::load(&config)?;
     let pool = sb_runtime::prepare_database(&config, &identity::def()).await?;
-    let hash = identity::grpc::hash_password(&password).await.map_err(|s| anyhow::anyhow!("{}", s.message()))?;
-    match identity::store::create_user(&pool, &account, &email, &name, role, &hash).await? {
-        Some(u) => Ok(format!("created {} {} ({})", role.as_str(), u.email, u.id)),
-        None => anyhow::bail!("a user with email {email} already exists"),
+    let identity = identity::service::Identity::new(pool, cfg);
+    match identity.create_user(&account, &email, &name, role, &password).await {
+        Ok(u) => Ok(format!("created {} {} ({})", role.as_str(), u.email, u.id)),
+        Err(identity::error::IdentityError::EmailTaken) => anyhow::bail!("a user with email {email} already exists"),
+        Err(e) => Err(e.into()),
     }
 }

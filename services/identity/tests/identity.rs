@@ -253,14 +253,9 @@ async fn with_smtp_down_signup_succeeds_and_the_email_is_delivered_once_when_it_
     wait_for(Duration::from_secs(60), "the email once SMTP is back", || async { (smtp.count() >= 1).then_some(()) }).await;
 
     // Applied once, nothing left on the ladder: it cannot be sent again.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", id.grpc)).unwrap().connect().await.unwrap();
-    let ops = sb_proto::ops::v1::ops_client::OpsClient::new(channel);
-    let info = wait_for(Duration::from_secs(10), "the consumer to record the send", || {
-        let mut ops = ops.clone();
-        async move {
-            let i = ops.get_service_info(sb_proto::ops::v1::GetServiceInfoRequest {}).await.ok()?.into_inner();
-            (i.applied == 1).then_some(i)
-        }
+    let info = wait_for(Duration::from_secs(10), "the consumer to record the send", || async {
+        let i = id.info().await;
+        (i.applied == 1).then_some(i)
     })
     .await;
     assert!(info.retried >= 1, "{info:?}");
@@ -269,5 +264,88 @@ async fn with_smtp_down_signup_succeeds_and_the_email_is_delivered_once_when_it_
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0].to, vec!["outage@example.com".to_owned()]);
     assert!(mails[0].data.contains("Welcome to your portal"));
+    id.stop().await;
+}
+
+#[tokio::test]
+async fn sixty_four_emails_arriving_at_once_never_wait_on_the_pool() {
+    // A small pool: the handlers must share it without ever holding one connection while asking
+    // for another (the mailbox writes in the handler's own transaction).
+    let id = start(&[("IDENTITY_DB_POOL_SIZE", "6")]).await;
+    let events: Vec<sb_bus::Envelope> = (0..64)
+        .map(|i| {
+            sb_bus::Envelope::of(&sb_bus::events::EmailRequested {
+                to: identity::domain::Email::parse(&format!("burst{i}@example.com")).unwrap(),
+                name: format!("Burst {i}"),
+                account_id: None,
+                user_id: None,
+                template: sb_bus::events::EmailTemplate::Welcome { account_name: "Burst Ltd".into() },
+            })
+        })
+        .collect();
+    // Published before the consumer could take them one by one: they arrive together.
+    let conn = sb_bus::publisher::connect(&id.bus, "burst").await.unwrap();
+    let publisher = sb_bus::Publisher::open(&conn, &id.bus).await.unwrap();
+    let no_trace = sb_bus::publisher::TraceHeaders::new();
+    futures::future::try_join_all(events.iter().map(|e| publisher.publish(e, &no_trace))).await.unwrap();
+    let pool = &id.db.pool;
+    wait_for(Duration::from_secs(30), "all 64 emails in the mailbox", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sb_mailbox").fetch_one(pool).await.unwrap();
+        (n == 64).then_some(())
+    })
+    .await;
+    let info = id.info().await;
+    assert_eq!((info.applied, info.retried, info.parked), (64, 0, 0), "no handler timed out on the pool: {info:?}");
+    let _ = conn.close(200, "done".into()).await;
+    id.stop().await;
+}
+
+#[tokio::test]
+async fn customers_are_told_about_a_failed_payment_and_a_refund_once() {
+    let id = start(&[]).await;
+    let grant = id.client().sign_up(as_service(signup("payer@example.com"), "192.0.2.10")).await.unwrap().into_inner();
+    let account: identity::domain::AccountId = grant.user.unwrap().account_id.parse().unwrap();
+    let failed = sb_bus::Envelope::of(&sb_bus::events::PaymentFailed {
+        account_id: Some(account),
+        stripe_event_id: "evt_failed".into(),
+        stripe_customer_id: "cus_1".into(),
+        invoice_id: "in_1".into(),
+        subscription_id: Some("sub_1".into()),
+        amount_due: 4900,
+        currency: "usd".into(),
+        attempt_count: 1,
+        next_payment_attempt: None,
+    });
+    let refunded = sb_bus::Envelope::of(&sb_bus::events::RefundIssued {
+        account_id: Some(account),
+        stripe_event_id: "evt_refund".into(),
+        stripe_customer_id: "cus_1".into(),
+        charge_id: "ch_1".into(),
+        amount: 4900,
+        amount_refunded: 4900,
+        currency: "usd".into(),
+        full: true,
+    });
+    for e in [&failed, &failed, &refunded] {
+        id.publish(e).await;
+    }
+    let pool = &id.db.pool;
+    let subjects = wait_for(Duration::from_secs(30), "the welcome, payment and refund emails", || async {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT subject, text_body FROM sb_mailbox WHERE to_address = 'payer@example.com' ORDER BY created_at")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        (rows.len() >= 3).then_some(rows)
+    })
+    .await;
+    let bodies: Vec<&str> = subjects.iter().map(|(_, b)| b.as_str()).collect();
+    assert!(subjects.iter().any(|(s, _)| s == "Your payment did not go through"), "{subjects:?}");
+    assert!(subjects.iter().any(|(s, _)| s == "Your refund is on its way"), "{subjects:?}");
+    assert!(bodies.iter().any(|b| b.contains("49.00 USD")), "{bodies:?}");
+    // The duplicate delivery asked for nothing more.
+    wait_for(Duration::from_secs(10), "the duplicate to be settled", || async { (id.info().await.duplicates >= 1).then_some(()) }).await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sb_mailbox").fetch_one(pool).await.unwrap();
+    assert_eq!(n, 3);
     id.stop().await;
 }

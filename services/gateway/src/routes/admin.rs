@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     AppState,
-    auth::Session,
+    auth::{AdminSession, StaffSession},
     error::{ApiError, ApiJson, ApiQuery, Problem},
 };
 
@@ -73,12 +73,17 @@ pub struct RevokedOut {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEntryOut {
+    #[schema(format = Uuid)]
     pub id: String,
     pub at: Option<chrono::DateTime<chrono::Utc>>,
-    pub actor_user_id: String,
+    /// Empty for actions by an operator command.
+    #[schema(format = Uuid)]
+    pub actor_user_id: Option<String>,
     pub action: String,
-    pub target_user_id: String,
-    pub account_id: String,
+    #[schema(format = Uuid)]
+    pub target_user_id: Option<String>,
+    #[schema(format = Uuid)]
+    pub account_id: Option<String>,
     pub detail: serde_json::Value,
 }
 
@@ -93,6 +98,7 @@ pub struct AuditQuery {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EmailOut {
+    #[schema(format = Uuid)]
     pub id: String,
     pub to: String,
     pub subject: String,
@@ -129,24 +135,22 @@ fn customer(c: pb::CustomerSummary) -> CustomerOut {
     responses((status = 200, body = [CustomerOut]), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn list_customers(
     State(app): State<AppState>,
-    session: Session,
+    StaffSession(session): StaffSession,
     ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> Result<Json<Vec<CustomerOut>>, ApiError> {
-    session.require_staff()?;
     let list = app.identity().list_customers(session.request(pb::ListCustomersRequest { query: q.q, limit: q.limit })).await?;
     Ok(Json(list.into_inner().customers.into_iter().map(customer).collect()))
 }
 
 /// One customer (staff): account, users, portal access and each user's CRM sync status.
 #[utoipa::path(get, path = "/v1/admin/customers/{account_id}", tag = "admin", security(("session" = [])),
-    params(("account_id" = String, Path, description = "account UUID")),
+    params(("account_id" = uuid::Uuid, Path, description = "account UUID")),
     responses((status = 200, body = CustomerViewOut), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn get_customer(
     State(app): State<AppState>,
-    session: Session,
+    StaffSession(session): StaffSession,
     Path(account_id): Path<String>,
 ) -> Result<Json<CustomerViewOut>, ApiError> {
-    session.require_staff()?;
     let account_id = path_id("account", &account_id)?;
     let view = app.identity().get_account(session.request(pb::GetAccountRequest { account_id: account_id.clone() })).await?.into_inner();
     // billing and crm-sync only add to the view: each is bounded, and the view answers without it.
@@ -187,14 +191,13 @@ pub async fn get_customer(
 
 /// Revoke every session of a user (admin).
 #[utoipa::path(post, path = "/v1/admin/users/{user_id}/revoke-sessions", tag = "admin", security(("session" = [])),
-    params(("user_id" = String, Path, description = "user UUID")),
+    params(("user_id" = uuid::Uuid, Path, description = "user UUID")),
     responses((status = 200, body = RevokedOut), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn revoke_sessions(
     State(app): State<AppState>,
-    session: Session,
+    AdminSession(session): AdminSession,
     Path(user_id): Path<String>,
 ) -> Result<Json<RevokedOut>, ApiError> {
-    session.require_admin()?;
     let user_id = path_id("user", &user_id)?;
     let r = app.identity().revoke_sessions(session.request(pb::RevokeSessionsRequest { user_id })).await?;
     Ok(Json(RevokedOut { revoked: r.into_inner().revoked }))
@@ -202,16 +205,15 @@ pub async fn revoke_sessions(
 
 /// Act as a customer for a limited time (admin; audited; shown in their `/v1/me`).
 #[utoipa::path(post, path = "/v1/admin/users/{user_id}/impersonate", tag = "admin", security(("session" = [])),
-    params(("user_id" = String, Path, description = "user UUID")), request_body = ImpersonateIn,
+    params(("user_id" = uuid::Uuid, Path, description = "user UUID")), request_body = ImpersonateIn,
     responses((status = 201, body = SessionOut), (status = 401, body = Problem), (status = 403, body = Problem),
               (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn impersonate(
     State(app): State<AppState>,
-    session: Session,
+    AdminSession(session): AdminSession,
     Path(user_id): Path<String>,
     ApiJson(body): ApiJson<ImpersonateIn>,
 ) -> Result<Response, ApiError> {
-    session.require_admin()?;
     let user_id = path_id("user", &user_id)?;
     let grant = app
         .identity()
@@ -228,10 +230,9 @@ pub async fn impersonate(
     responses((status = 200, body = [AuditEntryOut]), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn list_audit(
     State(app): State<AppState>,
-    session: Session,
+    AdminSession(session): AdminSession,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntryOut>>, ApiError> {
-    session.require_admin()?;
     let user_id = match q.user_id.as_deref() {
         Some(id) if !id.is_empty() => path_id("user", id)?,
         _ => String::new(),
@@ -244,10 +245,10 @@ pub async fn list_audit(
             .map(|e| AuditEntryOut {
                 id: e.id,
                 at: time(e.at),
-                actor_user_id: e.actor_user_id,
+                actor_user_id: Some(e.actor_user_id).filter(|i| !i.is_empty()),
                 action: e.action,
-                target_user_id: e.target_user_id,
-                account_id: e.account_id,
+                target_user_id: Some(e.target_user_id).filter(|i| !i.is_empty()),
+                account_id: Some(e.account_id).filter(|i| !i.is_empty()),
                 detail: serde_json::from_str(&e.detail_json).unwrap_or_default(),
             })
             .collect(),
@@ -259,10 +260,9 @@ pub async fn list_audit(
     responses((status = 200, body = [EmailOut]), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn list_mailbox(
     State(app): State<AppState>,
-    session: Session,
+    AdminSession(session): AdminSession,
     ApiQuery(q): ApiQuery<MailboxQuery>,
 ) -> Result<Json<Vec<EmailOut>>, ApiError> {
-    session.require_admin()?;
     let list = app.identity().list_mailbox(session.request(pb::ListMailboxRequest { to: q.to, limit: q.limit })).await?;
     Ok(Json(
         list.into_inner()

@@ -18,7 +18,8 @@ use utoipa::ToSchema;
 use super::{bounded, path_id, time};
 use crate::{
     AppState,
-    auth::Session,
+    auth::{Origin, Session},
+    domain::{AccessStatus, access_message, escape, is_checkout_session_id, money},
     error::{ApiError, Problem},
 };
 
@@ -41,31 +42,30 @@ pub struct AccessOut {
     pub stripe_customer_id: String,
 }
 
-pub fn status_name(s: i32) -> &'static str {
-    match pb::AccessStatus::try_from(s) {
-        Ok(pb::AccessStatus::None) => "none",
-        Ok(pb::AccessStatus::Pending) => "pending",
-        Ok(pb::AccessStatus::Active) => "active",
-        Ok(pb::AccessStatus::PastDue) => "past_due",
-        Ok(pb::AccessStatus::Revoked) => "revoked",
-        Ok(pb::AccessStatus::Unspecified) | Err(_) => "unknown",
+/// billing's status on the wire; `None` for a value this gateway does not know.
+pub fn access_status(s: i32) -> Option<AccessStatus> {
+    match pb::AccessStatus::try_from(s).ok()? {
+        pb::AccessStatus::None => Some(AccessStatus::None),
+        pb::AccessStatus::Pending => Some(AccessStatus::Pending),
+        pb::AccessStatus::Active => Some(AccessStatus::Active),
+        pb::AccessStatus::PastDue => Some(AccessStatus::PastDue),
+        pb::AccessStatus::Revoked => Some(AccessStatus::Revoked),
+        pb::AccessStatus::Unspecified => None,
     }
 }
 
-impl From<pb::Access> for AccessOut {
-    fn from(a: pb::Access) -> Self {
-        let status = status_name(a.status);
-        let message = match status {
-            "none" => "No subscription yet".to_owned(),
-            "pending" => format!("Pending provisioning: {}", if a.reason.is_empty() { "payment not confirmed yet" } else { &a.reason }),
-            "active" => format!("Active on the {} plan", a.plan),
-            "past_due" => "Payment failed: access continues during the grace period".to_owned(),
-            "revoked" => format!("Access ended: {}", a.reason),
-            _ => "Unknown".to_owned(),
-        };
-        Self {
-            status,
-            message,
+/// billing's status as served (`unknown` only if billing sent something this gateway cannot read).
+pub fn status_name(s: i32) -> &'static str {
+    access_status(s).map_or("unknown", AccessStatus::as_str)
+}
+
+impl TryFrom<pb::Access> for AccessOut {
+    type Error = anyhow::Error;
+    fn try_from(a: pb::Access) -> anyhow::Result<Self> {
+        let status = access_status(a.status).ok_or_else(|| anyhow::anyhow!("billing sent access status {}", a.status))?;
+        Ok(Self {
+            status: status.as_str(),
+            message: access_message(status, &a.plan, &a.reason),
             plan: a.plan,
             entitlements: a.entitlements,
             since: time(a.since),
@@ -74,7 +74,7 @@ impl From<pb::Access> for AccessOut {
             cause_event_type: a.cause_event_type,
             grace_until: time(a.grace_until),
             stripe_customer_id: a.stripe_customer_id,
-        }
+        })
     }
 }
 
@@ -84,8 +84,8 @@ pub const UNAVAILABLE: &str = "billing is unavailable; access status unknown";
 /// An account's access, bounded so a slow billing never holds up a view (`/v1/me`, the admin
 /// customer view).
 pub async fn access_of(app: &AppState, session: &Session, account_id: String) -> anyhow::Result<AccessOut> {
-    let req = app.on_behalf_of(session, pb::GetAccessRequest { account_id }).map_err(|_| anyhow::anyhow!("no usable principal"))?;
-    Ok(bounded(app.billing().get_access(req)).await?.into())
+    let req = app.on_behalf_of(session, pb::GetAccessRequest { account_id });
+    bounded(app.billing().get_access(req)).await?.try_into()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -131,7 +131,7 @@ pub struct BillingOut {
 impl From<pb::BillingView> for BillingOut {
     fn from(v: pb::BillingView) -> Self {
         Self {
-            access: v.access.map(Into::into),
+            access: v.access.and_then(|a| AccessOut::try_from(a).ok()),
             subscriptions: v
                 .subscriptions
                 .into_iter()
@@ -175,11 +175,12 @@ impl From<pb::BillingView> for BillingOut {
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CheckoutIn {
-    /// A plan name; the default plan when omitted.
+    /// A plan name from `GET /v1/billing/plans`; the default plan when omitted or empty.
     #[serde(default)]
     pub plan: String,
     /// Must be the caller's own account when given.
     #[serde(default)]
+    #[schema(format = Uuid)]
     pub account_id: Option<String>,
 }
 
@@ -194,7 +195,9 @@ pub struct CheckoutOut {
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct PortalIn {
+    /// Must be the caller's own account when given.
     #[serde(default)]
+    #[schema(format = Uuid)]
     pub account_id: Option<String>,
 }
 
@@ -203,8 +206,20 @@ pub struct PortalOut {
     pub url: String,
 }
 
+/// A plan customers can buy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanOut {
+    pub name: String,
+    /// Monthly price in minor units (cents).
+    pub amount: i64,
+    pub currency: String,
+    /// What the plan unlocks.
+    pub entitlements: Vec<String>,
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/v1/billing/plans", get(list_plans))
         .route("/v1/billing", get(get_own_billing))
         .route("/v1/accounts/{account_id}/billing", get(get_account_billing))
         .route("/v1/billing/checkout", post(create_checkout))
@@ -218,7 +233,9 @@ pub fn router() -> Router<AppState> {
 
 /// A JSON body that may be left out entirely (every field has a default).
 fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    // No body, or `null`, is the same as `{}`.
+    let trimmed = body.trim_ascii();
+    if trimmed.is_empty() || trimmed == b"null" {
         return Ok(T::default());
     }
     serde_json::from_slice(body).map_err(|e| {
@@ -230,22 +247,46 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
 fn target_account(session: &Session, requested: Option<&str>) -> Result<String, ApiError> {
     match requested.filter(|a| !a.is_empty()) {
         Some(raw) => path_id("account", raw),
-        None => Ok(session.principal.account_id.clone()),
+        None => Ok(session.principal.account_id.to_string()),
     }
+}
+
+/// The plans customers can buy, the default first (the one a checkout that names none gets).
+#[utoipa::path(get, path = "/v1/billing/plans", tag = "billing", responses((status = 200, body = [PlanOut])))]
+pub async fn list_plans(State(app): State<AppState>, Origin(origin): Origin) -> Result<Json<Vec<PlanOut>>, ApiError> {
+    let plans = app
+        .billing()
+        .list_plans(app.service_request(pb::ListPlansRequest {}, &origin))
+        .await
+        .map_err(|s| ApiError::upstream("billing", s))?;
+    Ok(Json(
+        plans
+            .into_inner()
+            .plans
+            .into_iter()
+            .map(|p| PlanOut { name: p.name, amount: p.amount, currency: p.currency, entitlements: p.entitlements })
+            .collect(),
+    ))
+}
+
+/// The plan names a checkout may name (`""` for the default), for the served document.
+pub async fn plan_names(app: &AppState) -> anyhow::Result<Vec<String>> {
+    let req = app.service_request(pb::ListPlansRequest {}, &Default::default());
+    Ok(bounded(app.billing().list_plans(req)).await?.plans.into_iter().map(|p| p.name).collect())
 }
 
 /// The caller's access, billing records and access history.
 #[utoipa::path(get, path = "/v1/billing", tag = "billing", security(("session" = [])),
     responses((status = 200, body = BillingOut), (status = 401, body = Problem)))]
 pub async fn get_own_billing(State(app): State<AppState>, session: Session) -> Result<Json<BillingOut>, ApiError> {
-    let account_id = session.principal.account_id.clone();
-    let view = app.billing().get_billing(app.on_behalf_of(&session, pb::GetBillingRequest { account_id })?).await?;
+    let account_id = session.principal.account_id.to_string();
+    let view = app.billing().get_billing(app.on_behalf_of(&session, pb::GetBillingRequest { account_id })).await?;
     Ok(Json(view.into_inner().into()))
 }
 
 /// An account's billing: the caller's own, or any for staff (others get 404).
 #[utoipa::path(get, path = "/v1/accounts/{account_id}/billing", tag = "billing", security(("session" = [])),
-    params(("account_id" = String, Path, description = "account UUID")),
+    params(("account_id" = uuid::Uuid, Path, description = "account UUID")),
     responses((status = 200, body = BillingOut), (status = 401, body = Problem), (status = 404, body = Problem)))]
 pub async fn get_account_billing(
     State(app): State<AppState>,
@@ -253,13 +294,13 @@ pub async fn get_account_billing(
     Path(account_id): Path<String>,
 ) -> Result<Json<BillingOut>, ApiError> {
     let account_id = path_id("account", &account_id)?;
-    let view = app.billing().get_billing(app.on_behalf_of(&session, pb::GetBillingRequest { account_id })?).await?;
+    let view = app.billing().get_billing(app.on_behalf_of(&session, pb::GetBillingRequest { account_id })).await?;
     Ok(Json(view.into_inner().into()))
 }
 
 /// Starts a checkout for the caller's own account (customers only; never while impersonating).
 /// Access shows `pending` until Stripe confirms the payment.
-#[utoipa::path(post, path = "/v1/billing/checkout", tag = "billing", security(("session" = [])), request_body = CheckoutIn,
+#[utoipa::path(post, path = "/v1/billing/checkout", tag = "billing", security(("session" = [])), request_body(content = Option<CheckoutIn>, description = "optional: the default plan for the caller's own account when left out"),
     responses((status = 201, body = CheckoutOut), (status = 401, body = Problem), (status = 403, body = Problem),
               (status = 404, body = Problem), (status = 409, description = "already subscribed", body = Problem),
               (status = 422, body = Problem), (status = 503, body = Problem)))]
@@ -267,19 +308,19 @@ pub async fn create_checkout(State(app): State<AppState>, session: Session, body
     let body: CheckoutIn = optional_json(&body)?;
     let account_id = target_account(&session, body.account_id.as_deref())?;
     let req = pb::CreateCheckoutSessionRequest { account_id, plan: body.plan, customer_email: String::new() };
-    let s = app.billing().create_checkout_session(app.on_behalf_of(&session, req)?).await?.into_inner();
+    let s = app.billing().create_checkout_session(app.on_behalf_of(&session, req)).await?.into_inner();
     let out = CheckoutOut { id: s.id, url: s.url, plan: s.plan, expires_at: time(s.expires_at) };
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
 /// A customer portal session (manage payment method, cancel) for the caller's own account.
-#[utoipa::path(post, path = "/v1/billing/portal", tag = "billing", security(("session" = [])), request_body = PortalIn,
+#[utoipa::path(post, path = "/v1/billing/portal", tag = "billing", security(("session" = [])), request_body(content = Option<PortalIn>, description = "optional: the caller's own account when left out"),
     responses((status = 200, body = PortalOut), (status = 401, body = Problem), (status = 403, body = Problem),
               (status = 404, body = Problem), (status = 409, description = "no billing account yet", body = Problem)))]
 pub async fn create_portal(State(app): State<AppState>, session: Session, body: Bytes) -> Result<Json<PortalOut>, ApiError> {
     let body: PortalIn = optional_json(&body)?;
     let account_id = target_account(&session, body.account_id.as_deref())?;
-    let p = app.billing().create_portal_session(app.on_behalf_of(&session, pb::CreatePortalSessionRequest { account_id })?).await?;
+    let p = app.billing().create_portal_session(app.on_behalf_of(&session, pb::CreatePortalSessionRequest { account_id })).await?;
     Ok(Json(PortalOut { url: p.into_inner().url }))
 }
 
@@ -300,20 +341,8 @@ fn page(title: &str, body: &str) -> Response {
     resp
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
-}
-
-fn money(amount: i64, currency: &str) -> String {
-    format!("{}.{:02} {}", amount / 100, amount % 100, currency.to_uppercase())
-}
-
 fn session_path(raw: &str) -> Result<String, ApiError> {
-    if raw.starts_with("cs_") && raw.len() <= 128 && raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        Ok(raw.to_owned())
-    } else {
-        Err(ApiError::not_found("checkout session"))
-    }
+    if is_checkout_session_id(raw) { Ok(raw.to_owned()) } else { Err(ApiError::not_found("checkout session")) }
 }
 
 /// The local checkout page (embedded default, no Stripe key): what Stripe's hosted checkout
@@ -328,7 +357,7 @@ pub async fn local_checkout_page(
     Path(session_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let session_id = session_path(&session_id)?;
-    let c = app.billing().get_local_checkout(app.on_behalf_of(&session, pb::GetLocalCheckoutRequest { session_id })?).await?.into_inner();
+    let c = app.billing().get_local_checkout(app.on_behalf_of(&session, pb::GetLocalCheckoutRequest { session_id })).await?.into_inner();
     let action = match c.status.as_str() {
         "open" => format!(
             "<form method=\"post\" action=\"/billing/local/checkout/{id}\"><button type=\"submit\">Pay {amount}</button></form>",
@@ -361,7 +390,7 @@ pub async fn confirm_local_checkout(
 ) -> Result<Response, ApiError> {
     let session_id = session_path(&session_id)?;
     let req = pb::CompleteLocalCheckoutRequest { session_id };
-    let c = app.billing().complete_local_checkout(app.on_behalf_of(&session, req)?).await?.into_inner();
+    let c = app.billing().complete_local_checkout(app.on_behalf_of(&session, req)).await?.into_inner();
     Ok(Redirect::to(&c.success_url).into_response())
 }
 
@@ -369,9 +398,9 @@ pub async fn confirm_local_checkout(
 #[utoipa::path(get, path = "/billing/local/portal", tag = "billing", security(("session" = [])),
     responses((status = 200, description = "HTML page", content_type = "text/html"), (status = 401, body = Problem)))]
 pub async fn local_portal_page(State(app): State<AppState>, session: Session) -> Result<Response, ApiError> {
-    let account_id = session.principal.account_id.clone();
+    let account_id = session.principal.account_id.to_string();
     let view: BillingOut =
-        app.billing().get_billing(app.on_behalf_of(&session, pb::GetBillingRequest { account_id })?).await?.into_inner().into();
+        app.billing().get_billing(app.on_behalf_of(&session, pb::GetBillingRequest { account_id })).await?.into_inner().into();
     let live = view.subscriptions.iter().find(|s| s.status != "canceled" && s.status != "incomplete_expired");
     let status = view.access.as_ref().map_or_else(String::new, |a| a.message.clone());
     let action = match live {
@@ -393,8 +422,8 @@ pub async fn local_portal_page(State(app): State<AppState>, session: Session) ->
     responses((status = 303, description = "cancelled; back to the portal page"), (status = 401, body = Problem),
               (status = 403, body = Problem), (status = 409, body = Problem)))]
 pub async fn cancel_local_subscription(State(app): State<AppState>, session: Session) -> Result<Response, ApiError> {
-    let account_id = session.principal.account_id.clone();
-    app.billing().cancel_local_subscription(app.on_behalf_of(&session, pb::CancelLocalSubscriptionRequest { account_id })?).await?;
+    let account_id = session.principal.account_id.to_string();
+    app.billing().cancel_local_subscription(app.on_behalf_of(&session, pb::CancelLocalSubscriptionRequest { account_id })).await?;
     Ok(Redirect::to("/billing/local/portal").into_response())
 }
 

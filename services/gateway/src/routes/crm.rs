@@ -11,7 +11,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::{bounded, time};
 use crate::{
     AppState,
-    auth::Session,
+    auth::{Session, StaffSession},
+    domain::{Sync, SyncStatus},
     error::{ApiError, ApiQuery, Problem},
 };
 
@@ -21,6 +22,7 @@ pub const UNAVAILABLE: &str = "crm-sync is unavailable; CRM sync status unknown"
 /// One user's CRM sync, for staff.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CrmContactOut {
+    #[schema(format = Uuid)]
     pub user_id: String,
     pub email: String,
     /// The contact's id in the CRM; empty until the first successful sync.
@@ -83,64 +85,45 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/admin/contact-book", get(list_contact_book))
 }
 
-pub fn status_name(s: i32) -> &'static str {
-    match pb::SyncStatus::try_from(s) {
-        Ok(pb::SyncStatus::Synced) => "synced",
-        Ok(pb::SyncStatus::Pending) => "pending",
-        Ok(pb::SyncStatus::Failed) => "failed",
-        Ok(pb::SyncStatus::Unspecified) | Err(_) => "unknown",
+/// crm-sync's sync state on the wire; `None` for a value this gateway does not know.
+fn sync_status(s: i32) -> Option<SyncStatus> {
+    match pb::SyncStatus::try_from(s).ok()? {
+        pb::SyncStatus::Synced => Some(SyncStatus::Synced),
+        pb::SyncStatus::Pending => Some(SyncStatus::Pending),
+        pb::SyncStatus::Failed => Some(SyncStatus::Failed),
+        pb::SyncStatus::Unspecified => None,
     }
 }
 
-/// A time for a status line: the time of day when it is today (UTC), else date and time.
-fn when(t: DateTime<Utc>) -> String {
-    if t.date_naive() == Utc::now().date_naive() { t.format("%H:%M:%SZ").to_string() } else { t.format("%Y-%m-%d %H:%M:%SZ").to_string() }
-}
-
-fn crm_label(crm: &str) -> &str {
-    match crm {
-        "hubspot" => "HubSpot",
-        "contact_book" => "the contact book",
-        other => other,
+fn sync_of(c: &pb::ContactStatus) -> Sync {
+    Sync {
+        // A state this gateway cannot read is shown as still pending, never as synced.
+        status: sync_status(c.status).unwrap_or(SyncStatus::Pending),
+        crm: c.crm.clone(),
+        crm_contact_id: c.crm_contact_id.clone(),
+        lifecycle_stage: c.lifecycle_stage.clone(),
+        last_error: c.last_error.clone(),
+        attempts: c.attempts,
+        next_attempt_at: time(c.next_attempt_at),
+        synced_at: time(c.synced_at),
     }
 }
 
 impl From<pb::ContactStatus> for CrmContactOut {
     fn from(c: pb::ContactStatus) -> Self {
-        let status = status_name(c.status);
-        let (next_attempt_at, synced_at) = (time(c.next_attempt_at), time(c.synced_at));
-        let message = match status {
-            "synced" => format!(
-                "CRM synced: contact {} in {}, stage {}{}",
-                c.crm_contact_id,
-                crm_label(&c.crm),
-                c.lifecycle_stage,
-                synced_at.map(|t| format!(" (at {})", when(t))).unwrap_or_default()
-            ),
-            "failed" => format!(
-                "CRM sync failed after {} attempt(s): {} (parked in crm-sync's DLQ; replay it once the cause is fixed)",
-                c.attempts,
-                if c.last_error.is_empty() { "no reason recorded" } else { &c.last_error }
-            ),
-            _ => match (next_attempt_at, c.last_error.is_empty()) {
-                (Some(next), false) => format!("CRM sync pending (next attempt {}: {})", when(next), c.last_error),
-                (Some(next), true) => format!("CRM sync pending (next attempt {})", when(next)),
-                (None, false) => format!("CRM sync pending ({})", c.last_error),
-                (None, true) => "CRM sync pending (first attempt not made yet)".to_owned(),
-            },
-        };
+        let sync = sync_of(&c);
         Self {
+            status: sync.status.as_str(),
+            message: sync.staff_line(),
+            next_attempt_at: sync.next_attempt_at,
+            synced_at: sync.synced_at,
             user_id: c.user_id,
             email: c.email,
             crm_contact_id: c.crm_contact_id,
             lifecycle_stage: c.lifecycle_stage,
-            status,
             last_error: c.last_error,
             attempts: c.attempts,
-            next_attempt_at,
-            synced_at,
             crm: c.crm,
-            message,
         }
     }
 }
@@ -153,7 +136,7 @@ impl CrmContactOut {
             email,
             crm_contact_id: String::new(),
             lifecycle_stage: String::new(),
-            status: "pending",
+            status: SyncStatus::Pending.as_str(),
             last_error: String::new(),
             attempts: 0,
             next_attempt_at: None,
@@ -166,29 +149,23 @@ impl CrmContactOut {
 
 /// What a customer sees about their own sync: the state, never the CRM's error text.
 fn for_customer(c: Option<&pb::ContactStatus>) -> CrmSyncOut {
-    let Some(c) = c else { return CrmSyncOut { status: "pending", message: "CRM sync pending".to_owned() } };
-    let status = status_name(c.status);
-    let message = match status {
-        "synced" => "Synced with our CRM".to_owned(),
-        "failed" => "CRM sync failed: waiting for our team to retry it".to_owned(),
-        _ => match time(c.next_attempt_at) {
-            Some(next) => format!("CRM sync pending: next attempt at {}", when(next)),
-            None => "CRM sync pending".to_owned(),
-        },
-    };
-    CrmSyncOut { status, message }
+    match c.map(sync_of) {
+        Some(sync) => CrmSyncOut { status: sync.status.as_str(), message: sync.customer_line() },
+        None => CrmSyncOut { status: SyncStatus::Pending.as_str(), message: "CRM sync pending".to_owned() },
+    }
 }
 
 /// Every user's sync status for an account, bounded so a slow crm-sync never holds up a view.
 pub async fn account_status(app: &AppState, session: &Session, account_id: String) -> anyhow::Result<Vec<pb::ContactStatus>> {
-    let req = app.on_behalf_of(session, pb::GetContactStatusRequest { account_id }).map_err(|_| anyhow::anyhow!("no usable principal"))?;
+    let req = app.on_behalf_of(session, pb::GetContactStatusRequest { account_id });
     Ok(bounded(app.crm().get_contact_status(req)).await?.contacts)
 }
 
 /// The caller's own sync status (their user row of their account).
 pub async fn own_status(app: &AppState, session: &Session) -> anyhow::Result<CrmSyncOut> {
-    let contacts = account_status(app, session, session.principal.account_id.clone()).await?;
-    Ok(for_customer(contacts.iter().find(|c| c.user_id == session.principal.user_id)))
+    let contacts = account_status(app, session, session.principal.account_id.to_string()).await?;
+    let me = session.principal.user_id.to_string();
+    Ok(for_customer(contacts.iter().find(|c| c.user_id == me)))
 }
 
 /// The embedded contact book, newest first (staff). Empty when HubSpot is the CRM.
@@ -197,12 +174,11 @@ pub async fn own_status(app: &AppState, session: &Session) -> anyhow::Result<Crm
               (status = 503, body = Problem)))]
 pub async fn list_contact_book(
     State(app): State<AppState>,
-    session: Session,
+    StaffSession(session): StaffSession,
     ApiQuery(q): ApiQuery<ContactBookQuery>,
 ) -> Result<Json<Vec<BookContactOut>>, ApiError> {
-    session.require_staff()?;
     let limit = i32::try_from(q.limit.min(500)).unwrap_or(500);
-    let req = app.on_behalf_of(&session, pb::ListContactBookRequest { query: q.q, limit })?;
+    let req = app.on_behalf_of(&session, pb::ListContactBookRequest { query: q.q, limit });
     let list = app.crm().list_contact_book(req).await?.into_inner();
     Ok(Json(
         list.contacts
@@ -228,46 +204,21 @@ pub async fn list_contact_book(
 mod tests {
     use super::*;
 
-    fn status(s: pb::SyncStatus, error: &str, next: Option<i64>) -> pb::ContactStatus {
-        pb::ContactStatus {
-            user_id: "u1".into(),
-            email: "ada@example.com".into(),
-            crm_contact_id: if s == pb::SyncStatus::Synced { "501".into() } else { String::new() },
-            lifecycle_stage: if s == pb::SyncStatus::Synced { "lead".into() } else { String::new() },
-            status: s as i32,
-            last_error: error.into(),
-            attempts: if error.is_empty() { 0 } else { 2 },
-            next_attempt_at: next.map(|t| sb_proto::timestamp(t, 0)),
-            crm: "hubspot".into(),
+    #[test]
+    fn a_status_from_crm_sync_reads_as_the_same_words_for_staff_and_customers() {
+        let c = pb::ContactStatus {
+            status: pb::SyncStatus::Failed as i32,
+            last_error: "HubSpot 400: secret detail".into(),
+            attempts: 3,
             ..Default::default()
-        }
-    }
-
-    #[test]
-    fn staff_lines_say_what_happened_and_what_comes_next() {
-        let next = Utc::now() + chrono::Duration::seconds(30);
-        let pending = CrmContactOut::from(status(pb::SyncStatus::Pending, "HubSpot 503: down", Some(next.timestamp())));
-        assert_eq!(pending.status, "pending");
-        assert_eq!(pending.message, format!("CRM sync pending (next attempt {}: HubSpot 503: down)", when(next)));
-        let failed = CrmContactOut::from(status(pb::SyncStatus::Failed, "HubSpot 400: INVALID_EMAIL", None));
-        assert!(failed.message.starts_with("CRM sync failed after 2 attempt(s): HubSpot 400: INVALID_EMAIL"), "{}", failed.message);
-        let synced = CrmContactOut::from(status(pb::SyncStatus::Synced, "", None));
-        assert_eq!(synced.message, "CRM synced: contact 501 in HubSpot, stage lead");
-        let later = DateTime::from_timestamp(1_900_000_000, 0).unwrap_or_default();
-        assert_eq!(when(later), "2030-03-17 17:46:40Z");
-        let now = Utc::now();
-        assert_eq!(when(now), now.format("%H:%M:%SZ").to_string(), "today: the time of day only");
-    }
-
-    #[test]
-    fn customers_never_see_the_crms_error_text() {
-        let next = Utc::now() + chrono::Duration::seconds(30);
-        let c = status(pb::SyncStatus::Pending, "HubSpot 503: upstream connect error", Some(next.timestamp()));
-        let out = for_customer(Some(&c));
-        assert_eq!((out.status, out.message), ("pending", format!("CRM sync pending: next attempt at {}", when(next))));
-        let out = for_customer(Some(&status(pb::SyncStatus::Failed, "HubSpot 400: secret detail", None)));
-        assert!(out.status == "failed" && !out.message.contains("secret detail"), "{}", out.message);
+        };
+        let staff = CrmContactOut::from(c.clone());
+        assert_eq!(staff.status, "failed");
+        assert!(staff.message.contains("secret detail"), "staff see the reason: {}", staff.message);
+        let customer = for_customer(Some(&c));
+        assert!(customer.status == "failed" && !customer.message.contains("secret detail"), "{}", customer.message);
+        let unknown = pb::ContactStatus { status: 99, ..Default::default() };
+        assert_eq!(CrmContactOut::from(unknown).status, "pending", "an unreadable state is never shown as synced");
         assert_eq!(for_customer(None).status, "pending");
-        assert_eq!(for_customer(Some(&status(pb::SyncStatus::Synced, "", None))).message, "Synced with our CRM");
     }
 }

@@ -17,7 +17,9 @@ use crate::error::ApiError;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserOut {
+    #[schema(format = Uuid)]
     pub id: String,
+    #[schema(format = Uuid)]
     pub account_id: String,
     pub email: String,
     pub name: String,
@@ -28,6 +30,7 @@ pub struct UserOut {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AccountOut {
+    #[schema(format = Uuid)]
     pub id: String,
     pub name: String,
     pub created_at: Option<DateTime<Utc>>,
@@ -42,6 +45,7 @@ pub fn role_name(r: i32) -> &'static str {
         Ok(pb::Role::Customer) => "customer",
         Ok(pb::Role::Agent) => "agent",
         Ok(pb::Role::Admin) => "admin",
+        // identity never sends these; shown as such rather than guessed.
         Ok(pb::Role::Unspecified) | Err(_) => "unknown",
     }
 }

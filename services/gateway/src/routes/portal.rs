@@ -14,11 +14,12 @@ use utoipa::ToSchema;
 use super::{AccountOut, UserOut, path_id, time};
 use crate::{
     AppState,
-    auth::{Bearer, ClientIp, SESSION_COOKIE, Session},
+    auth::{Bearer, Origin, SESSION_COOKIE, Session},
     error::{ApiError, ApiJson, Problem},
 };
 
-#[derive(Debug, Deserialize, ToSchema)]
+// `Debug` leaves the password out.
+#[derive(Deserialize, ToSchema)]
 pub struct SignUpIn {
     pub email: String,
     pub password: String,
@@ -28,10 +29,23 @@ pub struct SignUpIn {
     pub account_name: String,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+// `Debug` leaves the password out.
+#[derive(Deserialize, ToSchema)]
 pub struct LogInIn {
     pub email: String,
     pub password: String,
+}
+
+impl std::fmt::Debug for SignUpIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignUpIn").field("email", &self.email).field("name", &self.name).field("account_name", &self.account_name).finish()
+    }
+}
+
+impl std::fmt::Debug for LogInIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogInIn").field("email", &self.email).finish()
+    }
 }
 
 /// Only these fields can change; anything else in the body (role, account_id, email) is ignored.
@@ -40,12 +54,19 @@ pub struct ProfileIn {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+// `Debug` leaves the token out.
+#[derive(Serialize, ToSchema)]
 pub struct SessionOut {
     /// Opaque session token: send as `Authorization: Bearer <token>` (also set as an HttpOnly cookie).
     pub token: String,
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
     pub user: Option<UserOut>,
+}
+
+impl std::fmt::Debug for SessionOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionOut").field("expires_at", &self.expires_at).field("user", &self.user).finish()
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -105,9 +126,9 @@ fn session_response(app: &AppState, status: StatusCode, grant: pb::SessionGrant)
 #[utoipa::path(post, path = "/v1/signup", tag = "portal", request_body = SignUpIn,
     responses((status = 201, body = SessionOut), (status = 409, description = "email already registered", body = Problem),
               (status = 422, body = Problem)))]
-pub async fn sign_up(State(app): State<AppState>, ip: ClientIp, ApiJson(body): ApiJson<SignUpIn>) -> Result<Response, ApiError> {
+pub async fn sign_up(State(app): State<AppState>, Origin(origin): Origin, ApiJson(body): ApiJson<SignUpIn>) -> Result<Response, ApiError> {
     let req = pb::SignUpRequest { email: body.email, password: body.password, name: body.name, account_name: body.account_name };
-    let grant = app.identity().sign_up(app.service_request(req, &ip)).await.map_err(|s| {
+    let grant = app.identity().sign_up(app.service_request(req, &origin)).await.map_err(|s| {
         if s.code() == tonic::Code::AlreadyExists {
             ApiError::new(
                 StatusCode::CONFLICT,
@@ -116,7 +137,7 @@ pub async fn sign_up(State(app): State<AppState>, ip: ClientIp, ApiJson(body): A
                 Some("an account with this email already exists; sign in instead".into()),
             )
         } else {
-            ApiError::from(s)
+            ApiError::upstream("identity", s)
         }
     })?;
     Ok(session_response(&app, StatusCode::CREATED, grant.into_inner()))
@@ -126,8 +147,9 @@ pub async fn sign_up(State(app): State<AppState>, ip: ClientIp, ApiJson(body): A
 #[utoipa::path(post, path = "/v1/login", tag = "portal", request_body = LogInIn,
     responses((status = 200, body = SessionOut), (status = 401, body = Problem),
               (status = 429, description = "too many failed attempts; see Retry-After", body = Problem)))]
-pub async fn log_in(State(app): State<AppState>, ip: ClientIp, ApiJson(body): ApiJson<LogInIn>) -> Result<Response, ApiError> {
-    let grant = app.identity().log_in(app.service_request(pb::LogInRequest { email: body.email, password: body.password }, &ip)).await?;
+pub async fn log_in(State(app): State<AppState>, Origin(origin): Origin, ApiJson(body): ApiJson<LogInIn>) -> Result<Response, ApiError> {
+    let req = app.service_request(pb::LogInRequest { email: body.email, password: body.password }, &origin);
+    let grant = app.identity().log_in(req).await.map_err(|s| ApiError::upstream("identity", s))?;
     Ok(session_response(&app, StatusCode::OK, grant.into_inner()))
 }
 
@@ -147,12 +169,13 @@ pub async fn log_out(State(app): State<AppState>, session: Session) -> Result<Re
     responses((status = 200, body = MeOut), (status = 401, body = Problem)))]
 pub async fn get_me(State(app): State<AppState>, bearer: Bearer) -> Result<Json<MeOut>, ApiError> {
     // identity authenticates the token itself in GetMe; no separate Authenticate call.
-    let me = app.identity().get_me(bearer.request(pb::GetMeRequest {})).await?.into_inner();
+    let me = app.identity().get_me(bearer.request(pb::GetMeRequest {})).await.map_err(|s| ApiError::upstream("identity", s))?.into_inner();
     let principal = me.principal.unwrap_or_default();
-    let session = Session { token: bearer.0, principal: principal.clone() };
+    let session = Session::from_identity(bearer, &principal)?;
     // billing and crm-sync are asked at the same time, each bounded: neither can fail or hold up
     // /v1/me. Staff are not CRM contacts: crm-sync is only asked for customers.
-    let crm_sync = async { if session.role() == pb::Role::Customer { Some(super::crm::own_status(&app, &session).await) } else { None } };
+    let is_customer = session.principal.role == sb_runtime::caller::Role::Customer;
+    let crm_sync = async { if is_customer { Some(super::crm::own_status(&app, &session).await) } else { None } };
     let (access, crm_sync) = tokio::join!(super::billing::access_of(&app, &session, principal.account_id.clone()), crm_sync);
     let (access, access_error) = match access {
         Ok(a) => (Some(a), None),
@@ -196,7 +219,7 @@ pub async fn update_me(
 
 /// An account and its users: the caller's own, or any for staff.
 #[utoipa::path(get, path = "/v1/accounts/{account_id}", tag = "portal", security(("session" = [])),
-    params(("account_id" = String, Path, description = "account UUID")),
+    params(("account_id" = uuid::Uuid, Path, description = "account UUID")),
     responses((status = 200, body = AccountViewOut), (status = 401, body = Problem), (status = 404, body = Problem)))]
 pub async fn get_account(
     State(app): State<AppState>,
@@ -210,7 +233,7 @@ pub async fn get_account(
 
 /// A user: of the caller's own account, or any for staff.
 #[utoipa::path(get, path = "/v1/users/{user_id}", tag = "portal", security(("session" = [])),
-    params(("user_id" = String, Path, description = "user UUID")),
+    params(("user_id" = uuid::Uuid, Path, description = "user UUID")),
     responses((status = 200, body = UserOut), (status = 401, body = Problem), (status = 404, body = Problem)))]
 pub async fn get_user(State(app): State<AppState>, session: Session, Path(user_id): Path<String>) -> Result<Json<UserOut>, ApiError> {
     let user_id = path_id("user", &user_id)?;
