@@ -38,14 +38,30 @@ pub struct Parts {
 pub type BackgroundTask = Box<dyn FnOnce(CancellationToken) -> futures::future::BoxFuture<'static, ()> + Send>;
 
 impl Parts {
+    /// A service with this consumer and no routes, RPCs or background loops yet.
+    pub fn new(consumer: Consumer) -> Self {
+        Self { consumer, http: Router::new(), grpc: tonic::service::Routes::default(), tasks: Vec::new() }
+    }
+
     /// A service that has no handlers, routes or RPCs of its own yet.
     pub fn bare(config: &ServiceConfig, pool: &PgPool) -> Self {
-        Self {
-            consumer: Consumer::new(config.bus.clone(), config.service, pool.clone()),
-            http: Router::new(),
-            grpc: tonic::service::Routes::default(),
-            tasks: Vec::new(),
-        }
+        Self::new(Consumer::new(config.bus.clone(), config.service, pool.clone()))
+    }
+
+    /// Adds a gRPC service (a tonic server).
+    pub fn grpc<S>(mut self, svc: S) -> Self
+    where
+        S: tonic::codegen::Service<axum::http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.grpc = self.grpc.add_service(svc);
+        self
     }
 
     /// Adds a background loop.

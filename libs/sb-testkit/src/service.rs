@@ -115,10 +115,8 @@ impl TestService {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run(shutdown.clone()));
         // A call that hangs fails the test at the call, not at nextest's timeout.
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
-            .expect("gRPC address")
-            .timeout(CALL_TIMEOUT)
-            .connect_lazy();
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{grpc}")).expect("gRPC address").timeout(CALL_TIMEOUT).connect_lazy();
         let running = Self { name: def.name, db, bus, http, grpc, channel, vars, owns_prefix, shutdown, task: Some(task) };
         let web = reqwest::Client::new();
         wait_for(WAIT, &format!("{} /readyz", def.name), || {

@@ -46,14 +46,8 @@ pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
         consumer.on(events::ApplyStripeEvent(billing.clone()))
     };
     let grpc = grpc::BillingService::new(billing.clone(), &config.service_token);
-    let mut parts = Parts {
-        consumer,
-        http: axum::Router::new(),
-        grpc: tonic::service::Routes::default().add_service(grpc.into_server()),
-        tasks: Vec::new(),
-    };
     let sweeper = billing.clone();
-    parts = parts.task(move |stop| sweeper.run_grace_sweeper(stop));
+    let mut parts = Parts::new(consumer).grpc(grpc.into_server()).task(move |stop| sweeper.run_grace_sweeper(stop));
     if !billing.calls_stripe() {
         parts = parts.task(move |stop| billing.run_local_sender(stop));
     }

@@ -53,12 +53,7 @@ pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
         .effect(events::SyncAccessChanged(sync.clone()))
         .on_failure(events::record_failures(sync.clone()));
     let grpc = grpc::CrmService::new(sync, &config.service_token);
-    Ok(Parts {
-        consumer,
-        http: axum::Router::new(),
-        grpc: tonic::service::Routes::default().add_service(grpc.into_server()),
-        tasks: Vec::new(),
-    })
+    Ok(Parts::new(consumer).grpc(grpc.into_server()))
 }
 
 pub fn def() -> ServiceDef {

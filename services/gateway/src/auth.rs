@@ -11,7 +11,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use sb_proto::identity::v1 as pb;
-use sb_runtime::caller::{Principal, Role, ServiceContext};
+use sb_runtime::caller::{Admin, Caller, Guard, Principal, Role, ServiceContext, Staff};
 use tonic::Request;
 
 use crate::{AppState, error::ApiError, routes::time};
@@ -171,36 +171,29 @@ where
     }
 }
 
-/// A support agent or an admin (an impersonation session acts as the customer, so never staff).
+/// A session the shared caller model's guard `G` admits (`sb_runtime::caller::Staff`, `Admin`,
+/// ...): the same rules the services behind apply. A route that needs a role names it in its
+/// signature, so it cannot forget the check; anyone else gets 403.
 #[derive(Debug, Clone)]
-pub struct StaffSession(pub Session);
+pub struct Guarded<G>(pub Session, pub G);
 
-impl<S> FromRequestParts<S> for StaffSession
+impl<S, G> FromRequestParts<S> for Guarded<G>
 where
     AppState: FromRef<S>,
     S: Send + Sync,
+    G: Guard + Send,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let session = Session::from_request_parts(parts, state).await?;
-        if session.principal.is_staff() { Ok(Self(session)) } else { Err(ApiError::forbidden()) }
+        let guard = G::admit(Caller::User(session.principal.clone())).map_err(|_| ApiError::forbidden())?;
+        Ok(Self(session, guard))
     }
 }
+
+/// A support agent or an admin (an impersonation session acts as the customer, so never staff).
+pub type StaffSession = Guarded<Staff>;
 
 /// An admin acting as themselves (an impersonation session never has admin powers).
-#[derive(Debug, Clone)]
-pub struct AdminSession(pub Session);
-
-impl<S> FromRequestParts<S> for AdminSession
-where
-    AppState: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let session = Session::from_request_parts(parts, state).await?;
-        if session.principal.role == Role::Admin && !session.is_impersonated() { Ok(Self(session)) } else { Err(ApiError::forbidden()) }
-    }
-}
+pub type AdminSession = Guarded<Admin>;

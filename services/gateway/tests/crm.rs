@@ -37,6 +37,17 @@ async fn wait_crm(sys: &System, admin: &User, user: &User, what: &str, done: imp
     .await
 }
 
+/// The system with crm-sync on a fake HubSpot answering 503, and crm-sync's own retry ladder.
+async fn with_hubspot_down(ladder: &str) -> (FakeHubSpot, System) {
+    let hubspot = FakeHubSpot::start().await.unwrap();
+    hubspot.fail_always(503);
+    let (token, base) = (hubspot.token(), hubspot.base_url());
+    let crm =
+        [("CRM_SYNC_HUBSPOT_TOKEN", token.as_str()), ("CRM_SYNC_HUBSPOT_BASE_URL", base.as_str()), ("SWITCHBOARD_RETRY_DELAYS", ladder)];
+    let sys = start_full(&[], &[], &crm, &[]).await;
+    (hubspot, sys)
+}
+
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
@@ -113,16 +124,8 @@ async fn a_signup_becomes_one_lead_then_a_customer_after_paying_visible_to_staff
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_shows_pending_while_the_crm_is_down_then_synced_without_a_replay() {
-    let hubspot = FakeHubSpot::start().await.unwrap();
-    hubspot.fail_always(503);
-    let (token, base) = (hubspot.token(), hubspot.base_url());
     // Rungs long enough to see "pending" between attempts (crm-sync's own ladder only).
-    let crm = [
-        ("CRM_SYNC_HUBSPOT_TOKEN", token.as_str()),
-        ("CRM_SYNC_HUBSPOT_BASE_URL", base.as_str()),
-        ("SWITCHBOARD_RETRY_DELAYS", "1s,1s,1s,1s,1s,1s"),
-    ];
-    let sys = start_full(&[], &[], &crm, &[]).await;
+    let (hubspot, sys) = with_hubspot_down("1s,1s,1s,1s,1s,1s").await;
     let admin = sys.staff("admin@crm-outage.test", Role::Admin).await;
     let user = sys.signup("waiting@crm-outage.test").await;
 
@@ -225,16 +228,8 @@ async fn a_crm_sync_that_never_answers_delays_me_by_at_most_the_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn during_a_hubspot_outage_and_then_rate_limiting_every_customer_view_shows_the_sync_state() {
     use futures::{StreamExt, stream};
-    let hubspot = FakeHubSpot::start().await.unwrap();
-    hubspot.fail_always(503);
-    let (token, base) = (hubspot.token(), hubspot.base_url());
-    let crm = [
-        ("CRM_SYNC_HUBSPOT_TOKEN", token.as_str()),
-        ("CRM_SYNC_HUBSPOT_BASE_URL", base.as_str()),
-        // A ladder long enough for the views below to find most sign-ups still waiting.
-        ("SWITCHBOARD_RETRY_DELAYS", "1s,2s,4s,8s,16s,32s"),
-    ];
-    let system = start_full(&[], &[], &crm, &[]).await;
+    // A ladder long enough for the views below to find most sign-ups still waiting.
+    let (hubspot, system) = with_hubspot_down("1s,2s,4s,8s,16s,32s").await;
     let sys = &system;
     let admin = &sys.staff("admin@hubspot-outage.test", Role::Admin).await;
     let users: Vec<User> = stream::iter(0..200)

@@ -5,11 +5,7 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -17,24 +13,9 @@ const CANARY_TOKEN: &str = "canary-service-token-7f3a9c0e";
 const CANARY_SMTP_PASSWORD: &str = "canary-smtp-pw-91d2";
 const USER_PASSWORD: &str = "canary user password 55e1";
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_secrets_and_passwords_never_appear_in_logs_or_responses() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt().json().with_max_level(tracing::Level::DEBUG).with_writer(move || writer.clone()).init();
+    let logs = sb_testkit::logs::Captured::install();
 
     // SMTP is configured with a password but nothing listens: every send fails and is logged.
     let smtp = format!("smtp://mailer:{CANARY_SMTP_PASSWORD}@127.0.0.1:{}", sb_testkit::smtp::closed_port());
@@ -63,12 +44,12 @@ async fn canary_secrets_and_passwords_never_appear_in_logs_or_responses() {
     // Wait until the failing email send has been logged at least once.
     sb_testkit::wait_for(Duration::from_secs(30), "a failed SMTP send in the logs", || {
         let logs = logs.clone();
-        async move { String::from_utf8_lossy(&logs.0.lock().unwrap()).contains("smtp unavailable").then_some(()) }
+        async move { logs.text().contains("smtp unavailable").then_some(()) }
     })
     .await;
     sys.stop().await;
 
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text = logs.text();
     assert!(text.lines().count() > 20, "the logs were captured");
     for secret in [CANARY_TOKEN, CANARY_SMTP_PASSWORD, USER_PASSWORD, token.as_str()] {
         assert!(!text.contains(secret), "a secret reached the logs: {secret}");

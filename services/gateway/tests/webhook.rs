@@ -10,11 +10,7 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{io::Write, time::Duration};
 
 use common::System;
 use lapin::{
@@ -471,26 +467,11 @@ async fn the_public_dev_secret_accepts_test_mode_events_only() {
     sys.stop().await;
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_failure_answers_503_until_recorded_and_logs_no_secret_body_or_signature() {
     const CANARY_SECRET: &str = "whsec_canary_3f9a1c7e";
     const CANARY_EMAIL: &str = "canary-4b2d@payments.test";
-    let logs = Captured::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt().json().with_max_level(tracing::Level::DEBUG).with_writer(move || writer.clone()).init();
+    let logs = sb_testkit::logs::Captured::install();
     let sys = common::start(&[], &[("GATEWAY_STRIPE_WEBHOOK_SECRET", CANARY_SECRET)]).await;
     let cs =
         objects::checkout_session(&CheckoutSpec { id: "cs_canary", email: CANARY_EMAIL, account_id: "acct-canary", ..Default::default() });
@@ -518,7 +499,7 @@ async fn a_database_failure_answers_503_until_recorded_and_logs_no_secret_body_o
     let metrics = sys.web.get(format!("http://{}/metrics", sys.gateway.http)).send().await.unwrap().text().await.unwrap();
     sys.stop().await;
 
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text = logs.text();
     assert!(text.contains("could not record a stripe webhook"), "the failure is logged");
     assert!(text.contains("stripe webhook accepted") && text.contains("stripe webhook rejected"));
     let signatures: Vec<String> = [&first, &retry, &forged].iter().map(|h| h.split("v1=").nth(1).unwrap().to_owned()).collect();

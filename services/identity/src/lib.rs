@@ -42,12 +42,7 @@ pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
         None => consumer.on(events::StoreInMailbox),
     };
     let grpc = grpc::IdentityService::new(identity, &config.service_token);
-    Ok(Parts {
-        consumer,
-        http: axum::Router::new(),
-        grpc: tonic::service::Routes::default().add_service(grpc.into_server()),
-        tasks: Vec::new(),
-    })
+    Ok(Parts::new(consumer).grpc(grpc.into_server()))
 }
 
 pub fn def() -> ServiceDef {

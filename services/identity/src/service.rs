@@ -59,6 +59,12 @@ impl Identity {
         Self { pool, cfg: Arc::new(cfg), hasher: Hasher::per_cpu() }
     }
 
+    /// With every `IDENTITY_*` setting at its default (the operator command's and tests' users).
+    pub fn with_defaults(pool: PgPool) -> anyhow::Result<Self> {
+        let cfg = IdentityConfig::from(&sb_runtime::config::Env::with_lookup(crate::SERVICE, |_| None))?;
+        Ok(Self::new(pool, cfg))
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

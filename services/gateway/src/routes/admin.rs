@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     AppState,
-    auth::{AdminSession, StaffSession},
+    auth::{AdminSession, Guarded, StaffSession},
     error::{ApiError, ApiJson, ApiQuery, Problem},
 };
 
@@ -135,7 +135,7 @@ fn customer(c: pb::CustomerSummary) -> CustomerOut {
     responses((status = 200, body = [CustomerOut]), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn list_customers(
     State(app): State<AppState>,
-    StaffSession(session): StaffSession,
+    Guarded(session, _): StaffSession,
     ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> Result<Json<Vec<CustomerOut>>, ApiError> {
     let list = app.identity().list_customers(session.request(pb::ListCustomersRequest { query: q.q, limit: q.limit })).await?;
@@ -148,7 +148,7 @@ pub async fn list_customers(
     responses((status = 200, body = CustomerViewOut), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn get_customer(
     State(app): State<AppState>,
-    StaffSession(session): StaffSession,
+    Guarded(session, _): StaffSession,
     Path(account_id): Path<String>,
 ) -> Result<Json<CustomerViewOut>, ApiError> {
     let account_id = path_id("account", &account_id)?;
@@ -195,7 +195,7 @@ pub async fn get_customer(
     responses((status = 200, body = RevokedOut), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn revoke_sessions(
     State(app): State<AppState>,
-    AdminSession(session): AdminSession,
+    Guarded(session, _): AdminSession,
     Path(user_id): Path<String>,
 ) -> Result<Json<RevokedOut>, ApiError> {
     let user_id = path_id("user", &user_id)?;
@@ -210,7 +210,7 @@ pub async fn revoke_sessions(
               (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn impersonate(
     State(app): State<AppState>,
-    AdminSession(session): AdminSession,
+    Guarded(session, _): AdminSession,
     Path(user_id): Path<String>,
     ApiJson(body): ApiJson<ImpersonateIn>,
 ) -> Result<Response, ApiError> {
@@ -230,7 +230,7 @@ pub async fn impersonate(
     responses((status = 200, body = [AuditEntryOut]), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn list_audit(
     State(app): State<AppState>,
-    AdminSession(session): AdminSession,
+    Guarded(session, _): AdminSession,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntryOut>>, ApiError> {
     let user_id = match q.user_id.as_deref() {
@@ -260,7 +260,7 @@ pub async fn list_audit(
     responses((status = 200, body = [EmailOut]), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn list_mailbox(
     State(app): State<AppState>,
-    AdminSession(session): AdminSession,
+    Guarded(session, _): AdminSession,
     ApiQuery(q): ApiQuery<MailboxQuery>,
 ) -> Result<Json<Vec<EmailOut>>, ApiError> {
     let list = app.identity().list_mailbox(session.request(pb::ListMailboxRequest { to: q.to, limit: q.limit })).await?;

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{bounded, time};
 use crate::{
     AppState,
-    auth::{Session, StaffSession},
+    auth::{Guarded, Session, StaffSession},
     domain::{Sync, SyncStatus},
     error::{ApiError, ApiQuery, Problem},
 };
@@ -174,7 +174,7 @@ pub async fn own_status(app: &AppState, session: &Session) -> anyhow::Result<Crm
               (status = 503, body = Problem)))]
 pub async fn list_contact_book(
     State(app): State<AppState>,
-    StaffSession(session): StaffSession,
+    Guarded(session, _): StaffSession,
     ApiQuery(q): ApiQuery<ContactBookQuery>,
 ) -> Result<Json<Vec<BookContactOut>>, ApiError> {
     let limit = i32::try_from(q.limit.min(500)).unwrap_or(500);

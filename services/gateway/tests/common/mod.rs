@@ -127,8 +127,7 @@ impl System {
 
     /// A staff user, created the way an operator does, then signed in through the gateway.
     pub async fn staff(&self, email: &str, role: sb_types::Role) -> User {
-        let cfg = identity::config::IdentityConfig::from(&sb_runtime::config::Env::with_lookup("identity", |_| None)).unwrap();
-        let service = identity::service::Identity::new(self.identity.db.pool.clone(), cfg);
+        let service = identity::service::Identity::with_defaults(self.identity.db.pool.clone()).unwrap();
         let e = sb_types::Email::parse(email).unwrap();
         let password = identity::domain::Password::parse(PASSWORD).unwrap();
         service.create_user("Founder's team", &e, "Staff", role, &password).await.expect("new staff user");

@@ -46,8 +46,7 @@ pub fn login(email: &str, password: &str) -> pb::LogInRequest {
 
 /// Creates a staff (or customer) user as `identity create-user` does, and signs them in.
 pub async fn staff(id: &TestService, email: &str, role: identity::domain::Role) -> String {
-    let cfg = identity::config::IdentityConfig::from(&sb_runtime::config::Env::with_lookup("identity", |_| None)).unwrap();
-    let service = identity::service::Identity::new(id.db.pool.clone(), cfg);
+    let service = identity::service::Identity::with_defaults(id.db.pool.clone()).unwrap();
     let parsed = identity::domain::Email::parse(email).unwrap();
     let password = identity::domain::Password::parse(PASSWORD).unwrap();
     service.create_user("Founder's team", &parsed, "Staff Member", role, &password).await.expect("new user");
