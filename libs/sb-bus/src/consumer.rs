@@ -511,21 +511,27 @@ impl Consumer {
         let Ok(fresh) = fresh else { return Ok(Err((batch, None))) };
         let mut pending: HashSet<uuid::Uuid> = fresh.into_iter().collect();
         let mut applied = vec![false; batch.len()];
-        for (i, p) in batch.iter().enumerate() {
-            // The first delivery of each new id applies it; later copies in the batch are duplicates.
-            if !pending.remove(&p.env.id) {
-                continue;
+        // One deadline for the whole batch (one timer, not one per event).
+        let run = async {
+            for (i, p) in batch.iter().enumerate() {
+                // The first delivery of each new id applies it; later copies in the batch are duplicates.
+                if !pending.remove(&p.env.id) {
+                    continue;
+                }
+                let Some(Registered::Db(handler)) = self.handlers.get(&p.env.event_type) else { continue };
+                match AssertUnwindSafe(handler.apply(&p.env, &mut tx)).catch_unwind().instrument(self.span(p)).await {
+                    Ok(Ok(())) => applied[i] = true,
+                    Ok(Err(e)) => return Some((i, e)),
+                    Err(_) => return Some((i, HandlerError::Permanent("handler panicked".into()))),
+                }
             }
-            let Some(Registered::Db(handler)) = self.handlers.get(&p.env.event_type) else { continue };
-            let run = AssertUnwindSafe(handler.apply(&p.env, &mut tx)).catch_unwind().instrument(self.span(p));
-            match tokio::time::timeout_at(deadline, run).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => return Ok(Err((batch, Some((i, e))))),
-                Ok(Err(_)) => return Ok(Err((batch, Some((i, HandlerError::Permanent("handler panicked".into())))))),
-                // Over the deadline as a batch: each event gets its own deadline one at a time.
-                Err(_) => return Ok(Err((batch, None))),
-            }
-            applied[i] = true;
+            None
+        };
+        match tokio::time::timeout_at(deadline, run).await {
+            Ok(None) => {}
+            Ok(Some(failure)) => return Ok(Err((batch, Some(failure)))),
+            // Over the deadline as a batch: each event gets its own deadline one at a time.
+            Err(_) => return Ok(Err((batch, None))),
         }
         if !matches!(tokio::time::timeout_at(deadline, tx.commit()).await, Ok(Ok(()))) {
             // Possibly committed after all; the one-at-a-time path sees the inbox rows if so.

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use sb_types::{AccountId, UserId};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::events::Event;
@@ -12,7 +13,7 @@ pub const ENVELOPE_VERSION: u16 = 1;
 
 /// A fact one service publishes for others. `type` carries the event's own version suffix
 /// (`billing.access.changed.v1`) and is also the routing key on the events exchange.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
     /// Layout version of this envelope; consumers reject versions they do not know.
     pub envelope_version: u16,
@@ -32,7 +33,23 @@ pub struct Envelope {
     pub account_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<Uuid>,
-    pub data: serde_json::Value,
+    /// The payload, kept as the JSON text it arrived as: it is read once, straight into its event
+    /// type ([`Envelope::decode`]), never into an intermediate tree.
+    pub data: Box<RawValue>,
+}
+
+impl PartialEq for Envelope {
+    fn eq(&self, o: &Self) -> bool {
+        (self.envelope_version, self.id, &self.event_type, self.occurred_at, &self.source, self.correlation_id)
+            == (o.envelope_version, o.id, &o.event_type, o.occurred_at, &o.source, o.correlation_id)
+            && (self.causation_id, self.account_id, self.user_id) == (o.causation_id, o.account_id, o.user_id)
+            && self.data.get() == o.data.get()
+    }
+}
+
+fn raw(v: &impl Serialize) -> Box<RawValue> {
+    // A payload type or JSON value is plain data; serialising it cannot fail.
+    serde_json::value::to_raw_value(v).unwrap_or_default()
 }
 
 /// Why bytes off the wire are not an event we can handle.
@@ -69,8 +86,7 @@ impl Envelope {
             causation_id: None,
             account_id: payload.account_id().map(AccountId::as_uuid),
             user_id: payload.user_id().map(UserId::as_uuid),
-            // A payload type is plain data; serialising it cannot fail.
-            data: serde_json::to_value(payload).unwrap_or_default(),
+            data: raw(payload),
         }
     }
 
@@ -101,8 +117,13 @@ impl Envelope {
             causation_id: None,
             account_id: None,
             user_id: None,
-            data,
+            data: raw(&data),
         }
+    }
+
+    /// The payload as a JSON tree (tools and tests; services decode it with [`Envelope::decode`]).
+    pub fn data_json(&self) -> serde_json::Value {
+        serde_json::from_str(self.data.get()).unwrap_or_default()
     }
 
     /// Reads the payload as `E`. The error names the field that does not fit (`to: unknown
@@ -111,12 +132,20 @@ impl Envelope {
         if self.event_type != E::TYPE {
             return Err(DecodeError { event_type: self.event_type.clone(), reason: format!("expected an event of type {}", E::TYPE) });
         }
-        let payload: E = serde_path_to_error::deserialize(&self.data).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            let reason = if path.is_empty() || path == "." { inner } else { format!("{path}: {inner}") };
-            DecodeError { event_type: self.event_type.clone(), reason }
-        })?;
+        // The plain read is the fast path; only a payload that fails is read again to name the field.
+        let payload = match serde_json::from_str::<E>(self.data.get()) {
+            Ok(p) => p,
+            Err(plain) => {
+                let reason = match serde_path_to_error::deserialize::<_, E>(&mut serde_json::Deserializer::from_str(self.data.get())) {
+                    Err(e) => {
+                        let path = e.path().to_string();
+                        if path.is_empty() || path == "." { plain.to_string() } else { format!("{path}: {}", e.into_inner()) }
+                    }
+                    Ok(_) => plain.to_string(),
+                };
+                return Err(DecodeError { event_type: self.event_type.clone(), reason });
+            }
+        };
         payload.validate().map_err(|reason| DecodeError { event_type: self.event_type.clone(), reason })?;
         Ok(payload)
     }
