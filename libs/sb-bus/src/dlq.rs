@@ -32,7 +32,11 @@ async fn settle(page: Vec<(Option<lapin::PublisherConfirm>, Acker)>) -> anyhow::
         if let Some(c) = confirm {
             publisher::confirmed(c).await?;
         }
-        acker.ack(BasicAckOptions::default()).await?;
+        // `false`: the channel ended under the walk, so the original goes back to the queue.
+        anyhow::ensure!(
+            acker.ack(BasicAckOptions::default()).await?,
+            "the broker closed the walk's channel before every original was removed (copies already sent are applied once); run it again"
+        );
     }
     Ok(())
 }
@@ -163,14 +167,16 @@ impl Ops {
         Ok(out)
     }
 
-    /// Walks the messages `queue` held when the walk began, once each, in order, streaming on a
-    /// private channel with a bounded window: each message's body is dropped once `visit` has
-    /// seen it, so memory stays flat whatever the queue's length. `visit` starts the publish of a
-    /// copy (to the work queue, or back to the tail of `queue` to keep it) or returns no publish
-    /// (the message is deleted); the original is acked only after its copy's confirm.
+    /// Walks every message in `queue` once, in order, streaming on a private channel with a
+    /// bounded window: each message's body is dropped once `visit` has seen it, so memory stays
+    /// flat whatever the queue's length. `visit` (given this walk's id) starts the publish of a
+    /// copy (to the work queue, or back to the tail of `queue` with the id in `x-sb-walk` to keep
+    /// it) or returns no publish (the message is deleted); the original is acked only after its
+    /// copy's confirm. The walk ends when its own first copy comes round, or when the queue is
+    /// empty — not at a count taken at the start, which a quorum queue may report stale.
     async fn walk<F, Fut>(&self, queue: &str, mut visit: F) -> anyhow::Result<usize>
     where
-        F: FnMut(Delivery) -> Fut,
+        F: FnMut(Delivery, &str) -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<(Option<lapin::PublisherConfirm>, Acker, bool)>>,
     {
         let total = self.count(queue).await?.unwrap_or(0);
@@ -179,23 +185,31 @@ impl Ops {
         }
         let ch = self.conn.create_channel().await?;
         ch.basic_qos((2 * PAGE) as u16, BasicQosOptions::default()).await?;
-        let tag = format!("switchboard-operator-{}", Uuid::now_v7());
+        let walk_id = Uuid::now_v7().to_string();
+        let tag = format!("switchboard-operator-{walk_id}");
         let mut deliveries =
             ch.basic_consume(queue.into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
         let mut page = Vec::with_capacity(PAGE);
         let mut selected = 0;
         let mut walked = 0;
-        while walked < total {
-            // A busy broker may take a while; another operator (or a purge) may also have emptied
-            // the queue meanwhile: when nothing comes, stop only if nothing is left to come.
-            let delivery = match tokio::time::timeout(std::time::Duration::from_secs(5), deliveries.next()).await {
+        loop {
+            // Past the count taken at the start, more only comes if that count was stale: wait
+            // briefly. Before it, a busy broker may take a while. Either way, when nothing comes,
+            // stop only if nothing is left to come (another operator may have emptied the queue).
+            let patience = if walked < total { std::time::Duration::from_secs(5) } else { std::time::Duration::from_millis(250) };
+            let delivery = match tokio::time::timeout(patience, deliveries.next()).await {
                 Ok(Some(delivery)) => delivery?,
                 Ok(None) => break,
                 Err(_) if self.count(queue).await?.unwrap_or(0) == 0 => break,
                 Err(_) => continue,
             };
+            if publisher::header_str(&delivery.properties, headers::WALK).as_deref() == Some(walk_id.as_str()) {
+                // Come round to this walk's own copies: every message was seen once. Closing
+                // the channel puts this one (and whatever was prefetched) back.
+                break;
+            }
             walked += 1;
-            let (confirm, acker, counted) = visit(delivery).await?;
+            let (confirm, acker, counted) = visit(delivery, &walk_id).await?;
             selected += usize::from(counted);
             page.push((confirm, acker));
             if page.len() >= PAGE {
@@ -216,17 +230,19 @@ impl Ops {
         let n = self.names(service)?;
         let publisher = Publisher::open(&self.conn, &self.cfg).await?;
         let (work, dlq) = (n.work.clone(), n.dlq.clone());
-        self.walk(&n.dlq, |d| {
+        self.walk(&n.dlq, |d, walk| {
             let (publisher, work, dlq) = (publisher.clone(), work.clone(), dlq.clone());
+            let keep_props = publisher::with_headers(&d.properties, &[(headers::WALK, lstr(walk.to_owned()))], &[]);
             async move {
                 if !which.matches(&describe(&d)) {
-                    let keep = publisher.start_to_queue(&dlq, &d.data, d.properties.clone()).await?;
+                    let keep = publisher.start_to_queue(&dlq, &d.data, keep_props).await?;
                     return Ok((Some(keep), d.acker, false));
                 }
                 let props = publisher::with_headers(
                     &d.properties,
                     &[(headers::ATTEMPT, AMQPValue::LongLongInt(0)), (headers::REPLAYED_AT, lstr(chrono::Utc::now().to_rfc3339()))],
                     &[
+                        headers::WALK,
                         headers::REASON,
                         headers::FAILED_AT,
                         headers::NOT_BEFORE,
@@ -257,13 +273,14 @@ impl Ops {
         }
         let publisher = Publisher::open(&self.conn, &self.cfg).await?;
         let dlq = n.dlq.clone();
-        self.walk(&n.dlq, |d| {
+        self.walk(&n.dlq, |d, walk| {
             let (publisher, dlq) = (publisher.clone(), dlq.clone());
+            let keep_props = publisher::with_headers(&d.properties, &[(headers::WALK, lstr(walk.to_owned()))], &[]);
             async move {
                 if which.matches(&describe(&d)) {
                     return Ok((None, d.acker, true));
                 }
-                let keep = publisher.start_to_queue(&dlq, &d.data, d.properties.clone()).await?;
+                let keep = publisher.start_to_queue(&dlq, &d.data, keep_props).await?;
                 Ok((Some(keep), d.acker, false))
             }
         })

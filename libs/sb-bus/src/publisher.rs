@@ -26,6 +26,9 @@ pub mod headers {
     pub const NOT_BEFORE: &str = "x-sb-not-before";
     /// Set when an operator replays a parked message.
     pub const REPLAYED_AT: &str = "x-sb-replayed-at";
+    /// On a parked message an operator's walk put back on the DLQ: that walk's id (how the walk
+    /// knows it has come round to its own copies).
+    pub const WALK: &str = "x-sb-walk";
 }
 
 #[derive(Debug, thiserror::Error)]
