@@ -194,6 +194,98 @@ impl FromStr for AccessStatus {
     }
 }
 
+macro_rules! word_enum {
+    ($(#[$doc:meta])* $name:ident, $what:literal { $($(#[$vdoc:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(rename_all = "snake_case")]
+        #[sqlx(type_name = "text", rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Invalid;
+            fn from_str(s: &str) -> Result<Self, Invalid> {
+                $name::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
+                    let words: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                    Invalid::new($what, format!("must be one of {}", words.join(", ")))
+                })
+            }
+        }
+    };
+}
+
+word_enum!(
+    /// What a support ticket is about (the requester's choice; routing may infer it).
+    TicketCategory, "category" {
+        Billing = "billing",
+        Technical = "technical",
+        Account = "account",
+        Other = "other",
+    }
+);
+
+word_enum!(
+    /// Where a ticket stands.
+    TicketStatus, "status" {
+        /// Opened, no answer yet ("received").
+        New = "new",
+        /// The customer wrote last ("waiting on us").
+        Open = "open",
+        /// An agent answered; the customer's turn ("waiting on you"); SLA clocks pause.
+        WaitingOnCustomer = "waiting_on_customer",
+        Resolved = "resolved",
+    }
+);
+
+word_enum!(
+    /// How soon a ticket needs a person, lowest first.
+    TicketPriority, "priority" {
+        Low = "low",
+        Normal = "normal",
+        High = "high",
+        Urgent = "urgent",
+    }
+);
+
+word_enum!(
+    /// Which agents' list a ticket is on.
+    TicketQueue, "queue" {
+        Billing = "billing",
+        Technical = "technical",
+        Account = "account",
+        /// Urgent tickets: a person decides; no automation moves a ticket out of it.
+        HumanReview = "human_review",
+    }
+);
+
+word_enum!(
+    /// One of a ticket's SLA clocks.
+    SlaClock, "clock" {
+        FirstResponse = "first_response",
+        NextResponse = "next_response",
+        Resolution = "resolution",
+    }
+);
+
 /// An email address, trimmed and lower-cased: the one form stored, compared and sent to the CRM.
 /// Deserializing checks it like [`Email::parse`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
@@ -265,30 +357,90 @@ impl From<Email> for String {
     }
 }
 
-/// A person's, company's or reason's text: at most [`NAME_MAX_CHARS`] characters, not blank, no
-/// control characters; stored trimmed.
-pub fn parse_name(field: &'static str, raw: &str) -> Result<String, Invalid> {
-    if raw.chars().count() > NAME_MAX_CHARS {
-        return Err(Invalid::new(field, format!("is longer than {NAME_MAX_CHARS} characters")));
-    }
-    if raw.chars().any(char::is_control) {
-        return Err(Invalid::new(field, "contains control characters"));
-    }
-    let n = raw.trim();
-    if n.is_empty() {
-        return Err(Invalid::new(field, "is required"));
-    }
-    Ok(n.to_owned())
+/// Whitespace as JSON-schema patterns (ECMA-262 `\s`) count it: Unicode `White_Space` plus U+FEFF.
+/// Text made only of it is blank.
+fn is_space(c: char) -> bool {
+    c.is_whitespace() || c == '\u{feff}'
 }
 
+/// One line of text — a name, a subject, a reason: at most `max` characters (counted before
+/// trimming, as the schema's `maxLength` does), no control characters, not blank; stored trimmed.
+/// [`LINE_PATTERN`] says the same as a JSON-schema pattern.
+pub fn parse_line(field: &'static str, raw: &str, max: usize) -> Result<String, Invalid> {
+    if raw.chars().count() > max {
+        return Err(Invalid::new(field, format!("is longer than {max} characters")));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(Invalid::new(field, "contains control characters (it is one line of text)"));
+    }
+    let line = raw.trim_matches(is_space);
+    if line.is_empty() {
+        return Err(Invalid::new(field, "is required"));
+    }
+    Ok(line.to_owned())
+}
+
+/// What [`parse_line`] accepts, as a JSON-schema pattern (with a `maxLength`): no control
+/// characters (C0, DEL, C1) and at least one that is not whitespace. The classes are spelled out
+/// so Python's and ECMA's `\s` (which differ) read it alike.
+pub const LINE_PATTERN: &str =
+    r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff][^\x00-\x1f\x7f-\x9f]*$";
+
+/// As [`parse_line`], but blank text (only whitespace) means none was given.
+/// [`OPTIONAL_LINE_PATTERN`] says the same as a JSON-schema pattern.
+pub fn parse_optional_line(field: &'static str, raw: &str, max: usize) -> Result<Option<String>, Invalid> {
+    if raw.chars().count() <= max && raw.chars().all(|c| is_space(c) && !c.is_control()) {
+        return Ok(None);
+    }
+    parse_line(field, raw, max).map(Some)
+}
+
+/// What [`parse_optional_line`] accepts: no control characters, possibly blank.
+pub const OPTIONAL_LINE_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
+
+/// A person's or company's name.
+pub fn parse_name(field: &'static str, raw: &str) -> Result<String, Invalid> {
+    parse_line(field, raw, NAME_MAX_CHARS)
+}
 pub const NAME_MAX_CHARS: usize = 100;
+pub const NAME_PATTERN: &str = LINE_PATTERN;
+
+/// A ticket's subject.
+pub fn parse_subject(raw: &str) -> Result<String, Invalid> {
+    parse_line("subject", raw, SUBJECT_MAX_CHARS)
+}
+pub const SUBJECT_MAX_CHARS: usize = 200;
+pub const SUBJECT_PATTERN: &str = LINE_PATTERN;
+
+/// Why a person did something (a change of priority, a reopening, an impersonation).
+pub fn parse_reason(raw: &str) -> Result<String, Invalid> {
+    parse_line("reason", raw, REASON_MAX_CHARS)
+}
+pub const REASON_MAX_CHARS: usize = 500;
+pub const REASON_PATTERN: &str = LINE_PATTERN;
+
+/// A message's text (a ticket's body, a reply, a note): at most [`BODY_MAX_CHARS`] characters,
+/// line breaks and tabs allowed but no other control characters, not blank; stored trimmed.
+pub fn parse_body(field: &'static str, raw: &str) -> Result<String, Invalid> {
+    if raw.chars().count() > BODY_MAX_CHARS {
+        return Err(Invalid::new(field, format!("is longer than {BODY_MAX_CHARS} characters")));
+    }
+    if raw.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        return Err(Invalid::new(field, "contains control characters (other than line breaks and tabs)"));
+    }
+    let text = raw.trim_matches(is_space);
+    if text.is_empty() {
+        return Err(Invalid::new(field, "is required"));
+    }
+    Ok(text.to_owned())
+}
+pub const BODY_MAX_CHARS: usize = 10_000;
+/// What [`parse_body`] accepts, as a JSON-schema pattern (with `maxLength` [`BODY_MAX_CHARS`]).
+pub const BODY_PATTERN: &str = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$";
 
 /// A password's length, in characters (identity's policy, documented by the gateway).
 pub const PASSWORD_MIN_CHARS: usize = 10;
 pub const PASSWORD_MAX_CHARS: usize = 256;
-
-/// What [`parse_name`] accepts, as a JSON-schema pattern (with `maxLength` [`NAME_MAX_CHARS`]).
-pub const NAME_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
 
 #[cfg(test)]
 mod tests {
@@ -318,6 +470,50 @@ mod tests {
         }
         assert!(serde_json::from_value::<AccessStatus>(serde_json::json!("paused")).is_err());
         assert!(AccessStatus::PastDue.grants() && !AccessStatus::Pending.grants());
+    }
+
+    #[test]
+    fn ticket_words_round_trip_and_order_priorities() {
+        for p in TicketPriority::ALL {
+            assert_eq!(p.as_str().parse::<TicketPriority>().unwrap(), *p);
+            assert_eq!(serde_json::to_value(p).unwrap(), serde_json::json!(p.as_str()));
+        }
+        assert!(TicketPriority::Urgent > TicketPriority::High && TicketPriority::Low < TicketPriority::Normal);
+        assert_eq!("human_review".parse::<TicketQueue>().unwrap(), TicketQueue::HumanReview);
+        let err = "sales".parse::<TicketCategory>().unwrap_err();
+        assert_eq!(err.to_string(), "category: must be one of billing, technical, account, other");
+    }
+
+    #[test]
+    fn subjects_and_bodies_are_bounded_and_not_blank() {
+        assert_eq!(parse_subject("  Invoice question ").unwrap(), "Invoice question");
+        assert!(parse_subject("   ").is_err() && parse_subject("a\tb").is_err() && parse_subject(&"s".repeat(201)).is_err());
+        assert_eq!(parse_body("body", "\n  Hello,\nI was charged twice.\n").unwrap(), "Hello,\nI was charged twice.");
+        assert!(parse_body("body", " \n\t\r ").is_err() && parse_body("body", "a\0b").is_err());
+        assert!(parse_body("body", &"b".repeat(10_001)).is_err() && parse_body("body", &"b".repeat(10_000)).is_ok());
+        assert!(parse_body("body", "a\u{1}b").is_err() && parse_body("body", "\u{feff}\u{3000}").is_err());
+        assert_eq!(parse_reason(&"r".repeat(500)).unwrap().len(), 500);
+        assert_eq!(parse_optional_line("name", " \u{3000} ", 100).unwrap(), None);
+        assert_eq!(parse_optional_line("name", " Ada ", 100).unwrap().as_deref(), Some("Ada"));
+        assert!(parse_optional_line("name", "\t", 100).is_err() && parse_optional_line("name", &" ".repeat(101), 100).is_err());
+        assert!(parse_reason(&"r".repeat(501)).is_err() && parse_reason("two\nlines").is_err());
+    }
+
+    /// The patterns the gateway publishes accept exactly what the parsers accept: every character
+    /// of the first planes alone, between letters, and around one.
+    #[test]
+    fn patterns_agree_with_the_parsers() {
+        let line = regex::Regex::new(LINE_PATTERN).unwrap();
+        let optional = regex::Regex::new(OPTIONAL_LINE_PATTERN).unwrap();
+        let body = regex::Regex::new(BODY_PATTERN).unwrap();
+        let chars = (0u32..0x3400).chain([0xfeff, 0xfffd, 0x1f680]).filter_map(char::from_u32);
+        for c in chars {
+            for s in [format!("{c}"), format!("a{c}b"), format!("{c}a{c}"), format!("{c}{c}")] {
+                assert_eq!(line.is_match(&s), parse_line("x", &s, 10).is_ok(), "line {s:?}");
+                assert_eq!(body.is_match(&s), parse_body("x", &s).is_ok(), "body {s:?}");
+                assert_eq!(optional.is_match(&s), parse_optional_line("x", &s, 10).is_ok(), "optional {s:?}");
+            }
+        }
     }
 
     #[test]
