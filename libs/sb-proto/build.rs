@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "switchboard/identity/v1/identity.proto",
         "switchboard/billing/v1/billing.proto",
         "switchboard/crm/v1/crm.proto",
+        "switchboard/support/v1/support.proto",
     ];
     let fds = protox::compile(protos, [&root])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);

@@ -5,7 +5,10 @@
 //! README's event table is checked against it by a test. Every type listed here has a consumer
 //! (an event nobody consumes is not published).
 
-use crate::events::{AccessChanged, EmailRequested, Event, PaymentFailed, RefundIssued, StripeEventReceived, UserSignedUp, UserUpdated};
+use crate::events::{
+    AccessChanged, EmailRequested, Event, PaymentFailed, RefundIssued, SlaBreached, StripeEventReceived, TicketMessageAdded, TicketOpened,
+    TicketPrioritised, TicketResolved, UserSignedUp, UserUpdated,
+};
 
 /// The six services, in the order they are started and listed.
 pub const SERVICES: [&str; 6] = ["gateway", "identity", "billing", "crm-sync", "support-router", "ai-assist"];
@@ -35,6 +38,11 @@ pub const CATALOG: &[EventSpec] = &[
     spec::<AccessChanged>(),
     spec::<PaymentFailed>(),
     spec::<RefundIssued>(),
+    spec::<TicketOpened>(),
+    spec::<TicketMessageAdded>(),
+    spec::<TicketPrioritised>(),
+    spec::<SlaBreached>(),
+    spec::<TicketResolved>(),
 ];
 
 /// The catalog entry for a versioned type, if it is one of ours.

@@ -5,7 +5,7 @@
 //! named.
 
 use chrono::{DateTime, Utc};
-use sb_types::{AccessStatus, AccountId, Email, Role, UserId};
+use sb_types::{AccessStatus, AccountId, Email, Role, SlaClock, TicketCategory, TicketId, TicketPriority, TicketQueue, UserId};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 
@@ -211,6 +211,35 @@ pub enum EmailTemplate {
         currency: String,
         full: bool,
     },
+    /// A ticket was received (contact form or portal).
+    TicketReceived {
+        ticket_id: TicketId,
+        subject: String,
+    },
+    /// An agent answered a ticket.
+    TicketAnswered {
+        ticket_id: TicketId,
+        subject: String,
+        answer: String,
+    },
+    /// A ticket was judged urgent: a person looks at it first.
+    TicketEscalated {
+        ticket_id: TicketId,
+        subject: String,
+    },
+    TicketResolved {
+        ticket_id: TicketId,
+        subject: String,
+    },
+    /// To staff: a ticket's SLA clock passed its target.
+    SlaBreached {
+        ticket_id: TicketId,
+        subject: String,
+        clock: SlaClock,
+        due_at: DateTime<Utc>,
+        priority: TicketPriority,
+        queue: TicketQueue,
+    },
 }
 
 impl EmailTemplate {
@@ -219,6 +248,11 @@ impl EmailTemplate {
             EmailTemplate::Welcome { .. } => "welcome",
             EmailTemplate::PaymentFailed { .. } => "payment_failed",
             EmailTemplate::RefundIssued { .. } => "refund_issued",
+            EmailTemplate::TicketReceived { .. } => "ticket_received",
+            EmailTemplate::TicketAnswered { .. } => "ticket_answered",
+            EmailTemplate::TicketEscalated { .. } => "ticket_escalated",
+            EmailTemplate::TicketResolved { .. } => "ticket_resolved",
+            EmailTemplate::SlaBreached { .. } => "sla_breached",
         }
     }
 }
@@ -314,6 +348,150 @@ event! {
     "A charge was refunded; `data` has charge id, amount, amount refunded, currency and whether in full.",
     fn account_id(&self) -> Option<AccountId> {
         self.account_id
+    }
+}
+
+/// Who a ticket is from, as every support event names them (for the emails identity sends).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requester {
+    /// `None` for a contact-form ticket whose email belongs to no known user.
+    pub account_id: Option<AccountId>,
+    pub user_id: Option<UserId>,
+    pub email: Email,
+    pub name: String,
+}
+
+/// A ticket was opened and routed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketOpened {
+    pub ticket_id: TicketId,
+    pub requester: Requester,
+    pub subject: String,
+    pub category: TicketCategory,
+    pub priority: TicketPriority,
+    pub queue: TicketQueue,
+    /// The support tier of the account's plan (`free`, ...).
+    pub tier: String,
+    /// `portal` or `contact_form`.
+    pub channel: String,
+}
+
+event! {
+    TicketOpened,
+    "support.ticket.opened.v1",
+    "support-router",
+    "A ticket was opened and routed; `data` has the ticket id, requester, subject, category, priority, queue, tier and channel.",
+    fn account_id(&self) -> Option<AccountId> {
+        self.requester.account_id
+    }
+    fn user_id(&self) -> Option<UserId> {
+        self.requester.user_id
+    }
+}
+
+/// Who wrote a public message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageAuthor {
+    Customer,
+    Agent,
+}
+
+/// A public message was added to a ticket's thread (a customer's reply or an agent's answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketMessageAdded {
+    pub ticket_id: TicketId,
+    pub requester: Requester,
+    pub subject: String,
+    pub message_id: uuid::Uuid,
+    pub author: MessageAuthor,
+    pub author_user_id: Option<UserId>,
+    /// The message itself (public: the customer sees it in their thread).
+    pub body: String,
+}
+
+event! {
+    TicketMessageAdded,
+    "support.ticket.message_added.v1",
+    "support-router",
+    "A public message joined a ticket's thread; `data` has the ticket id, requester, author and the message (agents' answers are emailed to the customer).",
+    fn account_id(&self) -> Option<AccountId> {
+        self.requester.account_id
+    }
+    fn user_id(&self) -> Option<UserId> {
+        self.requester.user_id
+    }
+}
+
+/// A ticket's priority or queue changed (by routing, a plan change, or a person).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketPrioritised {
+    pub ticket_id: TicketId,
+    pub requester: Requester,
+    pub subject: String,
+    pub from_priority: TicketPriority,
+    pub to_priority: TicketPriority,
+    pub from_queue: TicketQueue,
+    pub to_queue: TicketQueue,
+    /// Why, in words (internal: never shown to the customer).
+    pub reasons: Vec<String>,
+    /// The person who changed it; `None` for routing rules.
+    pub by: Option<UserId>,
+}
+
+event! {
+    TicketPrioritised,
+    "support.ticket.prioritised.v1",
+    "support-router",
+    "A ticket's priority or queue changed; `data` has from/to priority and queue, the reasons and who (none for the rules).",
+    fn account_id(&self) -> Option<AccountId> {
+        self.requester.account_id
+    }
+}
+
+/// One of a ticket's SLA clocks passed its target (published once per clock and spell).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlaBreached {
+    pub ticket_id: TicketId,
+    pub requester: Requester,
+    pub subject: String,
+    pub clock: SlaClock,
+    pub due_at: DateTime<Utc>,
+    pub priority: TicketPriority,
+    pub queue: TicketQueue,
+    pub assignee: Option<UserId>,
+}
+
+event! {
+    SlaBreached,
+    "support.ticket.sla_breached.v1",
+    "support-router",
+    "A ticket's SLA clock passed its target; `data` has the clock, when it was due, priority, queue and assignee (staff are emailed).",
+    fn account_id(&self) -> Option<AccountId> {
+        self.requester.account_id
+    }
+}
+
+/// A ticket was resolved (by an agent) or closed (by its customer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketResolved {
+    pub ticket_id: TicketId,
+    pub requester: Requester,
+    pub subject: String,
+    pub by: Option<UserId>,
+    pub by_customer: bool,
+}
+
+event! {
+    TicketResolved,
+    "support.ticket.resolved.v1",
+    "support-router",
+    "A ticket was resolved by an agent or closed by its customer; `data` has the ticket id, requester and who.",
+    fn account_id(&self) -> Option<AccountId> {
+        self.requester.account_id
+    }
+    fn user_id(&self) -> Option<UserId> {
+        self.requester.user_id
     }
 }
 

@@ -55,6 +55,12 @@ pub mod identity {
     }
 }
 
+pub mod support {
+    pub mod v1 {
+        tonic::include_proto!("switchboard.support.v1");
+    }
+}
+
 pub mod ops {
     pub mod v1 {
         tonic::include_proto!("switchboard.ops.v1");
