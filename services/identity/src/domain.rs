@@ -148,6 +148,40 @@ pub fn render(name: &str, template: &EmailTemplate) -> (String, String) {
                 if *full { " in full" } else { "" }
             ),
         ),
+        EmailTemplate::TicketReceived { ticket_id, subject } => (
+            format!("We received your request: {subject}"),
+            format!(
+                "Hello {hello},\n\nthanks for writing. Your request \"{subject}\" has reached our team (ticket {ticket_id}); we will answer \
+                 here and in the portal.\n\n— The team\n"
+            ),
+        ),
+        EmailTemplate::TicketAnswered { ticket_id, subject, answer } => (
+            format!("Re: {subject}"),
+            format!("Hello {hello},\n\n{answer}\n\n— The team\n(ticket {ticket_id}: reply in the portal to continue)\n"),
+        ),
+        EmailTemplate::TicketEscalated { ticket_id, subject } => (
+            format!("We are on it: {subject}"),
+            format!(
+                "Hello {hello},\n\nyour request \"{subject}\" (ticket {ticket_id}) needs a person's attention first: someone on our team \
+                 is looking at it now.\n\n— The team\n"
+            ),
+        ),
+        EmailTemplate::TicketResolved { ticket_id, subject } => (
+            format!("Resolved: {subject}"),
+            format!(
+                "Hello {hello},\n\nyour request \"{subject}\" (ticket {ticket_id}) is resolved. If anything is still wrong, reply in the \
+                 portal and it reopens.\n\n— The team\n"
+            ),
+        ),
+        EmailTemplate::SlaBreached { ticket_id, subject, clock, due_at, priority, queue } => (
+            format!("SLA missed ({}): {subject}", clock.as_str().replace('_', " ")),
+            format!(
+                "Hello {hello},\n\nticket {ticket_id} (\"{subject}\", {priority} priority, {queue} queue) missed its {} target, due \
+                 {}.\n",
+                clock.as_str().replace('_', " "),
+                due_at.format("%Y-%m-%d %H:%M UTC")
+            ),
+        ),
     }
 }
 
@@ -209,6 +243,11 @@ mod tests {
         assert!(body.starts_with("Hello there,") && body.contains("49.00 USD"), "{body}");
         let (_, body) = render("Ada", &EmailTemplate::RefundIssued { amount_refunded: 1905, currency: "eur".into(), full: false });
         assert!(body.contains("19.05 EUR.") && !body.contains("in full"), "{body}");
+        let id = sb_types::TicketId::new();
+        let (subject, body) =
+            render("Ada", &EmailTemplate::TicketAnswered { ticket_id: id, subject: "Invoice".into(), answer: "Fixed it.".into() });
+        assert_eq!(subject, "Re: Invoice");
+        assert!(body.contains("Fixed it.") && body.contains(&id.to_string()), "{body}");
         assert_eq!(money(-5, "usd"), "-0.05 USD");
         assert_eq!(format!("{:?}", SessionToken::new()), "SessionToken(***)");
     }

@@ -8,7 +8,9 @@
 
 use sb_bus::{
     Effect, Envelope, Handler, HandlerError,
-    events::{EmailRequested, PaymentFailed, RefundIssued},
+    events::{
+        EmailRequested, PaymentFailed, RefundIssued, SlaBreached, TicketMessageAdded, TicketOpened, TicketPrioritised, TicketResolved,
+    },
 };
 use sb_mail::{MailError, MailboxMailer, Mailer, SmtpMailer};
 use sqlx::{PgConnection, PgPool};
@@ -72,5 +74,44 @@ pub struct TellRefundIssued(pub Identity);
 impl Handler<RefundIssued> for TellRefundIssued {
     async fn handle(&self, env: &Envelope, event: RefundIssued, tx: &mut PgConnection) -> Result<(), HandlerError> {
         self.0.refund_issued(tx, env, &event).await.map(drop).map_err(service_failure)
+    }
+}
+
+/// Emails about support tickets: to the requester (received, answered, escalated, resolved) and
+/// to staff (a missed SLA target). Each asks for its email in the handler's transaction.
+pub struct TicketEmails(pub Identity);
+
+#[async_trait::async_trait]
+impl Handler<TicketOpened> for TicketEmails {
+    async fn handle(&self, env: &Envelope, event: TicketOpened, tx: &mut PgConnection) -> Result<(), HandlerError> {
+        self.0.ticket_opened(tx, env, &event).await.map_err(service_failure)
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler<TicketMessageAdded> for TicketEmails {
+    async fn handle(&self, env: &Envelope, event: TicketMessageAdded, tx: &mut PgConnection) -> Result<(), HandlerError> {
+        self.0.ticket_message_added(tx, env, &event).await.map_err(service_failure)
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler<TicketPrioritised> for TicketEmails {
+    async fn handle(&self, env: &Envelope, event: TicketPrioritised, tx: &mut PgConnection) -> Result<(), HandlerError> {
+        self.0.ticket_prioritised(tx, env, &event).await.map_err(service_failure)
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler<TicketResolved> for TicketEmails {
+    async fn handle(&self, env: &Envelope, event: TicketResolved, tx: &mut PgConnection) -> Result<(), HandlerError> {
+        self.0.ticket_resolved(tx, env, &event).await.map_err(service_failure)
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler<SlaBreached> for TicketEmails {
+    async fn handle(&self, env: &Envelope, event: SlaBreached, tx: &mut PgConnection) -> Result<(), HandlerError> {
+        self.0.sla_breached(tx, env, &event).await.map(drop).map_err(service_failure)
     }
 }

@@ -121,8 +121,9 @@ impl pb::identity_server::Identity for IdentityService {
         let r = req.into_inner();
         let invalid = |e: sb_types::Invalid| Status::from(IdentityError::Invalid(e));
         let name = parse_name("name", &r.name).map_err(invalid)?;
-        let account_name =
-            if r.account_name.trim().is_empty() { name.clone() } else { parse_name("account_name", &r.account_name).map_err(invalid)? };
+        let account_name = sb_types::parse_optional_line("account_name", &r.account_name, sb_types::NAME_MAX_CHARS)
+            .map_err(invalid)?
+            .unwrap_or_else(|| name.clone());
         let s = SignUp {
             email: Email::parse(&r.email).map_err(invalid)?,
             password: Password::parse(&r.password).map_err(invalid)?,

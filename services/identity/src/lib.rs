@@ -35,7 +35,12 @@ pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
     let identity = service::Identity::new(pool.clone(), cfg);
     let consumer = Consumer::new(config.bus.clone(), SERVICE, pool.clone())
         .on(events::TellPaymentFailed(identity.clone()))
-        .on(events::TellRefundIssued(identity.clone()));
+        .on(events::TellRefundIssued(identity.clone()))
+        .on::<sb_bus::events::TicketOpened, _>(events::TicketEmails(identity.clone()))
+        .on::<sb_bus::events::TicketMessageAdded, _>(events::TicketEmails(identity.clone()))
+        .on::<sb_bus::events::TicketPrioritised, _>(events::TicketEmails(identity.clone()))
+        .on::<sb_bus::events::TicketResolved, _>(events::TicketEmails(identity.clone()))
+        .on::<sb_bus::events::SlaBreached, _>(events::TicketEmails(identity.clone()));
     // SMTP when `IDENTITY_SMTP_URL` is set, else the embedded mailbox.
     let consumer = match smtp {
         Some(smtp) => consumer.effect(events::SendOverSmtp(sb_mail::SmtpMailer::new(smtp)?)),

@@ -6,9 +6,13 @@ use std::sync::Arc;
 
 use sb_bus::{
     Envelope, enqueue,
-    events::{EmailRequested, EmailTemplate, PaymentFailed, RefundIssued, UserSignedUp, UserUpdated},
+    events::{
+        EmailRequested, EmailTemplate, MessageAuthor, PaymentFailed, RefundIssued, Requester, SlaBreached, TicketMessageAdded,
+        TicketOpened, TicketPrioritised, TicketResolved, UserSignedUp, UserUpdated,
+    },
 };
 use sb_runtime::caller::{Admin, Caller, ReadAccount, ServiceContext, Staff};
+use sb_types::TicketQueue;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 use tracing::info;
@@ -363,6 +367,71 @@ impl Identity {
     pub async fn refund_issued(&self, tx: &mut PgConnection, cause: &Envelope, r: &RefundIssued) -> Result<usize> {
         let template = EmailTemplate::RefundIssued { amount_refunded: r.amount_refunded, currency: r.currency.clone(), full: r.full };
         self.email_customers(tx, cause, r.account_id, template).await
+    }
+}
+
+impl Identity {
+    /// Asks for one email to a ticket's requester (in the handler's transaction).
+    async fn email_requester(&self, tx: &mut PgConnection, cause: &Envelope, r: &Requester, template: EmailTemplate) -> Result<()> {
+        let email = EmailRequested { to: r.email.clone(), name: r.name.clone(), account_id: r.account_id, user_id: r.user_id, template };
+        enqueue(tx, &Envelope::caused_by(cause, &email)).await?;
+        Ok(())
+    }
+
+    /// The requester hears that their ticket arrived.
+    pub async fn ticket_opened(&self, tx: &mut PgConnection, cause: &Envelope, t: &TicketOpened) -> Result<()> {
+        let template = EmailTemplate::TicketReceived { ticket_id: t.ticket_id, subject: t.subject.clone() };
+        self.email_requester(tx, cause, &t.requester, template).await
+    }
+
+    /// An agent's answer is emailed to the requester (their own replies are not echoed back).
+    pub async fn ticket_message_added(&self, tx: &mut PgConnection, cause: &Envelope, m: &TicketMessageAdded) -> Result<()> {
+        match m.author {
+            MessageAuthor::Agent => {
+                let template = EmailTemplate::TicketAnswered { ticket_id: m.ticket_id, subject: m.subject.clone(), answer: m.body.clone() };
+                self.email_requester(tx, cause, &m.requester, template).await
+            }
+            MessageAuthor::Customer => Ok(()),
+        }
+    }
+
+    /// A ticket moved into human review: the requester hears a person looks at it first.
+    pub async fn ticket_prioritised(&self, tx: &mut PgConnection, cause: &Envelope, p: &TicketPrioritised) -> Result<()> {
+        if p.to_queue != TicketQueue::HumanReview || p.from_queue == TicketQueue::HumanReview {
+            return Ok(());
+        }
+        let template = EmailTemplate::TicketEscalated { ticket_id: p.ticket_id, subject: p.subject.clone() };
+        self.email_requester(tx, cause, &p.requester, template).await
+    }
+
+    /// Resolved by an agent: the requester hears it (a customer who closed it knows already).
+    pub async fn ticket_resolved(&self, tx: &mut PgConnection, cause: &Envelope, r: &TicketResolved) -> Result<()> {
+        if r.by_customer {
+            return Ok(());
+        }
+        let template = EmailTemplate::TicketResolved { ticket_id: r.ticket_id, subject: r.subject.clone() };
+        self.email_requester(tx, cause, &r.requester, template).await
+    }
+
+    /// A missed SLA target: the assignee is told, or every agent and admin when nobody is.
+    pub async fn sla_breached(&self, tx: &mut PgConnection, cause: &Envelope, b: &SlaBreached) -> Result<usize> {
+        let staff = store::staff_users(tx).await?;
+        let assignee: Vec<&User> = staff.iter().filter(|u| Some(u.id) == b.assignee).collect();
+        let to = if assignee.is_empty() { staff.iter().collect() } else { assignee };
+        for u in &to {
+            let template = EmailTemplate::SlaBreached {
+                ticket_id: b.ticket_id,
+                subject: b.subject.clone(),
+                clock: b.clock,
+                due_at: b.due_at,
+                priority: b.priority,
+                queue: b.queue,
+            };
+            let email =
+                EmailRequested { to: u.email.clone(), name: u.name.clone(), account_id: Some(u.account_id), user_id: Some(u.id), template };
+            enqueue(tx, &Envelope::caused_by(cause, &email)).await?;
+        }
+        Ok(to.len())
     }
 }
 

@@ -205,6 +205,15 @@ pub async fn users_of(conn: &mut PgConnection, accounts: &[AccountId]) -> sqlx::
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
+/// Support agents and admins, oldest first.
+pub async fn staff_users(conn: &mut PgConnection) -> sqlx::Result<Vec<User>> {
+    let rows: Vec<UserRow> =
+        sqlx::query_as(concat!("SELECT ", user_cols!(), " FROM users WHERE role IN ('agent', 'admin') ORDER BY created_at"))
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
 pub async fn update_name(conn: &mut PgConnection, user: UserId, name: &str) -> sqlx::Result<Option<User>> {
     let row: Option<UserRow> =
         sqlx::query_as(concat!("UPDATE users SET name = $2, updated_at = now() WHERE id = $1 RETURNING ", user_cols!()))

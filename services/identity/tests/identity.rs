@@ -349,3 +349,106 @@ async fn customers_are_told_about_a_failed_payment_and_a_refund_once() {
     assert_eq!(n, 3);
     id.stop().await;
 }
+
+#[tokio::test]
+async fn ticket_events_email_the_requester_and_a_missed_sla_emails_staff() {
+    use sb_bus::events::{MessageAuthor, Requester, SlaBreached, TicketMessageAdded, TicketOpened, TicketPrioritised, TicketResolved};
+    use sb_types::{SlaClock, TicketCategory, TicketId, TicketPriority, TicketQueue};
+    let id = start(&[]).await;
+    staff(&id, "agent@tickets.test", Role::Agent).await;
+    staff(&id, "founder@tickets.test", Role::Admin).await;
+    let ticket_id = TicketId::new();
+    let requester = Requester {
+        account_id: None,
+        user_id: None,
+        email: identity::domain::Email::parse("visitor@example.com").unwrap(),
+        name: "Vic".into(),
+    };
+    let subject = "Can't log in".to_owned();
+    let events = [
+        sb_bus::Envelope::of(&TicketOpened {
+            ticket_id,
+            requester: requester.clone(),
+            subject: subject.clone(),
+            category: TicketCategory::Account,
+            priority: TicketPriority::Urgent,
+            queue: TicketQueue::HumanReview,
+            tier: "free".into(),
+            channel: "contact_form".into(),
+        }),
+        // The customer's own reply is not echoed back to them.
+        sb_bus::Envelope::of(&TicketMessageAdded {
+            ticket_id,
+            requester: requester.clone(),
+            subject: subject.clone(),
+            message_id: uuid::Uuid::now_v7(),
+            author: MessageAuthor::Customer,
+            author_user_id: None,
+            body: "Still stuck".into(),
+        }),
+        sb_bus::Envelope::of(&TicketMessageAdded {
+            ticket_id,
+            requester: requester.clone(),
+            subject: subject.clone(),
+            message_id: uuid::Uuid::now_v7(),
+            author: MessageAuthor::Agent,
+            author_user_id: None,
+            body: "Reset it from the sign-in page.".into(),
+        }),
+        // Into human review: told; a move between other queues: not.
+        sb_bus::Envelope::of(&TicketPrioritised {
+            ticket_id,
+            requester: requester.clone(),
+            subject: subject.clone(),
+            from_priority: TicketPriority::High,
+            to_priority: TicketPriority::Urgent,
+            from_queue: TicketQueue::Account,
+            to_queue: TicketQueue::HumanReview,
+            reasons: vec!["security words".into()],
+            by: None,
+        }),
+        sb_bus::Envelope::of(&TicketPrioritised {
+            ticket_id,
+            requester: requester.clone(),
+            subject: subject.clone(),
+            from_priority: TicketPriority::Low,
+            to_priority: TicketPriority::Normal,
+            from_queue: TicketQueue::Account,
+            to_queue: TicketQueue::Technical,
+            reasons: vec![],
+            by: None,
+        }),
+        sb_bus::Envelope::of(&TicketResolved {
+            ticket_id,
+            requester: requester.clone(),
+            subject: subject.clone(),
+            by: None,
+            by_customer: false,
+        }),
+        sb_bus::Envelope::of(&SlaBreached {
+            ticket_id,
+            requester,
+            subject,
+            clock: SlaClock::FirstResponse,
+            due_at: chrono::Utc::now(),
+            priority: TicketPriority::Urgent,
+            queue: TicketQueue::HumanReview,
+            assignee: None,
+        }),
+    ];
+    for e in &events {
+        id.publish(e).await;
+    }
+    let pool = &id.db.pool;
+    let mails: Vec<(String, String)> = wait_for(Duration::from_secs(30), "the ticket emails", || async {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT to_address, template FROM sb_mailbox ORDER BY to_address, template").fetch_all(pool).await.unwrap();
+        (rows.len() >= 6).then_some(rows)
+    })
+    .await;
+    let to = |addr: &str| mails.iter().filter(|(t, _)| t == addr).map(|(_, tpl)| tpl.as_str()).collect::<Vec<_>>();
+    assert_eq!(to("visitor@example.com"), ["ticket_answered", "ticket_escalated", "ticket_received", "ticket_resolved"], "{mails:?}");
+    assert_eq!(to("agent@tickets.test"), ["sla_breached"], "unassigned: every agent and admin hears it");
+    assert_eq!(to("founder@tickets.test"), ["sla_breached"]);
+    id.stop().await;
+}
