@@ -2,7 +2,7 @@
 //! times, and the shapes of ids the gateway accepts in paths.
 
 use chrono::{DateTime, Utc};
-pub use sb_types::AccessStatus;
+pub use sb_types::{AccessStatus, TicketStatus};
 
 /// What an access status means for the user.
 pub fn access_message(status: AccessStatus, plan: &str, reason: &str) -> String {
@@ -96,6 +96,31 @@ impl Sync {
                 None => "CRM sync pending".to_owned(),
             },
         }
+    }
+}
+
+/// A ticket's status as its customer reads it: a stable word and a sentence.
+pub fn ticket_status_words(s: Option<TicketStatus>) -> (&'static str, &'static str) {
+    match s {
+        Some(TicketStatus::New) => ("received", "Received: we will answer soon"),
+        Some(TicketStatus::Open) => ("waiting_on_us", "Waiting on us: we will answer soon"),
+        Some(TicketStatus::WaitingOnCustomer) => ("waiting_on_you", "Waiting on you: we answered and need your reply"),
+        Some(TicketStatus::Resolved) => ("resolved", "Resolved"),
+        None => ("unknown", "Unknown"),
+    }
+}
+
+/// An SLA clock in words for the console, e.g. "running: due 14:05:00Z".
+pub fn clock_text(state: &str, due_at: Option<DateTime<Utc>>, stopped_at: Option<DateTime<Utc>>) -> String {
+    let due = due_at.map(when).unwrap_or_default();
+    match state {
+        "idle" => "not started".to_owned(),
+        "running" if due_at.is_some_and(|d| d < Utc::now()) => format!("running, overdue since {due}"),
+        "running" => format!("running: due {due}"),
+        "paused" => format!("paused while waiting on the customer (due {due} if it ran on)"),
+        "hit" => format!("hit{}", stopped_at.map(|t| format!(" at {}", when(t))).unwrap_or_default()),
+        "missed" => format!("missed: was due {due}"),
+        other => other.to_owned(),
     }
 }
 

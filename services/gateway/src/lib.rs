@@ -22,7 +22,10 @@ use axum::{
     extract::DefaultBodyLimit,
     http::{HeaderName, HeaderValue, Method, header},
 };
-use sb_proto::{billing::v1::billing_client::BillingClient, crm::v1::crm_client::CrmClient, identity::v1::identity_client::IdentityClient};
+use sb_proto::{
+    billing::v1::billing_client::BillingClient, crm::v1::crm_client::CrmClient, identity::v1::identity_client::IdentityClient,
+    support::v1::support_client::SupportClient,
+};
 use sb_runtime::{
     Parts, ServiceConfig, ServiceDef,
     caller::{OnBehalfOf, ServiceContext},
@@ -47,6 +50,7 @@ pub struct AppState {
     identity: IdentityClient<Channel>,
     billing: BillingClient<Channel>,
     crm: CrmClient<Channel>,
+    support: SupportClient<Channel>,
     service_token: SecretString,
     /// The gateway's own database (Stripe webhook receipts and the outbox).
     pool: PgPool,
@@ -64,6 +68,11 @@ impl AppState {
     /// crm-sync (`switchboard.crm.v1.Crm`): each user's CRM sync status and the contact book.
     pub fn crm(&self) -> CrmClient<Channel> {
         self.crm.clone()
+    }
+
+    /// support-router (`switchboard.support.v1.Support`): tickets, queues, SLA clocks.
+    pub fn support(&self) -> SupportClient<Channel> {
+        self.support.clone()
     }
 
     /// A call to a service behind the gateway on behalf of a signed-in user: the service token
@@ -89,15 +98,16 @@ pub fn api(cfg: config::GatewayConfig, service_token: SecretString, pool: PgPool
     let identity = IdentityClient::new(channel(&cfg.identity_url)?);
     let billing = BillingClient::new(channel(&cfg.billing_url)?);
     let crm = CrmClient::new(channel(&cfg.crm_sync_url)?);
+    let support = SupportClient::new(channel(&cfg.support_url)?);
     let origins: Vec<HeaderValue> = cfg.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key")])
         .allow_credentials(true)
         .max_age(Duration::from_secs(600));
     let body_limit = cfg.body_limit;
-    let state = AppState { cfg, identity, billing, crm, service_token, pool };
+    let state = AppState { cfg, identity, billing, crm, support, service_token, pool };
     let request_id = HeaderName::from_static("x-request-id");
     let headers = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -112,6 +122,7 @@ pub fn api(cfg: config::GatewayConfig, service_token: SecretString, pool: PgPool
         .merge(routes::admin::router())
         .merge(routes::billing::router())
         .merge(routes::crm::router())
+        .merge(routes::support::router())
         .merge(routes::webhook::router())
         .merge(openapi::router())
         .fallback(error::no_route)

@@ -19,7 +19,7 @@ use utoipa::{
 use crate::{
     AppState,
     error::Problem,
-    routes::{AccountOut, UserOut, admin, billing, crm, portal, webhook},
+    routes::{AccountOut, UserOut, admin, billing, crm, portal, support, webhook},
 };
 
 struct SessionAuth;
@@ -42,12 +42,16 @@ impl Modify for SessionAuth {
         billing::local_checkout_page, billing::confirm_local_checkout, billing::local_portal_page, billing::cancel_local_subscription,
         billing::local_done, billing::local_cancelled,
         crm::list_contact_book,
+        support::create_ticket, support::list_own_tickets, support::get_own_ticket, support::reply_own_ticket, support::close_own_ticket,
+        support::contact, support::list_queues, support::list_tickets, support::get_ticket, support::answer_ticket, support::add_note,
+        support::assign_ticket, support::reprioritise_ticket, support::resolve_ticket, support::reopen_ticket,
     ),
-    components(schemas(Problem, UserOut, AccountOut, webhook::WebhookAckOut)),
+    components(schemas(Problem, UserOut, AccountOut, webhook::WebhookAckOut, sb_types::TicketStatus, sb_types::TicketQueue, sb_types::TicketPriority)),
     modifiers(&SessionAuth),
     tags((name = "portal", description = "customers' own records"), (name = "admin", description = "staff: agents and admins"),
          (name = "stripe", description = "Stripe webhooks: authenticated by their Stripe-Signature, not a session"),
-         (name = "billing", description = "access, checkout and the customer portal; the /billing/local pages stand in for Stripe's when no Stripe key is configured"))
+         (name = "billing", description = "access, checkout and the customer portal; the /billing/local pages stand in for Stripe's when no Stripe key is configured"),
+         (name = "support", description = "customers' tickets and the public contact form"))
 )]
 pub struct ApiDoc;
 
@@ -62,23 +66,29 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// Text that may be blank but holds no control characters (an optional name).
-const BLANK_OR_TEXT: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
-
 /// The rules identity applies to sign-up and profile fields, from the one place they are defined,
 /// so what the document promises is what is checked.
 /// (schema, field, pattern, minLength, maxLength)
 type Rule = (&'static str, &'static str, Option<&'static str>, Option<usize>, Option<usize>);
 
 fn constrain(doc: &mut utoipa::openapi::OpenApi) {
-    let rules: [Rule; 7] = [
+    let rules: [Rule; 16] = [
         ("SignUpIn", "email", Some(sb_types::Email::PATTERN), None, Some(sb_types::Email::MAX_LEN)),
         ("SignUpIn", "password", None, Some(sb_types::PASSWORD_MIN_CHARS), Some(sb_types::PASSWORD_MAX_CHARS)),
         ("SignUpIn", "name", Some(sb_types::NAME_PATTERN), None, Some(sb_types::NAME_MAX_CHARS)),
-        ("SignUpIn", "account_name", Some(BLANK_OR_TEXT), None, Some(sb_types::NAME_MAX_CHARS)),
+        ("SignUpIn", "account_name", Some(sb_types::OPTIONAL_LINE_PATTERN), None, Some(sb_types::NAME_MAX_CHARS)),
         ("ProfileIn", "name", Some(sb_types::NAME_PATTERN), None, Some(sb_types::NAME_MAX_CHARS)),
         ("ImpersonateIn", "reason", Some(sb_types::NAME_PATTERN), None, Some(sb_types::NAME_MAX_CHARS)),
         ("LogInIn", "email", None, None, None),
+        ("TicketIn", "subject", Some(sb_types::SUBJECT_PATTERN), None, Some(sb_types::SUBJECT_MAX_CHARS)),
+        ("TicketIn", "body", Some(sb_types::BODY_PATTERN), None, Some(sb_types::BODY_MAX_CHARS)),
+        ("ContactIn", "subject", Some(sb_types::SUBJECT_PATTERN), None, Some(sb_types::SUBJECT_MAX_CHARS)),
+        ("ContactIn", "body", Some(sb_types::BODY_PATTERN), None, Some(sb_types::BODY_MAX_CHARS)),
+        ("ContactIn", "email", Some(sb_types::Email::PATTERN), None, Some(sb_types::Email::MAX_LEN)),
+        ("ContactIn", "name", Some(sb_types::OPTIONAL_LINE_PATTERN), None, Some(sb_types::NAME_MAX_CHARS)),
+        ("MessageIn", "body", Some(sb_types::BODY_PATTERN), None, Some(sb_types::BODY_MAX_CHARS)),
+        ("PriorityIn", "reason", Some(sb_types::REASON_PATTERN), None, Some(sb_types::REASON_MAX_CHARS)),
+        ("ReopenIn", "reason", Some(sb_types::REASON_PATTERN), None, Some(sb_types::REASON_MAX_CHARS)),
     ];
     let Some(components) = doc.components.as_mut() else { return };
     for (schema, field, pattern, min, max) in rules {

@@ -69,12 +69,23 @@ async fn every_route_answers_every_viewpoint_as_the_matrix_says() {
         assert_eq!(r.status(), 201);
         sessions.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
     }
+    // Tickets: the customer's (read, answered), one they close, and a third account's (resolved and reopened by staff).
+    let mut tickets = Vec::new();
+    for (user, subject) in [(&customer, "Where is my invoice?"), (&customer, "Please close me"), (&victim, "Victim's question")] {
+        let body = serde_json::json!({"subject": subject, "body": "Fixture for the authorization matrix.", "category": "billing"});
+        let r = sys.web.post(sys.url("/v1/tickets")).bearer_auth(&user.token).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        tickets.push(r.json::<Value>().await.unwrap()["ticket"]["id"].as_str().unwrap().to_owned());
+    }
     let ids: HashMap<&str, String> = [
         ("customer.account_id", customer.account_id.clone()),
         ("customer.user_id", customer.user_id.clone()),
         ("victim.user_id", victim.user_id.clone()),
         ("customer.checkout_session", sessions[0].clone()),
         ("victim.checkout_session", sessions[1].clone()),
+        ("customer.ticket_id", tickets[0].clone()),
+        ("customer.closing_ticket_id", tickets[1].clone()),
+        ("victim.ticket_id", tickets[2].clone()),
     ]
     .into();
 

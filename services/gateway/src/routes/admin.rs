@@ -18,7 +18,7 @@ use super::{
     crm::{self, CrmContactOut},
     path_id,
     portal::SessionOut,
-    time,
+    support, time,
 };
 use crate::{
     AppState,
@@ -42,7 +42,8 @@ pub struct CustomerOut {
     pub users: Vec<UserOut>,
 }
 
-/// One customer, all in one place: account, users, portal access and each user's CRM sync.
+/// One customer, all in one place: account, users, portal access, each user's CRM sync and the
+/// open tickets.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CustomerViewOut {
     pub account: Option<AccountOut>,
@@ -55,6 +56,10 @@ pub struct CustomerViewOut {
     /// people. Null, with `crm_error`, when crm-sync cannot be reached: the rest still answers.
     pub crm: Option<Vec<CrmContactOut>>,
     pub crm_error: Option<&'static str>,
+    /// The account's open tickets with their SLA state. Null, with `tickets_error`, when
+    /// support-router cannot be reached.
+    pub tickets: Option<Vec<support::StaffTicketOut>>,
+    pub tickets_error: Option<&'static str>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -154,8 +159,18 @@ pub async fn get_customer(
     let account_id = path_id("account", &account_id)?;
     let view = app.identity().get_account(session.request(pb::GetAccountRequest { account_id: account_id.clone() })).await?.into_inner();
     // billing and crm-sync only add to the view: each is bounded, and the view answers without it.
-    let (access, contacts) =
-        tokio::join!(billing::access_of(&app, &session, account_id.clone()), crm::account_status(&app, &session, account_id));
+    let (access, contacts, tickets) = tokio::join!(
+        billing::access_of(&app, &session, account_id.clone()),
+        crm::account_status(&app, &session, account_id.clone()),
+        support::open_tickets_of(&app, &session, account_id)
+    );
+    let (tickets, tickets_error) = match tickets {
+        Ok(t) => (Some(t), None),
+        Err(e) => {
+            tracing::warn!(error = %e, "support-router unavailable for the customer view");
+            (None, Some(support::UNAVAILABLE))
+        }
+    };
     let (access, access_error) = match access {
         Ok(a) => (Some(a), None),
         Err(e) => {
@@ -186,6 +201,8 @@ pub async fn get_customer(
         access_error,
         crm,
         crm_error,
+        tickets,
+        tickets_error,
     }))
 }
 

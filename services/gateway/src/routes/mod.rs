@@ -4,6 +4,7 @@ pub mod admin;
 pub mod billing;
 pub mod crm;
 pub mod portal;
+pub mod support;
 pub mod webhook;
 
 use std::time::Duration;

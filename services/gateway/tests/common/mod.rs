@@ -1,4 +1,4 @@
-//! The gateway's tests start identity, billing, crm-sync and the gateway in-process on one shared
+//! The gateway's tests start identity, billing, crm-sync, support-router and the gateway in-process on one shared
 //! bus prefix with the shared harness (`sb_testkit::service`), and sign up or create the users a
 //! test needs.
 
@@ -15,6 +15,7 @@ pub struct System {
     pub identity: TestService,
     pub billing: TestService,
     pub crm_sync: TestService,
+    pub support: TestService,
     pub gateway: TestService,
     pub base: String,
     pub web: reqwest::Client,
@@ -41,12 +42,28 @@ pub async fn start_full(
     start_full_via(identity_extra, billing_extra, crm_extra, gateway_extra, None).await
 }
 
+/// As [`start_full`], with settings for support-router too (e.g. short SLA targets).
+pub async fn start_with_support(support_extra: &[(&str, &str)], gateway_extra: &[(&str, &str)]) -> System {
+    launch(&[], &[], &[], support_extra, gateway_extra, None).await
+}
+
 /// As [`start_full`], with identity reaching PostgreSQL through `identity_db` (a
 /// `sb_testkit::proxy::TcpProxy` the test can cut) when given.
 pub async fn start_full_via(
     identity_extra: &[(&str, &str)],
     billing_extra: &[(&str, &str)],
     crm_extra: &[(&str, &str)],
+    gateway_extra: &[(&str, &str)],
+    identity_db: Option<std::net::SocketAddr>,
+) -> System {
+    launch(identity_extra, billing_extra, crm_extra, &[], gateway_extra, identity_db).await
+}
+
+async fn launch(
+    identity_extra: &[(&str, &str)],
+    billing_extra: &[(&str, &str)],
+    crm_extra: &[(&str, &str)],
+    support_extra: &[(&str, &str)],
     gateway_extra: &[(&str, &str)],
     identity_db: Option<std::net::SocketAddr>,
 ) -> System {
@@ -64,13 +81,20 @@ pub async fn start_full_via(
     bl.extend(owned(billing_extra));
     let billing = TestService::start_in(&billing::def(), &prefix, &bl).await;
     let crm_sync = TestService::start_in(&crm_sync::def(), &prefix, &owned(crm_extra)).await;
+    let mut sr = owned(&[("SUPPORT_ROUTER_BILLING_URL", &format!("http://{}", billing.grpc))]);
+    sr.extend(owned(support_extra));
+    let support = TestService::start_in(&support_router::def(), &prefix, &sr).await;
     // A test may point the gateway's crm-sync client elsewhere (e.g. at a port that never answers).
-    let mut gw = owned(&[("GATEWAY_HTTP_ADDR", &gateway_addr.to_string()), ("GATEWAY_CRM_SYNC_URL", &format!("http://{}", crm_sync.grpc))]);
+    let mut gw = owned(&[
+        ("GATEWAY_HTTP_ADDR", &gateway_addr.to_string()),
+        ("GATEWAY_CRM_SYNC_URL", &format!("http://{}", crm_sync.grpc)),
+        ("GATEWAY_SUPPORT_URL", &format!("http://{}", support.grpc)),
+    ]);
     gw.extend(owned(gateway_extra));
     gw.push(("GATEWAY_IDENTITY_URL".into(), format!("http://{}", identity.grpc)));
     gw.push(("GATEWAY_BILLING_URL".into(), format!("http://{}", billing.grpc)));
     let gateway = TestService::start_in(&gateway::def(), &prefix, &gw).await;
-    System { prefix, identity, billing, crm_sync, gateway, base: public, web: reqwest::Client::new() }
+    System { prefix, identity, billing, crm_sync, support, gateway, base: public, web: reqwest::Client::new() }
 }
 
 /// A signed-in user as a test sees them.
@@ -97,6 +121,7 @@ impl User {
 impl System {
     pub async fn stop(self) {
         self.gateway.stop().await;
+        self.support.stop().await;
         self.crm_sync.stop().await;
         self.billing.stop().await;
         self.identity.stop().await;

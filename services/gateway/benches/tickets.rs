@@ -1,0 +1,126 @@
+//! Ticket intake through the real gateway and support-router (release build, real PostgreSQL and
+//! RabbitMQ, every service in this process; the load generator on its own runtime): `POST
+//! /v1/tickets` at a fixed rate (open loop: dispatch never waits for answers, so a stall shows),
+//! beside the gateway's no-database `GET /v1/status` at the same rate in the same round, as the
+//! baseline. Several rounds, each reported; the target holds only if every round meets it.
+//!
+//!   cargo bench -p gateway --bench tickets   (BENCH_RATE 200, BENCH_SECONDS 5, BENCH_ROUNDS 5)
+
+#![allow(clippy::unwrap_used)] // a benchmark that cannot set itself up should stop loudly
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use serde_json::json;
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Latencies (ms) of `n` requests at `rate` per second, from each request's dispatch.
+async fn fixed_rate<F>(rate: f64, n: u64, request: F) -> Vec<f64>
+where
+    F: Fn(u64) -> reqwest::RequestBuilder,
+{
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let due = start + interval * i as u32;
+        tokio::time::sleep_until(due).await;
+        let req = request(i);
+        tasks.push(tokio::spawn(async move {
+            let sent = tokio::time::Instant::now().max(due);
+            let r = req.send().await.unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+            r.bytes().await.unwrap();
+            sent.elapsed().as_secs_f64() * 1e3
+        }));
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+fn main() {
+    let servers = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let clients = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let sys = servers.block_on(common::start(&[], &[]));
+    // Customers to spread the tickets over (each ticket distinct: no idempotent replays).
+    let users: Vec<common::User> = servers.block_on(async {
+        let mut users = Vec::new();
+        for i in 0..20 {
+            users.push(sys.signup(&format!("bench{i}@tickets.test")).await);
+        }
+        users
+    });
+    let rate = env_num("BENCH_RATE", 200) as f64;
+    let secs = env_num("BENCH_SECONDS", 5);
+    let rounds = env_num("BENCH_ROUNDS", 5);
+    let n = (rate * secs as f64) as u64;
+    let (tickets, status) = (sys.url("/v1/tickets"), sys.url("/v1/status"));
+    clients.block_on(async {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+        let intake = |round: u64| {
+            let (client, tickets, users) = (client.clone(), tickets.clone(), users.clone());
+            move |i: u64| {
+                let u = &users[(i % users.len() as u64) as usize];
+                let body = json!({
+                    "subject": format!("Bench ticket {round}-{i}"),
+                    "body": "How do I export my invoices to a spreadsheet?",
+                    "category": "technical",
+                });
+                client.post(&tickets).bearer_auth(&u.token).json(&body)
+            }
+        };
+        // Warm-up: connections, pools, prepared statements.
+        fixed_rate(rate, (rate as u64).min(200), intake(0)).await;
+
+        println!(
+            "ticket intake benchmark (release; identity + billing + crm-sync + support-router + gateway in this process, the load generator on another runtime; real PostgreSQL and RabbitMQ; {} CPUs)",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        println!("  open loop at {rate:.0} req/s for {secs} s per row; {rounds} rounds, each a baseline row then an intake row");
+        println!();
+        println!("  {:<6} {:<36} {:>6} {:>8} {:>8} {:>8} {:>8} {:>10}", "round", "request", "n", "p50 ms", "p95 ms", "p99 ms", "max ms", "p99 ratio");
+        let mut worst = 0.0f64;
+        let mut met = true;
+        for round in 1..=rounds {
+            let base = fixed_rate(rate, n, |_| client.get(&status)).await;
+            let lat = fixed_rate(rate, n, intake(round)).await;
+            let row = |name: &str, l: &[f64], ratio: String| {
+                println!(
+                    "  {round:<6} {name:<36} {:>6} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {ratio:>10}",
+                    l.len(),
+                    pct(l, 0.50),
+                    pct(l, 0.95),
+                    pct(l, 0.99),
+                    l.last().copied().unwrap_or(f64::NAN)
+                );
+            };
+            row("GET /v1/status (baseline)", &base, String::new());
+            let p99 = pct(&lat, 0.99);
+            row("POST /v1/tickets", &lat, format!("{:.1}x", p99 / pct(&base, 0.99)));
+            worst = worst.max(p99);
+            met &= p99 <= 20.0;
+        }
+        println!();
+        println!(
+            "  target: intake p99 <= 20 ms at {rate:.0} tickets/s in every round -> {}   (worst round p99 {worst:.2} ms)",
+            if met { "MET" } else { "MISSED" }
+        );
+    });
+    servers.block_on(sys.stop());
+}
