@@ -70,6 +70,11 @@ WIRING = {
         "GATEWAY_IDENTITY_URL": grpc_url("identity"),
         "GATEWAY_BILLING_URL": grpc_url("billing"),
         "GATEWAY_CRM_SYNC_URL": grpc_url("crm-sync"),
+        "GATEWAY_SUPPORT_URL": grpc_url("support-router"),
+    },
+    "support-router": {
+        # The plan of an account it has not heard about from billing's events yet.
+        "SUPPORT_ROUTER_BILLING_URL": grpc_url("billing"),
     },
     "billing": {
         # The embedded local checkout POSTs signed webhooks here, inside the network.
