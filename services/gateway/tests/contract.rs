@@ -30,12 +30,25 @@ async fn schemathesis_with_all_checks_finds_the_served_api_as_documented() {
     let sys = common::start_full(&identity, &secret, &[], &secret).await;
     sys.signup(EMAIL).await;
     let hooks = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/contract/hooks.py");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/contract/schemathesis.toml");
     // Schemathesis keeps a cache in its working directory: not in the checkout.
     let workdir = std::env::temp_dir().join(sb_testkit::unique("schemathesis"));
     std::fs::create_dir_all(&workdir).unwrap();
     let out = tokio::process::Command::new(st)
         .current_dir(&workdir)
-        .args(["run", &sys.url("/openapi.json"), "--checks", "all", "--max-examples", "40", "--seed", "20261127", "--no-color"])
+        .args([
+            "--config-file",
+            config,
+            "run",
+            &sys.url("/openapi.json"),
+            "--checks",
+            "all",
+            "--max-examples",
+            "20",
+            "--seed",
+            "20261127",
+            "--no-color",
+        ])
         .env("SCHEMATHESIS_HOOKS", hooks)
         .env("SB_CONTRACT_BASE", &sys.base)
         .env("SB_CONTRACT_EMAIL", EMAIL)
