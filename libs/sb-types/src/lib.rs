@@ -194,11 +194,15 @@ impl FromStr for AccessStatus {
     }
 }
 
+/// Declares a closed set of words stored and sent as text: an enum with `ALL`, `as_str`,
+/// `Display`, a `FromStr` that refuses any other word (naming `what` it was meant to be), serde and
+/// sqlx (`text`) in the same words. Every crate's word sets use it (the caller needs `serde` and
+/// `sqlx`); attributes before the name (docs, extra derives) go on the enum.
+#[macro_export]
 macro_rules! word_enum {
     ($(#[$doc:meta])* $name:ident, $what:literal { $($(#[$vdoc:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
-        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize, ::serde::Deserialize, ::sqlx::Type)]
         #[serde(rename_all = "snake_case")]
         #[sqlx(type_name = "text", rename_all = "snake_case")]
         pub enum $name {
@@ -215,18 +219,18 @@ macro_rules! word_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
 
-        impl FromStr for $name {
-            type Err = Invalid;
-            fn from_str(s: &str) -> Result<Self, Invalid> {
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::Invalid;
+            fn from_str(s: &str) -> Result<Self, $crate::Invalid> {
                 $name::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
                     let words: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
-                    Invalid::new($what, format!("must be one of {}", words.join(", ")))
+                    $crate::Invalid::new($what, format!("must be one of {}", words.join(", ")))
                 })
             }
         }
@@ -235,6 +239,7 @@ macro_rules! word_enum {
 
 word_enum!(
     /// What a support ticket is about (the requester's choice; routing may infer it).
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     TicketCategory, "category" {
         Billing = "billing",
         Technical = "technical",
@@ -245,6 +250,7 @@ word_enum!(
 
 word_enum!(
     /// Where a ticket stands.
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     TicketStatus, "status" {
         /// Opened, no answer yet ("received").
         New = "new",
@@ -258,6 +264,7 @@ word_enum!(
 
 word_enum!(
     /// How soon a ticket needs a person, lowest first.
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     TicketPriority, "priority" {
         Low = "low",
         Normal = "normal",
@@ -268,6 +275,7 @@ word_enum!(
 
 word_enum!(
     /// Which agents' list a ticket is on.
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     TicketQueue, "queue" {
         Billing = "billing",
         Technical = "technical",
@@ -279,6 +287,7 @@ word_enum!(
 
 word_enum!(
     /// One of a ticket's SLA clocks.
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
     SlaClock, "clock" {
         FirstResponse = "first_response",
         NextResponse = "next_response",

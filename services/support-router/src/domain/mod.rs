@@ -17,47 +17,7 @@ pub use self::sla::Clocks;
 /// Longest idempotency key, in characters.
 pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 200;
 
-/// Declares a closed set of words stored as text (the same shape as sb-types' ticket words).
-macro_rules! words {
-    ($(#[$doc:meta])* $name:ident, $what:literal { $($(#[$vdoc:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ::serde::Serialize, ::serde::Deserialize, ::sqlx::Type)]
-        #[serde(rename_all = "snake_case")]
-        #[sqlx(type_name = "text", rename_all = "snake_case")]
-        pub enum $name {
-            $($(#[$vdoc])* $variant),+
-        }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $word),+
-                }
-            }
-        }
-
-        impl ::std::fmt::Display for $name {
-            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl ::std::str::FromStr for $name {
-            type Err = $crate::domain::Invalid;
-            fn from_str(s: &str) -> Result<Self, $crate::domain::Invalid> {
-                $name::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
-                    let words: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
-                    $crate::domain::Invalid::new($what, format!("must be one of {}", words.join(", ")))
-                })
-            }
-        }
-    };
-}
-pub(crate) use words;
-
-words!(
+sb_types::word_enum!(
     /// The support tier of an account's plan: what its tickets' base priority and SLA targets are.
     Tier, "tier" {
         /// No paid access (none, pending, revoked).
@@ -69,7 +29,7 @@ words!(
     }
 );
 
-words!(
+sb_types::word_enum!(
     /// Where a ticket came from.
     Channel, "channel" {
         /// A signed-in customer, through the portal.
@@ -79,7 +39,7 @@ words!(
     }
 );
 
-words!(
+sb_types::word_enum!(
     /// Who wrote a public message.
     Author, "author" {
         Customer = "customer",

@@ -19,7 +19,7 @@
 use chrono::{DateTime, Datelike, Duration, NaiveTime, Utc};
 use sb_types::{SlaClock, TicketPriority};
 
-use super::{Tier, words};
+use super::Tier;
 
 /// Business time: for each weekday (Monday first), the windows open that day, as minutes from
 /// midnight UTC, sorted and not overlapping. `None`: always open (24/7).
@@ -256,7 +256,7 @@ impl SlaPolicy {
     }
 }
 
-words!(
+sb_types::word_enum!(
     /// Where a clock is in its run (stored).
     Phase, "phase" {
         Idle = "idle",
