@@ -10,6 +10,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod load;
+use load::{env_num, fixed_rate, pct};
 
 use std::{
     sync::{
@@ -18,17 +20,6 @@ use std::{
     },
     time::{Duration, Instant},
 };
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 /// Requests per second with `concurrency` clients sending back to back for `secs`.
 async fn max_throughput(client: &reqwest::Client, url: &str, token: &str, concurrency: u64, secs: u64) -> f64 {
@@ -54,34 +45,6 @@ async fn max_throughput(client: &reqwest::Client, url: &str, token: &str, concur
         w.await.unwrap();
     }
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
-}
-
-/// Latencies (ms) at a fixed rate (open loop), measured from each request's dispatch.
-async fn fixed_rate(client: &reqwest::Client, url: &str, token: &str, rate: f64, secs: u64) -> Vec<f64> {
-    let n = (rate * secs as f64) as u64;
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let start = tokio::time::Instant::now();
-    let mut tasks = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let due = start + interval * i as u32;
-        tokio::time::sleep_until(due).await;
-        let (client, url, token) = (client.clone(), url.to_owned(), token.to_owned());
-        tasks.push(tokio::spawn(async move {
-            // Open loop: dispatch never waits for responses, so a server stall still shows in the
-            // latencies; measuring from dispatch leaves out only the generator's ~1 ms timer lag.
-            let sent = tokio::time::Instant::now().max(due);
-            let r = client.get(&url).bearer_auth(&token).send().await.unwrap();
-            assert!(r.status().is_success());
-            r.bytes().await.unwrap();
-            sent.elapsed().as_secs_f64() * 1e3
-        }));
-    }
-    let mut out = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        out.push(t.await.unwrap());
-    }
-    out.sort_by(f64::total_cmp);
-    out
 }
 
 fn main() {
@@ -111,7 +74,7 @@ fn main() {
         for (name, url) in [("GET /v1/status (baseline, no DB)", &status), ("GET /v1/me (3 services + PostgreSQL)", &me)] {
             let max = max_throughput(&client, url, &user.token, concurrency, secs).await;
             let rate = (max * 0.5).max(1.0);
-            let lat = fixed_rate(&client, url, &user.token, rate, secs).await;
+            let lat = fixed_rate(rate, (rate * secs as f64) as u64, |_| client.get(url).bearer_auth(&user.token)).await;
             println!(
                 "  {:<34} {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
                 name,

@@ -10,49 +10,10 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-
-use std::time::Duration;
+mod load;
+use load::{env_num, fixed_rate, pct};
 
 use serde_json::json;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// Latencies (ms) of `n` requests at `rate` per second, from each request's dispatch.
-async fn fixed_rate<F>(rate: f64, n: u64, request: F) -> Vec<f64>
-where
-    F: Fn(u64) -> reqwest::RequestBuilder,
-{
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let start = tokio::time::Instant::now();
-    let mut tasks = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let due = start + interval * i as u32;
-        tokio::time::sleep_until(due).await;
-        let req = request(i);
-        tasks.push(tokio::spawn(async move {
-            let sent = tokio::time::Instant::now().max(due);
-            let r = req.send().await.unwrap();
-            assert!(r.status().is_success(), "{}", r.status());
-            r.bytes().await.unwrap();
-            sent.elapsed().as_secs_f64() * 1e3
-        }));
-    }
-    let mut out = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        out.push(t.await.unwrap());
-    }
-    out.sort_by(f64::total_cmp);
-    out
-}
 
 fn main() {
     let servers = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();

@@ -1,0 +1,46 @@
+//! Load-generation pieces the gateway's benchmarks share.
+
+use std::time::Duration;
+
+/// A whole-number setting from the environment, or its default.
+pub fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The `p` quantile (0..=1) of sorted values (NaN when there are none).
+pub fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Latencies (ms, sorted) of `n` requests at `rate` per second (open loop: dispatch never waits
+/// for responses, so a server stall still shows), each measured from its dispatch; measuring from
+/// dispatch leaves out only the generator's ~1 ms timer lag. Every answer must be a success.
+pub async fn fixed_rate<F>(rate: f64, n: u64, request: F) -> Vec<f64>
+where
+    F: Fn(u64) -> reqwest::RequestBuilder,
+{
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let due = start + interval * i as u32;
+        tokio::time::sleep_until(due).await;
+        let req = request(i);
+        tasks.push(tokio::spawn(async move {
+            let sent = tokio::time::Instant::now().max(due);
+            let r = req.send().await.unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+            r.bytes().await.unwrap();
+            sent.elapsed().as_secs_f64() * 1e3
+        }));
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out.sort_by(f64::total_cmp);
+    out
+}
