@@ -495,6 +495,85 @@ event! {
     }
 }
 
+/// Where an AI draft came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DraftSource {
+    /// The configured OpenAI-compatible model.
+    Model,
+    /// The deterministic local drafter (no model configured).
+    Local,
+}
+
+/// ai-assist drafted a reply for a ticket; every guardrail passed. Staff-only: the customer sees
+/// nothing of it until an agent approves a reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AiDraftReady {
+    pub ticket_id: TicketId,
+    pub account_id: Option<AccountId>,
+    pub draft_id: uuid::Uuid,
+    /// The customer message the draft answers.
+    pub for_message_id: uuid::Uuid,
+    /// For agents: what the customer needs.
+    pub summary: String,
+    /// Advisory.
+    pub suggested_category: TicketCategory,
+    /// Advisory: support-router may raise a priority with it, never lower one, and never moves a
+    /// ticket out of human review.
+    pub suggested_urgency: TicketPriority,
+    pub reply: String,
+    pub source: DraftSource,
+    /// The model's name (`local` for the local drafter).
+    pub model: String,
+}
+
+event! {
+    AiDraftReady,
+    "ai.draft.ready.v1",
+    "ai-assist",
+    "A reply draft passed every guardrail; `data` has the ticket, the message it answers, a summary, the advisory category and urgency, and the draft (for staff only).",
+    fn account_id(&self) -> Option<AccountId> {
+        self.account_id
+    }
+}
+
+/// Why no draft is offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DraftFailure {
+    /// The customer's text tripped the prompt-injection check: no model was asked; a person
+    /// must handle the ticket.
+    Flagged,
+    /// The draft broke a guardrail (kept by ai-assist for audit, never offered).
+    Guardrail,
+    /// The account's daily token budget is used up.
+    Budget,
+    /// The model could not be reached or refused, and the retries ran out.
+    Unavailable,
+}
+
+/// ai-assist offers no draft for a ticket's message, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AiDraftFailed {
+    pub ticket_id: TicketId,
+    pub account_id: Option<AccountId>,
+    pub draft_id: uuid::Uuid,
+    pub for_message_id: uuid::Uuid,
+    pub failure: DraftFailure,
+    /// In words, for staff (the rules that matched; never the customer's text or a secret).
+    pub reason: String,
+}
+
+event! {
+    AiDraftFailed,
+    "ai.draft.failed.v1",
+    "ai-assist",
+    "No draft is offered for a ticket's message: flagged for prompt injection, refused by a guardrail, over budget, or the model unavailable; `data` has the ticket, the message and the reason.",
+    fn account_id(&self) -> Option<AccountId> {
+        self.account_id
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

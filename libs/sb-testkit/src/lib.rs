@@ -3,6 +3,7 @@
 
 pub mod hubspot;
 pub mod logs;
+pub mod openai;
 pub mod probe;
 pub mod proxy;
 pub mod service;

@@ -1,20 +1,65 @@
-//! ai-assist: ticket summaries and reply drafts for human approval.
+//! ai-assist: ticket summaries and reply drafts for human approval, with guardrails in code.
 //!
-//! Runs on the shared scaffolding: its own database and migrations, the bus consumer (work queue,
-//! retry ladder, DLQ), the outbox relay, health/readiness/metrics over HTTP, gRPC with health,
-//! reflection and `switchboard.ops.v1.Ops`. Its own handlers, routes and RPCs arrive with its issue.
+//! It reads public ticket events only (`support.ticket.opened.v1`, `.message_added.v1`) and the
+//! plan projection (`billing.access.changed.v1`), so internal notes never reach it; it stores
+//! customer text only redacted. For each customer message it drafts — through an OpenAI-compatible
+//! model (async-openai) when one is configured, else the deterministic local drafter — from an
+//! allow-list of fields, after redaction and an injection check; every draft passes the output
+//! guard before `ai.draft.ready.v1` offers it to staff, else `ai.draft.failed.v1` says why. It has
+//! no tool that changes anything: support-router decides what a suggestion may do, and only an
+//! agent's approval sends a reply.
+//!
+//! Layout (the same in every service): `domain` rules and types (`redact`, `injection`, `prompt`,
+//! `guard`, `local`), `store` SQL, `service` use cases, `error` the one error type, `events` the
+//! bus transport, `model` the model adapter.
 
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod model;
+pub mod service;
+pub mod store;
+
+use std::sync::Arc;
+
+use sb_bus::Consumer;
 use sb_runtime::{Parts, ServiceConfig, ServiceDef};
 use sqlx::{PgPool, migrate::Migrator};
+
+use crate::service::{Assist, Engine};
 
 pub const SERVICE: &str = "ai-assist";
 
 /// This service's own schema (the bus tables are migrated separately by sb-runtime).
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// The handlers, HTTP routes and gRPC services ai-assist adds to the scaffolding.
+/// The drafter the configuration selects.
+pub fn engine(cfg: &config::AiConfig) -> anyhow::Result<Engine> {
+    Ok(match &cfg.model {
+        None => Engine::Local,
+        Some(m) => Engine::Model(Arc::new(model::OpenAi::new(m)?)),
+    })
+}
+
+/// The handlers ai-assist adds to the scaffolding. Drafting ([`drafting_consumer`]) is not
+/// wired in yet: nothing consumes `ai.draft.*` until support-router attaches drafts to tickets
+/// (issue 11, in progress), and the bus refuses to publish an event no queue takes.
 pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
+    config::AiConfig::load(config)?;
     Ok(Parts::bare(config, pool))
+}
+
+/// The consumer that drafts: the plan projection, and a draft for every customer message.
+pub fn drafting_consumer(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Consumer> {
+    let cfg = config::AiConfig::load(config)?;
+    let engine = engine(&cfg)?;
+    let assist = Assist::new(pool.clone(), cfg, engine);
+    Ok(Consumer::new(config.bus.clone(), SERVICE, pool.clone())
+        .on(events::FollowAccessChanged(assist.clone()))
+        .effect(events::DraftOnOpened(assist.clone()))
+        .effect(events::DraftOnMessage(assist.clone()))
+        .on_failure(assist.on_failure()))
 }
 
 pub fn def() -> ServiceDef {

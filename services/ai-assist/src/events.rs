@@ -1,0 +1,39 @@
+//! ai-assist's bus handlers: the plan projection (`billing.access.changed.v1`, in the inbox
+//! transaction) and the drafting effects (`support.ticket.opened.v1`,
+//! `support.ticket.message_added.v1`), which call a model and so run with no transaction open.
+//! They convert and call the service; nothing else.
+
+use sb_bus::{
+    Effect, Envelope, Handler, HandlerError,
+    events::{AccessChanged, TicketMessageAdded, TicketOpened},
+};
+use sqlx::{PgConnection, PgPool};
+
+use crate::service::Assist;
+
+pub struct FollowAccessChanged(pub Assist);
+
+#[async_trait::async_trait]
+impl Handler<AccessChanged> for FollowAccessChanged {
+    async fn handle(&self, _env: &Envelope, event: AccessChanged, tx: &mut PgConnection) -> Result<(), HandlerError> {
+        self.0.access_changed(tx, &event).await.map_err(Into::into)
+    }
+}
+
+pub struct DraftOnOpened(pub Assist);
+
+#[async_trait::async_trait]
+impl Effect<TicketOpened> for DraftOnOpened {
+    async fn run(&self, env: &Envelope, event: TicketOpened, _pool: &PgPool) -> Result<(), HandlerError> {
+        self.0.ticket_opened(env, &event).await.map_err(Into::into)
+    }
+}
+
+pub struct DraftOnMessage(pub Assist);
+
+#[async_trait::async_trait]
+impl Effect<TicketMessageAdded> for DraftOnMessage {
+    async fn run(&self, env: &Envelope, event: TicketMessageAdded, _pool: &PgPool) -> Result<(), HandlerError> {
+        self.0.message_added(env, &event).await.map_err(Into::into)
+    }
+}

@@ -1,0 +1,396 @@
+//! ai-assist's use cases. A ticket's opening and each public message are stored (redacted, with
+//! the injection rules the original tripped); a customer message opens a pending draft; drafting
+//! reads what it needs, holds no connection while the model answers, checks the answer, then
+//! stores the outcome, its audit, the tokens and `ai.draft.ready` / `ai.draft.failed` in one
+//! transaction. Nothing here can change a ticket: support-router decides what a suggestion may do.
+
+use std::{collections::BTreeSet, sync::Arc, time::Instant};
+
+use sb_bus::{
+    Envelope, Failure, OnFailure,
+    events::{AccessChanged, AiDraftFailed, AiDraftReady, DraftFailure, DraftSource, MessageAuthor, TicketMessageAdded, TicketOpened},
+    outbox::enqueue,
+};
+use sqlx::{PgConnection, PgPool};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::{
+    config::AiConfig,
+    domain::{
+        Proposal, Source, ThreadMessage, TicketContext, Usage, guard, injection, local,
+        prompt::{self, PromptInput},
+        redact::redact,
+    },
+    error::AssistError,
+    model::{ModelError, SharedDrafter},
+    store::{self, Finished},
+};
+
+pub type Result<T> = std::result::Result<T, AssistError>;
+
+/// Who drafts.
+#[derive(Clone)]
+pub enum Engine {
+    /// The deterministic local drafter (no model configured).
+    Local,
+    Model(SharedDrafter),
+}
+
+#[derive(Clone)]
+pub struct Assist {
+    pool: PgPool,
+    cfg: Arc<AiConfig>,
+    engine: Engine,
+}
+
+/// How many help articles a prompt may carry.
+const ARTICLES_PER_PROMPT: usize = 3;
+
+fn rule_names(flags: &[injection::Flag]) -> Vec<String> {
+    let mut names: Vec<String> = flags.iter().map(|f| f.rule.to_owned()).collect();
+    names.dedup();
+    names
+}
+
+impl Assist {
+    pub fn new(pool: PgPool, cfg: AiConfig, engine: Engine) -> Self {
+        Self { pool, cfg: Arc::new(cfg), engine }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Keeps the account's plan (the newest announcement wins). In the inbox transaction.
+    pub async fn access_changed(&self, tx: &mut PgConnection, e: &AccessChanged) -> Result<()> {
+        store::save_plan(tx, e.account_id, &e.plan, e.to, e.since).await?;
+        Ok(())
+    }
+
+    /// A ticket was opened: keep its context; draft for its first message if that came first (a
+    /// redelivery retries that draft if it is still pending).
+    pub async fn ticket_opened(&self, cause: &Envelope, e: &TicketOpened) -> Result<()> {
+        let flags = rule_names(&injection::detect(&e.subject));
+        let ctx = TicketContext {
+            ticket_id: e.ticket_id,
+            account_id: e.requester.account_id,
+            subject: redact(&e.subject).text,
+            category: e.category,
+            priority: e.priority,
+            queue: e.queue,
+            tier: e.tier.clone(),
+        };
+        let mut tx = self.pool.begin().await?;
+        store::lock_ticket(&mut tx, e.ticket_id).await?;
+        store::insert_ticket(&mut tx, &ctx, &flags).await?;
+        let draft = match store::latest_customer_message(&mut tx, e.ticket_id).await? {
+            Some(message) => Some(store::open_draft(&mut tx, &ctx, message).await?),
+            None => None,
+        };
+        if let Some(id) = draft {
+            store::reopen_unavailable(&mut tx, id).await?;
+        }
+        tx.commit().await?;
+        match draft {
+            Some(id) => self.draft(cause, id).await,
+            None => Ok(()),
+        }
+    }
+
+    /// A public message joined a thread: keep it (redacted); a customer's opens a draft.
+    pub async fn message_added(&self, cause: &Envelope, e: &TicketMessageAdded) -> Result<()> {
+        let customer = e.author == MessageAuthor::Customer;
+        let flags = if customer { rule_names(&injection::detect(&e.body)) } else { Vec::new() };
+        for f in &flags {
+            metrics::counter!("ai_injection_flags_total", "rule" => f.clone()).increment(1);
+        }
+        let message = ThreadMessage { id: e.message_id, author: e.author, body: redact(&e.body).text, flags, at: cause.occurred_at };
+        let mut tx = self.pool.begin().await?;
+        store::lock_ticket(&mut tx, e.ticket_id).await?;
+        store::insert_message(&mut tx, e.ticket_id, &message).await?;
+        let draft = match (customer, store::ticket(&mut tx, e.ticket_id).await?) {
+            (true, Some((ctx, _))) => Some(store::open_draft(&mut tx, &ctx, e.message_id).await?),
+            // Not opened yet: the opening drafts for this message when it arrives.
+            _ => None,
+        };
+        if let Some(id) = draft {
+            store::reopen_unavailable(&mut tx, id).await?;
+        }
+        tx.commit().await?;
+        match draft {
+            Some(id) => self.draft(cause, id).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Drafts a pending draft (a finished one is left as it is: redeliveries change nothing).
+    pub async fn draft(&self, cause: &Envelope, id: Uuid) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        let Some(d) = store::draft(&mut conn, id).await? else { return Err(AssistError::NotFound("draft")) };
+        if d.state != "pending" {
+            return Ok(());
+        }
+        let Some((ticket, subject_flags)) = store::ticket(&mut conn, d.ticket_id).await? else {
+            return Err(AssistError::NotFound("ticket"));
+        };
+        let mut thread = store::thread(&mut conn, d.ticket_id).await?;
+        // What came after the message this draft answers belongs to later drafts.
+        if let Some(i) = thread.iter().position(|m| m.id == d.for_message_id) {
+            thread.truncate(i + 1);
+        }
+        let plan = match ticket.account_id {
+            Some(a) => store::plan(&mut conn, a).await?,
+            None => None,
+        };
+        let used = match (ticket.account_id, &self.engine) {
+            (Some(a), Engine::Model(_)) => store::tokens_today(&mut conn, a).await?,
+            _ => 0,
+        };
+        drop(conn);
+
+        let flags: BTreeSet<&str> = subject_flags.iter().chain(thread.iter().flat_map(|m| &m.flags)).map(String::as_str).collect();
+        if !flags.is_empty() {
+            let reason = format!(
+                "possible prompt injection in the customer's text ({}): a person handles this ticket",
+                flags.into_iter().collect::<Vec<_>>().join(", ")
+            );
+            return self.fail(cause, &d, DraftFailure::Flagged, &reason, None, &[]).await;
+        }
+        if used >= self.cfg.daily_token_budget {
+            let reason = format!("the account's daily token budget ({}) is used up", self.cfg.daily_token_budget);
+            return self.fail(cause, &d, DraftFailure::Budget, &reason, None, &[]).await;
+        }
+
+        let customer_text: String =
+            thread.iter().filter(|m| m.author == MessageAuthor::Customer).map(|m| m.body.as_str()).collect::<Vec<_>>().join(" ");
+        let articles =
+            prompt::relevant(&self.cfg.articles, ticket.category, &format!("{} {customer_text}", ticket.subject), ARTICLES_PER_PROMPT);
+        let input = PromptInput {
+            subject: &ticket.subject,
+            thread: thread.iter().map(|m| (m.author, m.body.as_str())).collect(),
+            plan: plan.as_ref().map(|p| p.plan.as_str()),
+            access: plan.as_ref().map(|p| p.status),
+            articles: articles.clone(),
+        };
+        let (proposal, source, model, call) = match &self.engine {
+            Engine::Local => (local::draft(&input, ticket.category, &articles), Source::Local, "local".to_owned(), None),
+            Engine::Model(m) => {
+                let prompt = prompt::build(&input, &self.cfg.policy.statement);
+                for (kind, n) in &prompt.redacted {
+                    metrics::counter!("ai_redactions_total", "kind" => *kind).increment(*n as u64);
+                }
+                let request = serde_json::json!({ "system": prompt.system, "user": prompt.user });
+                let started = Instant::now();
+                let answer = m.propose(&prompt).await;
+                let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+                match answer {
+                    Ok(a) => {
+                        metrics::counter!("ai_calls_total", "outcome" => "ok").increment(1);
+                        metrics::counter!("ai_tokens_total", "kind" => "prompt").increment(u64::from(a.usage.prompt_tokens));
+                        metrics::counter!("ai_tokens_total", "kind" => "completion").increment(u64::from(a.usage.completion_tokens));
+                        (a.proposal, Source::Model, m.name().to_owned(), Some((request, redact(&a.raw).text, a.usage, latency_ms)))
+                    }
+                    Err(e) => {
+                        let outcome = if matches!(e, ModelError::Transient { .. }) { "transient" } else { "refused" };
+                        metrics::counter!("ai_calls_total", "outcome" => outcome).increment(1);
+                        let mut conn = self.pool.acquire().await?;
+                        let call = store::Call {
+                            draft_id: d.id,
+                            ticket_id: d.ticket_id,
+                            account_id: d.account_id,
+                            model: m.name(),
+                            request: &request,
+                            response: None,
+                            usage: Usage::default(),
+                            latency_ms,
+                            outcome,
+                            error: Some(&e.to_string()),
+                        };
+                        store::insert_call(&mut conn, &call).await?;
+                        return Err(e.into());
+                    }
+                }
+            }
+        };
+
+        let urls: Vec<&str> = articles.iter().map(|a| a.url.as_str()).collect();
+        let hits = guard::check(&proposal.reply, &self.cfg.policy, &self.cfg.rules, &urls);
+        let mut tx = self.pool.begin().await?;
+        if let (Some((request, raw, usage, latency_ms)), Engine::Model(m)) = (&call, &self.engine) {
+            let c = store::Call {
+                draft_id: d.id,
+                ticket_id: d.ticket_id,
+                account_id: d.account_id,
+                model: m.name(),
+                request,
+                response: Some(raw),
+                usage: *usage,
+                latency_ms: *latency_ms,
+                outcome: "ok",
+                error: None,
+            };
+            store::insert_call(&mut tx, &c).await?;
+            if let Some(a) = d.account_id {
+                store::add_tokens(&mut tx, a, usage.total()).await?;
+            }
+        }
+        let summary = redact(&proposal.summary).text;
+        let reason = (!hits.is_empty()).then(|| {
+            format!(
+                "the draft broke a guardrail: {}",
+                hits.iter().map(|h| format!("{} ({})", h.rule, h.detail)).collect::<Vec<_>>().join("; ")
+            )
+        });
+        let finished = Finished {
+            ready: hits.is_empty(),
+            source: source.as_str(),
+            model: &model,
+            summary: Some(&summary),
+            category: Some(proposal.category),
+            urgency: Some(proposal.urgency),
+            reply: Some(&proposal.reply),
+            failure: reason.as_ref().map(|_| "guardrail"),
+            reason: reason.as_deref(),
+            hits: &hits,
+        };
+        if !store::finish_draft(&mut tx, d.id, &finished).await? {
+            return Ok(()); // finished meanwhile by a redelivery
+        }
+        let env = match &reason {
+            None => Envelope::caused_by(cause, &ready_event(&d, &proposal, summary, source, model)),
+            Some(reason) => Envelope::caused_by(
+                cause,
+                &AiDraftFailed {
+                    ticket_id: d.ticket_id,
+                    account_id: d.account_id,
+                    draft_id: d.id,
+                    for_message_id: d.for_message_id,
+                    failure: DraftFailure::Guardrail,
+                    reason: reason.clone(),
+                },
+            ),
+        };
+        enqueue(&mut tx, &env).await?;
+        tx.commit().await?;
+        for h in &hits {
+            metrics::counter!("ai_guardrail_hits_total", "rule" => h.rule.clone()).increment(1);
+        }
+        let state = if hits.is_empty() { "ready" } else { "failed" };
+        metrics::counter!("ai_drafts_total", "state" => state, "source" => source.as_str()).increment(1);
+        info!(ticket_id = %d.ticket_id, draft_id = %d.id, state, source = source.as_str(), "draft finished");
+        Ok(())
+    }
+
+    /// Finishes a draft as failed (nothing proposed) and announces it.
+    async fn fail(
+        &self,
+        cause: &Envelope,
+        d: &store::DraftRow,
+        failure: DraftFailure,
+        reason: &str,
+        source: Option<Source>,
+        hits: &[guard::Hit],
+    ) -> Result<()> {
+        let name = match failure {
+            DraftFailure::Flagged => "flagged",
+            DraftFailure::Guardrail => "guardrail",
+            DraftFailure::Budget => "budget",
+            DraftFailure::Unavailable => "unavailable",
+        };
+        let mut tx = self.pool.begin().await?;
+        let finished = Finished {
+            ready: false,
+            source: source.map_or("none", Source::as_str),
+            model: "",
+            summary: None,
+            category: None,
+            urgency: None,
+            reply: None,
+            failure: Some(name),
+            reason: Some(reason),
+            hits,
+        };
+        if store::finish_draft(&mut tx, d.id, &finished).await? {
+            let event = AiDraftFailed {
+                ticket_id: d.ticket_id,
+                account_id: d.account_id,
+                draft_id: d.id,
+                for_message_id: d.for_message_id,
+                failure,
+                reason: reason.to_owned(),
+            };
+            enqueue(&mut tx, &Envelope::caused_by(cause, &event)).await?;
+        }
+        tx.commit().await?;
+        metrics::counter!("ai_drafts_total", "state" => "failed", "source" => "none").increment(1);
+        info!(ticket_id = %d.ticket_id, draft_id = %d.id, failure = name, "no draft offered");
+        Ok(())
+    }
+
+    /// Shows every failed attempt on the ticket's pending drafts ("pending, next attempt at ...");
+    /// when the event is parked, its drafts fail as `unavailable` (a replay that then succeeds
+    /// offers the draft after all).
+    pub fn on_failure(&self) -> OnFailure {
+        let this = self.clone();
+        Arc::new(move |f: Failure| {
+            let this = this.clone();
+            Box::pin(async move {
+                if let Err(e) = this.record_failure(&f).await {
+                    warn!(error = %e, "could not record a failed draft attempt");
+                }
+            })
+        })
+    }
+
+    async fn record_failure(&self, f: &Failure) -> Result<()> {
+        let message = match f.env.event_type.as_str() {
+            t if t == <TicketMessageAdded as sb_bus::Event>::TYPE => {
+                f.env.decode::<TicketMessageAdded>().ok().map(|e| (e.ticket_id, Some(e.message_id)))
+            }
+            t if t == <TicketOpened as sb_bus::Event>::TYPE => f.env.decode::<TicketOpened>().ok().map(|e| (e.ticket_id, None)),
+            _ => None,
+        };
+        let Some((ticket, message)) = message else { return Ok(()) };
+        let mut conn = self.pool.acquire().await?;
+        let pending = match message {
+            Some(m) => store::pending_for_message(&mut conn, m).await?.into_iter().collect::<Vec<_>>(),
+            None => store::pending_of_ticket(&mut conn, ticket).await?,
+        };
+        let reason = redact(&f.reason).text;
+        for id in pending {
+            match f.next_attempt_in {
+                Some(delay) => {
+                    let next = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                    store::record_attempt(&mut conn, id, &reason, Some(next)).await?;
+                }
+                None => {
+                    store::record_attempt(&mut conn, id, &reason, None).await?;
+                    if let Some(d) = store::draft(&mut conn, id).await? {
+                        let why = format!("the model could not be used: {reason}");
+                        self.fail(&f.env, &d, DraftFailure::Unavailable, &why, Some(Source::Model), &[]).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ready_event(d: &store::DraftRow, p: &Proposal, summary: String, source: Source, model: String) -> AiDraftReady {
+    AiDraftReady {
+        ticket_id: d.ticket_id,
+        account_id: d.account_id,
+        draft_id: d.id,
+        for_message_id: d.for_message_id,
+        summary,
+        suggested_category: p.category,
+        suggested_urgency: p.urgency,
+        reply: p.reply.clone(),
+        source: match source {
+            Source::Model => DraftSource::Model,
+            Source::Local => DraftSource::Local,
+        },
+        model,
+    }
+}

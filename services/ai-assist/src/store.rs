@@ -1,0 +1,352 @@
+//! ai-assist's SQL, and nothing else.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::domain::{
+    AccessStatus, AccountId, AccountPlan, MessageAuthor, ThreadMessage, TicketCategory, TicketContext, TicketId, TicketPriority,
+    TicketQueue, Usage, guard::Hit,
+};
+
+/// Orders what happens to one ticket (its opening, its messages): whichever comes second sees what
+/// the first committed.
+pub async fn lock_ticket(conn: &mut PgConnection, ticket: TicketId) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('ai-assist ticket ' || $1::text, 0))").bind(ticket).execute(conn).await?;
+    Ok(())
+}
+
+/// Stores a ticket's context (the first announcement wins; a redelivery changes nothing).
+pub async fn insert_ticket(conn: &mut PgConnection, t: &TicketContext, flags: &[String]) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO tickets (ticket_id, account_id, subject, flags, category, priority, queue, tier) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (ticket_id) DO NOTHING",
+    )
+    .bind(t.ticket_id)
+    .bind(t.account_id)
+    .bind(&t.subject)
+    .bind(flags)
+    .bind(t.category)
+    .bind(t.priority)
+    .bind(t.queue)
+    .bind(&t.tier)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct TicketRow {
+    ticket_id: TicketId,
+    account_id: Option<AccountId>,
+    subject: String,
+    flags: Vec<String>,
+    category: TicketCategory,
+    priority: TicketPriority,
+    queue: TicketQueue,
+    tier: String,
+}
+
+/// A ticket's context and the injection rules its subject tripped.
+pub async fn ticket(conn: &mut PgConnection, id: TicketId) -> sqlx::Result<Option<(TicketContext, Vec<String>)>> {
+    let row: Option<TicketRow> =
+        sqlx::query_as("SELECT ticket_id, account_id, subject, flags, category, priority, queue, tier FROM tickets WHERE ticket_id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map(|r| {
+        (
+            TicketContext {
+                ticket_id: r.ticket_id,
+                account_id: r.account_id,
+                subject: r.subject,
+                category: r.category,
+                priority: r.priority,
+                queue: r.queue,
+                tier: r.tier,
+            },
+            r.flags,
+        )
+    }))
+}
+
+fn author_str(a: MessageAuthor) -> &'static str {
+    match a {
+        MessageAuthor::Customer => "customer",
+        MessageAuthor::Agent => "agent",
+    }
+}
+
+/// Stores one thread message (a redelivery changes nothing).
+pub async fn insert_message(conn: &mut PgConnection, ticket: TicketId, m: &ThreadMessage) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO thread_messages (id, ticket_id, author, body, flags, at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(m.id)
+    .bind(ticket)
+    .bind(author_str(m.author))
+    .bind(&m.body)
+    .bind(&m.flags)
+    .bind(m.at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The thread, oldest first.
+pub async fn thread(conn: &mut PgConnection, ticket: TicketId) -> sqlx::Result<Vec<ThreadMessage>> {
+    type Row = (Uuid, String, String, Vec<String>, DateTime<Utc>);
+    let rows: Vec<Row> = sqlx::query_as("SELECT id, author, body, flags, at FROM thread_messages WHERE ticket_id = $1 ORDER BY at, id")
+        .bind(ticket)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, author, body, flags, at)| ThreadMessage {
+            id,
+            author: if author == "agent" { MessageAuthor::Agent } else { MessageAuthor::Customer },
+            body,
+            flags,
+            at,
+        })
+        .collect())
+}
+
+/// The newest customer message of the ticket.
+pub async fn latest_customer_message(conn: &mut PgConnection, ticket: TicketId) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar("SELECT id FROM thread_messages WHERE ticket_id = $1 AND author = 'customer' ORDER BY at DESC, id DESC LIMIT 1")
+        .bind(ticket)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Stores the plan if it is newer than the one known.
+pub async fn save_plan(
+    conn: &mut PgConnection,
+    account: AccountId,
+    plan: &str,
+    status: AccessStatus,
+    since: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO account_plans AS p (account_id, plan, access_status, since) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (account_id) DO UPDATE SET plan = EXCLUDED.plan, access_status = EXCLUDED.access_status, since = EXCLUDED.since
+         WHERE p.since < EXCLUDED.since",
+    )
+    .bind(account)
+    .bind(plan)
+    .bind(status)
+    .bind(since)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn plan(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<Option<AccountPlan>> {
+    let row: Option<(String, AccessStatus)> =
+        sqlx::query_as("SELECT plan, access_status FROM account_plans WHERE account_id = $1").bind(account).fetch_optional(conn).await?;
+    Ok(row.map(|(plan, status)| AccountPlan { plan, status }))
+}
+
+/// Opens a pending draft for a customer message; the id of the draft that answers it (an earlier
+/// one when the message had one already).
+pub async fn open_draft(conn: &mut PgConnection, ticket: &TicketContext, message: Uuid) -> sqlx::Result<Uuid> {
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO drafts (id, ticket_id, account_id, for_message_id, state) VALUES ($1, $2, $3, $4, 'pending')
+         ON CONFLICT (for_message_id) DO NOTHING RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(ticket.ticket_id)
+    .bind(ticket.account_id)
+    .bind(message)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match id {
+        Some(id) => Ok(id),
+        None => sqlx::query_scalar("SELECT id FROM drafts WHERE for_message_id = $1").bind(message).fetch_one(conn).await,
+    }
+}
+
+/// A draft's state, as the service needs it to continue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DraftRow {
+    pub id: Uuid,
+    pub ticket_id: TicketId,
+    pub account_id: Option<AccountId>,
+    pub for_message_id: Uuid,
+    pub state: String,
+}
+
+pub async fn draft(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<DraftRow>> {
+    let row: Option<(Uuid, TicketId, Option<AccountId>, Uuid, String)> =
+        sqlx::query_as("SELECT id, ticket_id, account_id, for_message_id, state FROM drafts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map(|(id, ticket_id, account_id, for_message_id, state)| DraftRow { id, ticket_id, account_id, for_message_id, state }))
+}
+
+/// The pending draft for a customer message, if there is one.
+pub async fn pending_for_message(conn: &mut PgConnection, message: Uuid) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar("SELECT id FROM drafts WHERE for_message_id = $1 AND state = 'pending'").bind(message).fetch_optional(conn).await
+}
+
+/// A finished draft: what was proposed (also for a failed one, kept for audit) and the outcome.
+#[derive(Debug, Clone)]
+pub struct Finished<'a> {
+    pub ready: bool,
+    pub source: &'a str,
+    pub model: &'a str,
+    pub summary: Option<&'a str>,
+    pub category: Option<TicketCategory>,
+    pub urgency: Option<TicketPriority>,
+    pub reply: Option<&'a str>,
+    pub failure: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub hits: &'a [Hit],
+}
+
+/// Finishes a pending draft; `false` when it was finished already (a redelivery).
+pub async fn finish_draft(conn: &mut PgConnection, id: Uuid, f: &Finished<'_>) -> sqlx::Result<bool> {
+    let hits = serde_json::to_value(f.hits).unwrap_or_default();
+    let done = sqlx::query(
+        "UPDATE drafts SET state = $2, source = $3, model = $4, summary = $5, suggested_category = $6, suggested_urgency = $7, reply = $8,
+           failure = $9, reason = $10, guard_hits = $11, next_attempt_at = NULL, finished_at = now()
+         WHERE id = $1 AND state = 'pending'",
+    )
+    .bind(id)
+    .bind(if f.ready { "ready" } else { "failed" })
+    .bind(f.source)
+    .bind(f.model)
+    .bind(f.summary)
+    .bind(f.category)
+    .bind(f.urgency)
+    .bind(f.reply)
+    .bind(f.failure)
+    .bind(f.reason)
+    .bind(hits)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records a failed attempt on a pending draft (what the ticket shows while it waits).
+pub async fn record_attempt(conn: &mut PgConnection, draft: Uuid, error: &str, next_attempt_at: Option<DateTime<Utc>>) -> sqlx::Result<()> {
+    sqlx::query("UPDATE drafts SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1 AND state = 'pending'")
+        .bind(draft)
+        .bind(error)
+        .bind(next_attempt_at)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The ticket's pending drafts.
+pub async fn pending_of_ticket(conn: &mut PgConnection, ticket: TicketId) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar("SELECT id FROM drafts WHERE ticket_id = $1 AND state = 'pending' ORDER BY created_at")
+        .bind(ticket)
+        .fetch_all(conn)
+        .await
+}
+
+/// A draft that failed because the model was unavailable is pending again (its event was
+/// replayed from the dead-letter queue).
+pub async fn reopen_unavailable(conn: &mut PgConnection, draft: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE drafts SET state = 'pending', failure = NULL, reason = NULL, source = NULL, model = NULL, finished_at = NULL
+         WHERE id = $1 AND state = 'failed' AND failure = 'unavailable'",
+    )
+    .bind(draft)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One model call for the audit.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    pub draft_id: Uuid,
+    pub ticket_id: TicketId,
+    pub account_id: Option<AccountId>,
+    pub model: &'a str,
+    pub request: &'a serde_json::Value,
+    pub response: Option<&'a str>,
+    pub usage: Usage,
+    pub latency_ms: f64,
+    pub outcome: &'a str,
+    pub error: Option<&'a str>,
+}
+
+pub async fn insert_call(conn: &mut PgConnection, c: &Call<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO model_calls (id, draft_id, ticket_id, account_id, model, request, response, prompt_tokens, completion_tokens,
+           latency_ms, outcome, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(c.draft_id)
+    .bind(c.ticket_id)
+    .bind(c.account_id)
+    .bind(c.model)
+    .bind(c.request)
+    .bind(c.response)
+    .bind(i32::try_from(c.usage.prompt_tokens).unwrap_or(i32::MAX))
+    .bind(i32::try_from(c.usage.completion_tokens).unwrap_or(i32::MAX))
+    .bind(c.latency_ms)
+    .bind(c.outcome)
+    .bind(c.error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Tokens the account used today (UTC).
+pub async fn tokens_today(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<i64> {
+    let used: Option<i64> =
+        sqlx::query_scalar("SELECT tokens FROM token_use WHERE account_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date")
+            .bind(account)
+            .fetch_optional(conn)
+            .await?;
+    Ok(used.unwrap_or(0))
+}
+
+pub async fn add_tokens(conn: &mut PgConnection, account: AccountId, tokens: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO token_use (account_id, day, tokens) VALUES ($1, (now() AT TIME ZONE 'UTC')::date, $2)
+         ON CONFLICT (account_id, day) DO UPDATE SET tokens = token_use.tokens + EXCLUDED.tokens",
+    )
+    .bind(account)
+    .bind(tokens)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A ticket's drafts, newest first (for gRPC).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DraftView {
+    pub id: Uuid,
+    pub for_message_id: Uuid,
+    pub state: String,
+    pub source: Option<String>,
+    pub model: Option<String>,
+    pub summary: Option<String>,
+    pub suggested_category: Option<String>,
+    pub suggested_urgency: Option<String>,
+    pub reply: Option<String>,
+    pub failure: Option<String>,
+    pub reason: Option<String>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn drafts(pool: &PgPool, ticket: TicketId) -> sqlx::Result<Vec<DraftView>> {
+    sqlx::query_as(
+        "SELECT id, for_message_id, state, source, model, summary, suggested_category, suggested_urgency, reply, failure, reason, attempts,
+           last_error, next_attempt_at, created_at FROM drafts WHERE ticket_id = $1 ORDER BY created_at DESC, id DESC",
+    )
+    .bind(ticket)
+    .fetch_all(pool)
+    .await
+}
