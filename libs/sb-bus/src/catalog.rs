@@ -6,8 +6,8 @@
 //! (an event nobody consumes is not published).
 
 use crate::events::{
-    AccessChanged, EmailRequested, Event, PaymentFailed, RefundIssued, SlaBreached, StripeEventReceived, TicketMessageAdded, TicketOpened,
-    TicketPrioritised, TicketResolved, UserSignedUp, UserUpdated,
+    AccessChanged, AiDraftFailed, AiDraftReady, EmailRequested, Event, PaymentFailed, RefundIssued, SlaBreached, StripeEventReceived,
+    TicketMessageAdded, TicketOpened, TicketPrioritised, TicketResolved, UserSignedUp, UserUpdated,
 };
 
 /// The six services, in the order they are started and listed.
@@ -43,6 +43,8 @@ pub const CATALOG: &[EventSpec] = &[
     spec::<TicketPrioritised>(),
     spec::<SlaBreached>(),
     spec::<TicketResolved>(),
+    spec::<AiDraftReady>(),
+    spec::<AiDraftFailed>(),
 ];
 
 /// The catalog entry for a versioned type, if it is one of ours.

@@ -42,24 +42,18 @@ pub fn engine(cfg: &config::AiConfig) -> anyhow::Result<Engine> {
     })
 }
 
-/// The handlers ai-assist adds to the scaffolding. Drafting ([`drafting_consumer`]) is not
-/// wired in yet: nothing consumes `ai.draft.*` until support-router attaches drafts to tickets
-/// (issue 11, in progress), and the bus refuses to publish an event no queue takes.
+/// The handlers ai-assist adds to the scaffolding: the plan projection, and a draft for every
+/// customer message.
 pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
-    config::AiConfig::load(config)?;
-    Ok(Parts::bare(config, pool))
-}
-
-/// The consumer that drafts: the plan projection, and a draft for every customer message.
-pub fn drafting_consumer(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Consumer> {
     let cfg = config::AiConfig::load(config)?;
     let engine = engine(&cfg)?;
     let assist = Assist::new(pool.clone(), cfg, engine);
-    Ok(Consumer::new(config.bus.clone(), SERVICE, pool.clone())
+    let consumer = Consumer::new(config.bus.clone(), SERVICE, pool.clone())
         .on(events::FollowAccessChanged(assist.clone()))
         .effect(events::DraftOnOpened(assist.clone()))
         .effect(events::DraftOnMessage(assist.clone()))
-        .on_failure(assist.on_failure()))
+        .on_failure(assist.on_failure());
+    Ok(Parts::new(consumer))
 }
 
 pub fn def() -> ServiceDef {

@@ -86,6 +86,7 @@ async fn every_route_answers_every_viewpoint_as_the_matrix_says() {
         ("customer.ticket_id", tickets[0].clone()),
         ("customer.closing_ticket_id", tickets[1].clone()),
         ("victim.ticket_id", tickets[2].clone()),
+        ("unknown.draft_id", uuid::Uuid::now_v7().to_string()),
     ]
     .into();
 

@@ -204,7 +204,7 @@ async fn only_the_accounts_own_customers_start_checkout_or_read_its_billing() {
 async fn me_still_answers_when_billing_is_down() {
     let sys = start(&[], &[]).await;
     let user = sys.signup("resilient@flow.test").await;
-    let System { prefix, identity, billing, crm_sync, support, gateway, base, web } = sys;
+    let System { prefix, identity, billing, crm_sync, support, gateway, base, web, .. } = sys;
     billing.stop().await;
     let m: Value = web.get(format!("{base}/v1/me")).bearer_auth(&user.token).send().await.unwrap().json().await.unwrap();
     assert_eq!(m["user"]["email"], "resilient@flow.test");

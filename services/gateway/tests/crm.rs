@@ -166,7 +166,7 @@ async fn the_customer_view_and_me_still_answer_when_crm_sync_is_down() {
     let admin = sys.staff("admin@crm-down.test", Role::Admin).await;
     let user = sys.signup("resilient@crm-down.test").await;
     wait_crm(&sys, &admin, &user, "the sign-up synced", |c| c["status"] == "synced").await;
-    let System { prefix, identity, billing, crm_sync, support, gateway, base, web } = sys;
+    let System { prefix, identity, billing, crm_sync, support, gateway, base, web, .. } = sys;
     crm_sync.stop().await;
     let get = |path: &str, token: &str| {
         let req = web.get(format!("{base}{path}")).bearer_auth(token);

@@ -13,6 +13,7 @@ use crate::{
     domain::{
         self, Author, Email, Invalid, NewTicket, SlaClock, Ticket, TicketCategory, TicketId, TicketPriority, TicketQueue, TicketStatus,
         TicketView, UserId,
+        assist::{AiState, Draft},
         sla::{BusinessHours, ClockState},
     },
     error::SupportError,
@@ -265,7 +266,37 @@ fn view_pb(v: &TicketView, audience: Audience, hours: &BusinessHours) -> pb::Tic
         } else {
             Vec::new()
         },
+        drafts: if staff { v.drafts.iter().map(draft_pb).collect() } else { Vec::new() },
+        ai_state: if staff {
+            let latest = v.messages.iter().rev().find(|m| m.author == Author::Customer).map(|m| m.id);
+            AiState::of(latest, &v.drafts).as_str().to_owned()
+        } else {
+            String::new()
+        },
     }
+}
+
+fn draft_pb(d: &Draft) -> pb::Draft {
+    pb::Draft {
+        id: d.id.to_string(),
+        for_message_id: d.for_message_id.to_string(),
+        state: d.state.as_str().to_owned(),
+        summary: d.summary.clone(),
+        suggested_category: d.suggested_category.map_or(pb::Category::Unspecified, category_pb) as i32,
+        suggested_urgency: d.suggested_urgency.map_or(pb::Priority::Unspecified, priority_pb) as i32,
+        reply: d.reply.clone(),
+        source: d.source.clone(),
+        model: d.model.clone(),
+        reason: d.reason.clone(),
+        created_at: Some(ts(d.created_at)),
+        decided_by: id_or_empty(d.decided_by),
+        decided_at: d.decided_at.map(ts),
+        sent_message_id: id_or_empty(d.sent_message_id),
+    }
+}
+
+fn draft_id(raw: &str) -> Result<uuid::Uuid, Status> {
+    uuid::Uuid::parse_str(raw.trim()).map_err(|_| invalid(Invalid::new("draft_id", "must be a draft id (a UUID)")))
 }
 
 /// A signed-in user as a viewer of tickets: staff, or a customer of their own account.
@@ -396,6 +427,26 @@ impl pb::support_server::Support for SupportService {
         let id = ticket_id(&r.ticket_id)?;
         let reason = if r.reason.trim().is_empty() { None } else { Some(domain::parse_reason(&r.reason).map_err(invalid)?) };
         let view = self.support.reopen(&staff, id, reason).await.map_err(err)?;
+        Ok(self.answer(&view, Audience::Staff))
+    }
+
+    async fn approve_draft(&self, req: Request<pb::ApproveDraftRequest>) -> Result<Response<pb::TicketView>, Status> {
+        let staff: Staff = self.auth.authorize(&req)?;
+        let r = req.into_inner();
+        let id = ticket_id(&r.ticket_id)?;
+        let draft = draft_id(&r.draft_id)?;
+        let body = if r.body.trim().is_empty() { None } else { Some(domain::parse_body(&r.body).map_err(invalid)?) };
+        let view = self.support.approve_draft(&staff, id, draft, body).await.map_err(err)?;
+        Ok(self.answer(&view, Audience::Staff))
+    }
+
+    async fn reject_draft(&self, req: Request<pb::RejectDraftRequest>) -> Result<Response<pb::TicketView>, Status> {
+        let staff: Staff = self.auth.authorize(&req)?;
+        let r = req.into_inner();
+        let id = ticket_id(&r.ticket_id)?;
+        let draft = draft_id(&r.draft_id)?;
+        let reason = if r.reason.trim().is_empty() { None } else { Some(domain::parse_reason(&r.reason).map_err(invalid)?) };
+        let view = self.support.reject_draft(&staff, id, draft, reason).await.map_err(err)?;
         Ok(self.answer(&view, Audience::Staff))
     }
 

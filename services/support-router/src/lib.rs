@@ -44,7 +44,9 @@ pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
     let consumer = Consumer::new(config.bus.clone(), SERVICE, pool.clone())
         .on(events::LearnSignedUp(support.clone()))
         .on(events::LearnUserUpdated(support.clone()))
-        .on(events::FollowAccessChanged(support.clone()));
+        .on(events::FollowAccessChanged(support.clone()))
+        .on(events::AttachDraft(support.clone()))
+        .on(events::RecordFailedDraft(support.clone()));
     let grpc = grpc::SupportService::new(support.clone(), &config.service_token);
     let (sweeper, refresher) = (support.clone(), support);
     Ok(Parts::new(consumer)

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::domain::{
     AccessStatus, AccountId, Activity, Author, Channel, Clocks, DirectoryUser, Email, Message, Note, PlanProjection, QueueCount, Requester,
     Role, SlaClock, Ticket, TicketCategory, TicketId, TicketPriority, TicketQueue, TicketStatus, Tier, UserId,
+    assist::{Draft, DraftState},
     sla::{Clock, Phase},
 };
 
@@ -716,4 +717,139 @@ pub async fn queue_counts(conn: &mut PgConnection) -> sqlx::Result<Vec<QueueCoun
             }
         })
         .collect())
+}
+
+// ---- AI drafts ----
+
+#[derive(sqlx::FromRow)]
+struct DraftRow {
+    id: Uuid,
+    for_message_id: Uuid,
+    state: DraftState,
+    summary: String,
+    suggested_category: Option<TicketCategory>,
+    suggested_urgency: Option<TicketPriority>,
+    reply: String,
+    source: String,
+    model: String,
+    reason: String,
+    created_at: DateTime<Utc>,
+    decided_by: Option<UserId>,
+    decided_at: Option<DateTime<Utc>>,
+    sent_message_id: Option<Uuid>,
+}
+
+impl From<DraftRow> for Draft {
+    fn from(r: DraftRow) -> Self {
+        Draft {
+            id: r.id,
+            for_message_id: r.for_message_id,
+            state: r.state,
+            summary: r.summary,
+            suggested_category: r.suggested_category,
+            suggested_urgency: r.suggested_urgency,
+            reply: r.reply,
+            source: r.source,
+            model: r.model,
+            reason: r.reason,
+            created_at: r.created_at,
+            decided_by: r.decided_by,
+            decided_at: r.decided_at,
+            sent_message_id: r.sent_message_id,
+        }
+    }
+}
+
+macro_rules! draft_cols {
+    () => {
+        "id, for_message_id, state, summary, suggested_category, suggested_urgency, reply, source, model, reason, created_at, decided_by,
+         decided_at, sent_message_id"
+    };
+}
+
+/// Stores a draft from ai-assist (a redelivery changes nothing); `false` when it was known.
+pub async fn insert_draft(conn: &mut PgConnection, ticket: TicketId, d: &Draft) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO ticket_drafts (id, ticket_id, for_message_id, state, summary, suggested_category, suggested_urgency, reply, source,
+           model, reason, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(d.id)
+    .bind(ticket)
+    .bind(d.for_message_id)
+    .bind(d.state)
+    .bind(&d.summary)
+    .bind(d.suggested_category)
+    .bind(d.suggested_urgency)
+    .bind(&d.reply)
+    .bind(&d.source)
+    .bind(&d.model)
+    .bind(&d.reason)
+    .bind(d.created_at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The ticket's drafts still offered, other than `except`, become superseded.
+pub async fn supersede_drafts(conn: &mut PgConnection, ticket: TicketId, except: Uuid) -> sqlx::Result<()> {
+    sqlx::query("UPDATE ticket_drafts SET state = 'superseded' WHERE ticket_id = $1 AND state = 'offered' AND id <> $2")
+        .bind(ticket)
+        .bind(except)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn drafts(conn: &mut PgConnection, ticket: TicketId) -> sqlx::Result<Vec<Draft>> {
+    let rows: Vec<DraftRow> =
+        sqlx::query_as(concat!("SELECT ", draft_cols!(), " FROM ticket_drafts WHERE ticket_id = $1 ORDER BY created_at DESC, id DESC"))
+            .bind(ticket)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// One draft of a ticket, locked until the transaction ends.
+pub async fn draft_for_update(conn: &mut PgConnection, ticket: TicketId, id: Uuid) -> sqlx::Result<Option<Draft>> {
+    let row: Option<DraftRow> =
+        sqlx::query_as(concat!("SELECT ", draft_cols!(), " FROM ticket_drafts WHERE ticket_id = $1 AND id = $2 FOR UPDATE"))
+            .bind(ticket)
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map(Into::into))
+}
+
+/// Records a person's decision on a draft.
+pub async fn decide_draft(
+    conn: &mut PgConnection,
+    id: Uuid,
+    state: DraftState,
+    by: UserId,
+    reason: Option<&str>,
+    sent_message_id: Option<Uuid>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE ticket_drafts SET state = $2, decided_by = $3, decided_at = now(), sent_message_id = $4, reason = COALESCE($5, reason)
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(by)
+    .bind(sent_message_id)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The ticket's newest customer message.
+pub async fn latest_customer_message(conn: &mut PgConnection, ticket: TicketId) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT id FROM ticket_messages WHERE ticket_id = $1 AND author = 'customer' ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(ticket)
+    .fetch_optional(conn)
+    .await
 }

@@ -427,13 +427,62 @@ pub struct ActivityOut {
     pub detail: String,
 }
 
-/// The whole ticket, for staff: thread, internal notes and activity log.
+/// An AI draft: a suggestion only staff see. It reaches the customer only when an agent approves
+/// it (as drafted or edited), as that agent's answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DraftOut {
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// The customer message it answers.
+    #[schema(format = Uuid)]
+    pub for_message_id: String,
+    /// `offered` (may be approved or rejected), `approved`, `rejected`, `superseded`, `refused` (a
+    /// guardrail stopped it; kept for audit), `flagged` (possible prompt injection: a person
+    /// handles the ticket) or `unavailable` (the model could not be used).
+    pub state: String,
+    pub summary: String,
+    /// Advisory.
+    pub suggested_category: Option<&'static str>,
+    /// Advisory: it may raise the ticket's priority, never lower it or leave human review.
+    pub suggested_urgency: Option<&'static str>,
+    pub reply: String,
+    /// `model` or `local`.
+    pub source: String,
+    pub model: String,
+    /// Why it is refused, flagged, unavailable or rejected.
+    pub reason: String,
+    pub created_at: Option<DateTime<Utc>>,
+    #[schema(format = Uuid)]
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    /// The answer an approval sent.
+    #[schema(format = Uuid)]
+    pub sent_message_id: Option<String>,
+    /// Always true: a reminder for whoever shows it.
+    pub internal: bool,
+}
+
+/// The whole ticket, for staff: thread, internal notes, activity log and AI drafts.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StaffTicketViewOut {
     pub ticket: StaffTicketOut,
     pub messages: Vec<StaffMessageOut>,
     pub notes: Vec<NoteOut>,
     pub activity: Vec<ActivityOut>,
+    /// AI help for the latest customer message: `pending` ("AI draft pending"), `ready`,
+    /// `unavailable` ("AI draft unavailable": agents answer by hand) or `flagged`.
+    pub ai_state: String,
+    /// Newest first.
+    pub drafts: Vec<DraftOut>,
+}
+
+/// Approve an AI draft: `{}` sends it as drafted, `{"body": ...}` edited.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveDraftIn {
+    /// The edited answer; left out: as drafted.
+    #[serde(default)]
+    pub body: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -488,8 +537,30 @@ fn staff_ticket(t: pb::Ticket) -> StaffTicketOut {
     }
 }
 
+fn draft_out(d: pb::Draft) -> DraftOut {
+    DraftOut {
+        id: d.id,
+        for_message_id: d.for_message_id,
+        state: d.state,
+        summary: d.summary,
+        suggested_category: category_of(d.suggested_category).map(TicketCategory::as_str),
+        suggested_urgency: priority_of(d.suggested_urgency).map(TicketPriority::as_str),
+        reply: d.reply,
+        source: d.source,
+        model: d.model,
+        reason: d.reason,
+        created_at: time(d.created_at),
+        decided_by: non_empty(d.decided_by),
+        decided_at: time(d.decided_at),
+        sent_message_id: non_empty(d.sent_message_id),
+        internal: true,
+    }
+}
+
 fn staff_view(v: pb::TicketView) -> StaffTicketViewOut {
     StaffTicketViewOut {
+        ai_state: v.ai_state,
+        drafts: v.drafts.into_iter().map(draft_out).collect(),
         ticket: staff_ticket(v.ticket.unwrap_or_default()),
         messages: v
             .messages
@@ -752,6 +823,47 @@ pub async fn reopen_ticket(
     Ok(Json(staff_view(view.map_err(|s| ApiError::upstream("support-router", s))?.into_inner())))
 }
 
+/// Sends an offered AI draft as the caller's answer, as drafted or edited (staff). Approving an
+/// approved draft again sends nothing and answers with the ticket.
+#[utoipa::path(post, path = "/v1/admin/tickets/{ticket_id}/drafts/{draft_id}/approve", tag = "admin", security(("session" = [])),
+    request_body = ApproveDraftIn,
+    params(("ticket_id" = uuid::Uuid, Path, description = "ticket UUID"), ("draft_id" = uuid::Uuid, Path, description = "draft UUID")),
+    responses((status = 200, body = StaffTicketViewOut), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn approve_draft(
+    State(app): State<AppState>,
+    Guarded(session, _): StaffSession,
+    Path((ticket_id, draft_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ApproveDraftIn>,
+) -> Result<Json<StaffTicketViewOut>, ApiError> {
+    let ticket_id = path_id("ticket", &ticket_id)?;
+    let draft_id = path_id("draft", &draft_id)?;
+    let body = body.body.unwrap_or_default();
+    let view = app.support().approve_draft(app.on_behalf_of(&session, pb::ApproveDraftRequest { ticket_id, draft_id, body })).await;
+    Ok(Json(staff_view(view.map_err(|s| ApiError::upstream("support-router", s))?.into_inner())))
+}
+
+/// Turns an offered AI draft down, with an optional reason (staff).
+#[utoipa::path(post, path = "/v1/admin/tickets/{ticket_id}/drafts/{draft_id}/reject", tag = "admin", security(("session" = [])),
+    request_body = ReopenIn,
+    params(("ticket_id" = uuid::Uuid, Path, description = "ticket UUID"), ("draft_id" = uuid::Uuid, Path, description = "draft UUID")),
+    responses((status = 200, body = StaffTicketViewOut), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn reject_draft(
+    State(app): State<AppState>,
+    Guarded(session, _): StaffSession,
+    Path((ticket_id, draft_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ReopenIn>,
+) -> Result<Json<StaffTicketViewOut>, ApiError> {
+    let ticket_id = path_id("ticket", &ticket_id)?;
+    let draft_id = path_id("draft", &draft_id)?;
+    let reason = match body.reason {
+        None => String::new(),
+        Some(r) => sb_types::parse_reason(&r)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "Invalid input", Some(e.to_string())))?,
+    };
+    let view = app.support().reject_draft(app.on_behalf_of(&session, pb::RejectDraftRequest { ticket_id, draft_id, reason })).await;
+    Ok(Json(staff_view(view.map_err(|s| ApiError::upstream("support-router", s))?.into_inner())))
+}
+
 /// Shown instead of the tickets when support-router cannot be reached (details are logged).
 pub const UNAVAILABLE: &str = "support-router is unavailable; tickets unknown";
 
@@ -778,4 +890,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/admin/tickets/{ticket_id}/priority", post(reprioritise_ticket))
         .route("/v1/admin/tickets/{ticket_id}/resolve", post(resolve_ticket))
         .route("/v1/admin/tickets/{ticket_id}/reopen", post(reopen_ticket))
+        .route("/v1/admin/tickets/{ticket_id}/drafts/{draft_id}/approve", post(approve_draft))
+        .route("/v1/admin/tickets/{ticket_id}/drafts/{draft_id}/reject", post(reject_draft))
 }

@@ -1,4 +1,4 @@
-//! The gateway's tests start identity, billing, crm-sync, support-router and the gateway in-process on one shared
+//! The gateway's tests start identity, billing, crm-sync, support-router (and, when asked, ai-assist) and the gateway in-process on one shared
 //! bus prefix with the shared harness (`sb_testkit::service`), and sign up or create the users a
 //! test needs.
 
@@ -16,6 +16,8 @@ pub struct System {
     pub billing: TestService,
     pub crm_sync: TestService,
     pub support: TestService,
+    /// Only when a test asks for AI drafts ([`start_with_ai`]).
+    pub ai: Option<TestService>,
     pub gateway: TestService,
     pub base: String,
     pub web: reqwest::Client,
@@ -44,7 +46,12 @@ pub async fn start_full(
 
 /// As [`start_full`], with settings for support-router too (e.g. short SLA targets).
 pub async fn start_with_support(support_extra: &[(&str, &str)], gateway_extra: &[(&str, &str)]) -> System {
-    launch(&[], &[], &[], support_extra, gateway_extra, None).await
+    launch(&[], &[], &[], support_extra, gateway_extra, None, None).await
+}
+
+/// Every service, ai-assist too (with these settings: none for the local drafter).
+pub async fn start_with_ai(ai_extra: &[(&str, &str)]) -> System {
+    launch(&[], &[], &[], &[], &[], None, Some(ai_extra)).await
 }
 
 /// As [`start_full`], with identity reaching PostgreSQL through `identity_db` (a
@@ -56,7 +63,7 @@ pub async fn start_full_via(
     gateway_extra: &[(&str, &str)],
     identity_db: Option<std::net::SocketAddr>,
 ) -> System {
-    launch(identity_extra, billing_extra, crm_extra, &[], gateway_extra, identity_db).await
+    launch(identity_extra, billing_extra, crm_extra, &[], gateway_extra, identity_db, None).await
 }
 
 async fn launch(
@@ -66,6 +73,7 @@ async fn launch(
     support_extra: &[(&str, &str)],
     gateway_extra: &[(&str, &str)],
     identity_db: Option<std::net::SocketAddr>,
+    ai_extra: Option<&[(&str, &str)]>,
 ) -> System {
     let prefix = unique("gw");
     let owned = sb_testkit::service::vars;
@@ -84,6 +92,10 @@ async fn launch(
     let mut sr = owned(&[("SUPPORT_ROUTER_BILLING_URL", &format!("http://{}", billing.grpc))]);
     sr.extend(owned(support_extra));
     let support = TestService::start_in(&support_router::def(), &prefix, &sr).await;
+    let ai = match ai_extra {
+        Some(extra) => Some(TestService::start_in(&ai_assist::def(), &prefix, &owned(extra)).await),
+        None => None,
+    };
     // A test may point the gateway's crm-sync client elsewhere (e.g. at a port that never answers).
     let mut gw = owned(&[
         ("GATEWAY_HTTP_ADDR", &gateway_addr.to_string()),
@@ -94,7 +106,7 @@ async fn launch(
     gw.push(("GATEWAY_IDENTITY_URL".into(), format!("http://{}", identity.grpc)));
     gw.push(("GATEWAY_BILLING_URL".into(), format!("http://{}", billing.grpc)));
     let gateway = TestService::start_in(&gateway::def(), &prefix, &gw).await;
-    System { prefix, identity, billing, crm_sync, support, gateway, base: public, web: reqwest::Client::new() }
+    System { prefix, identity, billing, crm_sync, support, ai, gateway, base: public, web: reqwest::Client::new() }
 }
 
 /// A signed-in user as a test sees them.
@@ -121,6 +133,9 @@ impl User {
 impl System {
     pub async fn stop(self) {
         self.gateway.stop().await;
+        if let Some(ai) = self.ai {
+            ai.stop().await;
+        }
         self.support.stop().await;
         self.crm_sync.stop().await;
         self.billing.stop().await;

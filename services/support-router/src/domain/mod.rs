@@ -2,6 +2,7 @@
 //! which status moves are allowed (`status`), how a ticket is prioritised and routed (`routing`)
 //! and how its SLA clocks run (`sla`).
 
+pub mod assist;
 pub mod routing;
 pub mod sla;
 
@@ -176,6 +177,8 @@ pub struct TicketView {
     pub messages: Vec<Message>,
     pub notes: Vec<Note>,
     pub activity: Vec<Activity>,
+    /// AI drafts (staff only), newest first.
+    pub drafts: Vec<assist::Draft>,
 }
 
 impl TicketView {
@@ -185,6 +188,7 @@ impl TicketView {
     pub fn for_customer(mut self) -> Self {
         self.notes.clear();
         self.activity.clear();
+        self.drafts.clear();
         self.ticket.priority_reasons.clear();
         self.ticket.manual_reason = None;
         self.ticket.assignee = None;
@@ -210,7 +214,7 @@ impl TicketView {
 
 /// A ticket as a customer may list it (see [`TicketView::for_customer`]).
 pub fn ticket_for_customer(t: Ticket) -> Ticket {
-    TicketView { ticket: t, messages: Vec::new(), notes: Vec::new(), activity: Vec::new() }.for_customer().ticket
+    TicketView { ticket: t, messages: Vec::new(), notes: Vec::new(), activity: Vec::new(), drafts: Vec::new() }.for_customer().ticket
 }
 
 /// How one queue stands.
@@ -386,6 +390,7 @@ mod tests {
             }],
             notes: vec![Note { id: uuid::Uuid::now_v7(), author_user_id: agent, body: "internal".into(), created_at: now }],
             activity: vec![Activity { id: uuid::Uuid::now_v7(), at: now, actor: None, action: "opened".into(), detail: "d".into() }],
+            drafts: Vec::new(),
         }
         .for_customer();
         assert!(view.notes.is_empty() && view.activity.is_empty() && view.ticket.priority_reasons.is_empty());

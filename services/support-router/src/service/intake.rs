@@ -188,7 +188,7 @@ impl Support {
         tx.commit().await?;
         info!(ticket_id = %ticket.id, channel = %ticket.channel, priority = %ticket.priority, queue = %ticket.queue, tier = %ticket.tier_at_intake, "ticket opened");
         metrics::counter!("support_tickets_opened_total", "channel" => ticket.channel.as_str()).increment(1);
-        let view = TicketView { ticket, messages: vec![first], notes: Vec::new(), activity: Vec::new() };
+        let view = TicketView { ticket, messages: vec![first], notes: Vec::new(), activity: Vec::new(), drafts: Vec::new() };
         Ok(match &intake {
             Intake::Portal(_) => view.for_customer(),
             Intake::ContactForm { .. } => view.for_contact_form(),
@@ -201,7 +201,7 @@ impl Support {
             Intake::Portal(c) => self.view(conn, t, &Viewer::Customer(c.clone())).await,
             Intake::ContactForm { .. } => {
                 let messages = store::messages(conn, t.id).await?;
-                Ok(TicketView { ticket: t, messages, notes: Vec::new(), activity: Vec::new() }.for_contact_form())
+                Ok(TicketView { ticket: t, messages, notes: Vec::new(), activity: Vec::new(), drafts: Vec::new() }.for_contact_form())
             }
         }
     }

@@ -11,6 +11,7 @@
 //! announcement of the user arrived has none yet: its events are held (`held_events`) and
 //! published, in order, when the announcement arrives — intake never waits for it.
 
+mod assist;
 mod background;
 mod intake;
 mod tickets;
@@ -227,12 +228,12 @@ impl Support {
     /// The ticket with what `viewer` may see of its thread, notes and activity.
     async fn view(&self, conn: &mut PgConnection, t: Ticket, viewer: &Viewer) -> Result<TicketView> {
         let messages = store::messages(conn, t.id).await?;
-        let (notes, activity) = match viewer {
-            Viewer::Staff(_) => (store::notes(conn, t.id).await?, store::activity(conn, t.id).await?),
+        let (notes, activity, drafts) = match viewer {
+            Viewer::Staff(_) => (store::notes(conn, t.id).await?, store::activity(conn, t.id).await?, store::drafts(conn, t.id).await?),
             // Never read for a customer, so never at risk of being sent to one.
-            Viewer::Customer(_) => (Vec::new(), Vec::new()),
+            Viewer::Customer(_) => (Vec::new(), Vec::new(), Vec::new()),
         };
-        Ok(viewer.shape(TicketView { ticket: t, messages, notes, activity }))
+        Ok(viewer.shape(TicketView { ticket: t, messages, notes, activity, drafts }))
     }
 
     /// A ticket the viewer may see, locked for a change (others' tickets are "not found").

@@ -45,10 +45,26 @@ impl Support {
     /// reopened), or an agent's answer (the ticket waits on the customer; the response clocks
     /// stop and resolution pauses).
     pub async fn add_message(&self, viewer: &Viewer, id: TicketId, body: String) -> Result<TicketView> {
+        let mut tx = self.pool.begin().await?;
+        let t = self.lock_visible(&mut tx, id, viewer).await?;
+        let (t, _, breaches) = self.post_message(&mut tx, t, viewer, body).await?;
+        let view = self.view(&mut tx, t, viewer).await?;
+        tx.commit().await?;
+        count_breaches(&breaches);
+        Ok(view)
+    }
+
+    /// Adds a public message to a locked ticket: the status move, the clocks, the thread, the
+    /// activity line and `support.ticket.message_added.v1` (and any breach it reveals).
+    pub(super) async fn post_message(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        mut t: Ticket,
+        viewer: &Viewer,
+        body: String,
+    ) -> Result<(Ticket, Message, Vec<SlaClock>)> {
         let now = Utc::now();
         let h = &self.cfg.hours;
-        let mut tx = self.pool.begin().await?;
-        let mut t = self.lock_visible(&mut tx, id, viewer).await?;
         let targets = self.cfg.sla.targets(t.tier_now, t.priority);
         let answered_before = t.first_answered_at.is_some();
         let (author, action, breaches) = match viewer {
@@ -59,7 +75,7 @@ impl Support {
                     t.clocks.reopened(h, now, answered_before, targets);
                     let line =
                         activity(now, Some(viewer.actor()), "reopened", format!("reopened by the customer's reply{}", viewer.acting_as()));
-                    store::insert_activity(&mut tx, t.id, &line).await?;
+                    store::insert_activity(tx, t.id, &line).await?;
                 } else {
                     t.clocks.customer_replied(h, now, answered_before, targets);
                 }
@@ -78,16 +94,16 @@ impl Support {
             Author::Agent => Some(viewer.actor()),
         };
         let message = Message { id: Uuid::now_v7(), author, author_user_id, body, created_at: now };
-        store::update_ticket(&mut tx, &t).await?;
-        store::insert_message(&mut tx, t.id, &message).await?;
+        store::update_ticket(tx, &t).await?;
+        store::insert_message(tx, t.id, &message).await?;
         let detail = format!(
             "{} message; status {}{}",
             if author == Author::Agent { "public answer" } else { "customer" },
             t.status,
             viewer.acting_as()
         );
-        store::insert_activity(&mut tx, t.id, &activity(now, Some(viewer.actor()), action, detail)).await?;
-        publish(&mut tx, &t, Cause::Request(None), |requester| TicketMessageAdded {
+        store::insert_activity(tx, t.id, &activity(now, Some(viewer.actor()), action, detail)).await?;
+        publish(tx, &t, Cause::Request(None), |requester| TicketMessageAdded {
             ticket_id: t.id,
             requester,
             subject: t.subject.clone(),
@@ -97,11 +113,8 @@ impl Support {
             body: message.body.clone(),
         })
         .await?;
-        record_breaches(&mut tx, &t, &breaches, now, Cause::Request(None)).await?;
-        let view = self.view(&mut tx, t, viewer).await?;
-        tx.commit().await?;
-        count_breaches(&breaches.iter().map(|b| b.clock).collect::<Vec<_>>());
-        Ok(view)
+        record_breaches(tx, &t, &breaches, now, Cause::Request(None)).await?;
+        Ok((t, message, breaches.iter().map(|b| b.clock).collect()))
     }
 
     /// An internal note (never shown to customers, never published).
