@@ -10,12 +10,13 @@ stop:           ## stop services started with `scripts/dev-up.sh --detach`
 test:           ## the whole test suite against real PostgreSQL and RabbitMQ (what CI runs)
 	bash scripts/test.sh
 
-bench:          ## bus, /v1/me, Stripe webhook -> access and ticket intake, each beside a same-run baseline
+bench:          ## bus, /v1/me, Stripe webhook -> access, ticket intake and AI drafts, each beside a same-run baseline
 	bash scripts/ensure-infra.sh
 	cargo bench -p sb-bus --bench bus --locked
 	cargo bench -p gateway --bench me --locked
 	cargo bench -p gateway --bench webhook --locked
 	cargo bench -p gateway --bench tickets --locked
+	cargo bench -p ai-assist --bench drafts --locked
 
 check-deploy:   ## validate docker-compose.yml and k8s/ without a Docker engine or cluster
 	bash scripts/install-check-tools.sh

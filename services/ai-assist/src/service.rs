@@ -44,6 +44,16 @@ pub struct Assist {
     engine: Engine,
 }
 
+/// What drafting one message needs, read in one go.
+struct Work {
+    d: store::DraftRow,
+    ticket: TicketContext,
+    subject_flags: Vec<String>,
+    thread: Vec<ThreadMessage>,
+    plan: Option<crate::domain::AccountPlan>,
+    used: i64,
+}
+
 /// How many help articles a prompt may carry.
 const ARTICLES_PER_PROMPT: usize = 3;
 
@@ -84,16 +94,16 @@ impl Assist {
         let mut tx = self.pool.begin().await?;
         store::lock_ticket(&mut tx, e.ticket_id).await?;
         store::insert_ticket(&mut tx, &ctx, &flags).await?;
-        let draft = match store::latest_customer_message(&mut tx, e.ticket_id).await? {
-            Some(message) => Some(store::open_draft(&mut tx, &ctx, message).await?),
+        let work = match store::latest_customer_message(&mut tx, e.ticket_id).await? {
+            Some(message) => {
+                let (d, _) = store::open_draft(&mut tx, &ctx, message).await?;
+                self.load(&mut tx, d, ctx, flags).await?
+            }
             None => None,
         };
-        if let Some(id) = draft {
-            store::reopen_unavailable(&mut tx, id).await?;
-        }
         tx.commit().await?;
-        match draft {
-            Some(id) => self.draft(cause, id).await,
+        match work {
+            Some(w) => self.draft_work(cause, w).await,
             None => Ok(()),
         }
     }
@@ -109,17 +119,17 @@ impl Assist {
         let mut tx = self.pool.begin().await?;
         store::lock_ticket(&mut tx, e.ticket_id).await?;
         store::insert_message(&mut tx, e.ticket_id, &message).await?;
-        let draft = match (customer, store::ticket(&mut tx, e.ticket_id).await?) {
-            (true, Some((ctx, _))) => Some(store::open_draft(&mut tx, &ctx, e.message_id).await?),
+        let work = match (customer, store::ticket(&mut tx, e.ticket_id).await?) {
+            (true, Some((ctx, subject_flags))) => {
+                let (d, _) = store::open_draft(&mut tx, &ctx, e.message_id).await?;
+                self.load(&mut tx, d, ctx, subject_flags).await?
+            }
             // Not opened yet: the opening drafts for this message when it arrives.
             _ => None,
         };
-        if let Some(id) = draft {
-            store::reopen_unavailable(&mut tx, id).await?;
-        }
         tx.commit().await?;
-        match draft {
-            Some(id) => self.draft(cause, id).await,
+        match work {
+            Some(w) => self.draft_work(cause, w).await,
             None => Ok(()),
         }
     }
@@ -128,27 +138,47 @@ impl Assist {
     pub async fn draft(&self, cause: &Envelope, id: Uuid) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
         let Some(d) = store::draft(&mut conn, id).await? else { return Err(AssistError::NotFound("draft")) };
-        if d.state != "pending" {
-            return Ok(());
-        }
         let Some((ticket, subject_flags)) = store::ticket(&mut conn, d.ticket_id).await? else {
             return Err(AssistError::NotFound("ticket"));
         };
-        let mut thread = store::thread(&mut conn, d.ticket_id).await?;
+        let work = self.load(&mut conn, d, ticket, subject_flags).await?;
+        drop(conn);
+        match work {
+            Some(w) => self.draft_work(cause, w).await,
+            None => Ok(()),
+        }
+    }
+
+    /// What drafting needs, read before the model is asked (`None`: the draft is finished).
+    async fn load(
+        &self,
+        conn: &mut PgConnection,
+        d: store::DraftRow,
+        ticket: TicketContext,
+        subject_flags: Vec<String>,
+    ) -> Result<Option<Work>> {
+        if d.state != "pending" {
+            return Ok(None);
+        }
+        let mut thread = store::thread(conn, d.ticket_id).await?;
         // What came after the message this draft answers belongs to later drafts.
         if let Some(i) = thread.iter().position(|m| m.id == d.for_message_id) {
             thread.truncate(i + 1);
         }
         let plan = match ticket.account_id {
-            Some(a) => store::plan(&mut conn, a).await?,
+            Some(a) => store::plan(conn, a).await?,
             None => None,
         };
         let used = match (ticket.account_id, &self.engine) {
-            (Some(a), Engine::Model(_)) => store::tokens_today(&mut conn, a).await?,
+            (Some(a), Engine::Model(_)) => store::tokens_today(conn, a).await?,
             _ => 0,
         };
-        drop(conn);
+        Ok(Some(Work { d, ticket, subject_flags, thread, plan, used }))
+    }
 
+    /// Asks the drafter (no connection held meanwhile), checks the answer and stores the outcome.
+    async fn draft_work(&self, cause: &Envelope, w: Work) -> Result<()> {
+        let Work { d, ticket, subject_flags, thread, plan, used } = w;
         let flags: BTreeSet<&str> = subject_flags.iter().chain(thread.iter().flat_map(|m| &m.flags)).map(String::as_str).collect();
         if !flags.is_empty() {
             let reason = format!(

@@ -148,9 +148,9 @@ pub async fn plan(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<O
     Ok(row.map(|(plan, status)| AccountPlan { plan, status }))
 }
 
-/// Opens a pending draft for a customer message; the id of the draft that answers it (an earlier
-/// one when the message had one already).
-pub async fn open_draft(conn: &mut PgConnection, ticket: &TicketContext, message: Uuid) -> sqlx::Result<Uuid> {
+/// Opens a pending draft for a customer message: the draft that answers it, and whether it is
+/// new (else the message had one already: a redelivery).
+pub async fn open_draft(conn: &mut PgConnection, ticket: &TicketContext, message: Uuid) -> sqlx::Result<(DraftRow, bool)> {
     let id: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO drafts (id, ticket_id, account_id, for_message_id, state) VALUES ($1, $2, $3, $4, 'pending')
          ON CONFLICT (for_message_id) DO NOTHING RETURNING id",
@@ -161,10 +161,15 @@ pub async fn open_draft(conn: &mut PgConnection, ticket: &TicketContext, message
     .bind(message)
     .fetch_optional(&mut *conn)
     .await?;
-    match id {
-        Some(id) => Ok(id),
-        None => sqlx::query_scalar("SELECT id FROM drafts WHERE for_message_id = $1").bind(message).fetch_one(conn).await,
+    if let Some(id) = id {
+        let row =
+            DraftRow { id, ticket_id: ticket.ticket_id, account_id: ticket.account_id, for_message_id: message, state: "pending".into() };
+        return Ok((row, true));
     }
+    let id: Uuid = sqlx::query_scalar("SELECT id FROM drafts WHERE for_message_id = $1").bind(message).fetch_one(&mut *conn).await?;
+    reopen_unavailable(&mut *conn, id).await?;
+    let row = draft(conn, id).await?.ok_or(sqlx::Error::RowNotFound)?;
+    Ok((row, false))
 }
 
 /// A draft's state, as the service needs it to continue.
@@ -211,7 +216,7 @@ pub async fn finish_draft(conn: &mut PgConnection, id: Uuid, f: &Finished<'_>) -
     let hits = serde_json::to_value(f.hits).unwrap_or_default();
     let done = sqlx::query(
         "UPDATE drafts SET state = $2, source = $3, model = $4, summary = $5, suggested_category = $6, suggested_urgency = $7, reply = $8,
-           failure = $9, reason = $10, guard_hits = $11, next_attempt_at = NULL, finished_at = now()
+           failure = $9, reason = $10, guard_hits = $11, next_attempt_at = NULL, finished_at = clock_timestamp()
          WHERE id = $1 AND state = 'pending'",
     )
     .bind(id)
