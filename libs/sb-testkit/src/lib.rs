@@ -1,6 +1,7 @@
 //! Test helpers: a fresh PostgreSQL database and a fresh RabbitMQ name prefix per test, and
 //! condition polling with a deadline (never a fixed sleep).
 
+pub mod ai_corpus;
 pub mod hubspot;
 pub mod logs;
 pub mod openai;

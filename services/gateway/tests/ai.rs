@@ -158,6 +158,27 @@ async fn the_model_cannot_move_urgent_tickets_promise_refunds_or_be_steered() {
     assert_eq!(v["ticket"]["queue"], "human_review", "{v}");
     assert_eq!(model.requests().len(), asked_before, "the model was asked about a flagged ticket");
 
+    // A draft that repeats an internal note is refused by support-router (the model never saw the
+    // note; here it "guesses" it).
+    let note = "Customer is on the watch list so check every request with a manager first";
+    let noted = open_ticket(&sys, &user, "Question", "How do I export my invoices to a spreadsheet?", "technical").await;
+    wait_ai(&sys, &agent, &noted, "ready").await;
+    let (status, _) =
+        send(sys.web.post(sys.url(&format!("/v1/admin/tickets/{noted}/notes"))).bearer_auth(&agent.token).json(&json!({"body": note})))
+            .await;
+    assert_eq!(status, 201);
+    model
+        .reply_with(&json!({"summary": "s", "category": "technical", "urgency": "normal", "reply": format!("Hello. {note}.")}).to_string());
+    let (status, _) =
+        send(sys.web.post(sys.url(&format!("/v1/tickets/{noted}/messages"))).bearer_auth(&user.token).json(&json!({"body": "Any news?"})))
+            .await;
+    assert_eq!(status, 201);
+    let v = wait_ai(&sys, &agent, &noted, "unavailable").await;
+    assert_eq!(v["drafts"][0]["state"], "refused", "{v}");
+    assert!(v["drafts"][0]["reason"].as_str().unwrap().contains("internal note"), "{v}");
+    let (_, mine) = send(sys.web.get(sys.url(&format!("/v1/tickets/{noted}"))).bearer_auth(&user.token)).await;
+    assert!(!mine.to_string().contains("watch list"), "{mine}");
+
     // Nothing secret or steering ever reached the model.
     for r in model.requests() {
         let sent = r.to_string();
@@ -193,5 +214,80 @@ async fn with_no_model_answering_the_draft_is_pending_and_agents_answer_by_hand(
     )
     .await;
     assert_eq!(status, 201, "{v}");
+    sys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_corpora_end_to_end_no_secret_reaches_the_model_and_every_injection_goes_to_a_person() {
+    use sb_testkit::ai_corpus::{INJECTIONS, MUST_GO};
+    let model = FakeOpenAi::start().await.unwrap();
+    let sys = start_with_ai(&[("AI_ASSIST_OPENAI_BASE_URL", &model.base_url()), ("AI_ASSIST_OPENAI_API_KEY", &model.key())]).await;
+    let agent = sys.staff("agent@ai-corpus.test", Role::Agent).await;
+    let user = sys.signup("customer@ai-corpus.test").await;
+    let mut secrets = Vec::new();
+    for (i, (text, secret, _)) in MUST_GO.iter().enumerate() {
+        secrets.push((open_ticket(&sys, &user, &format!("Corpus question {i}"), text, "other").await, *secret));
+    }
+    let mut injections = Vec::new();
+    for (i, text) in INJECTIONS.iter().enumerate() {
+        injections.push((open_ticket(&sys, &user, &format!("Corpus request {i}"), text, "other").await, *text));
+    }
+    for (id, secret) in &secrets {
+        let v = wait_for(Duration::from_secs(60), &format!("a draft for the ticket holding {secret}"), || async {
+            let v = staff_view(&sys, &agent, id).await;
+            (v["ai_state"] != "pending").then_some(v)
+        })
+        .await;
+        assert!(v["ai_state"] == "ready" || v["ai_state"] == "flagged", "{secret}: {v}");
+    }
+    for (id, text) in &injections {
+        let v = wait_ai(&sys, &agent, id, "flagged").await;
+        assert_eq!(v["ticket"]["queue"], "human_review", "{text}: {v}");
+        assert!(v["drafts"][0]["reply"].as_str().unwrap().is_empty(), "{text}: a flagged ticket got a draft");
+    }
+    let sent: Vec<String> = model.requests().iter().map(Value::to_string).collect();
+    assert!(sent.len() >= secrets.len() / 2, "the model was hardly asked: {}", sent.len());
+    for (_, secret) in &secrets {
+        assert!(sent.iter().all(|r| !r.contains(secret)), "{secret} reached the model");
+    }
+    for (_, text) in &injections {
+        let start: String = text.chars().take(24).collect();
+        assert!(sent.iter().all(|r| !r.contains(&start)), "an injection reached the model: {text}");
+    }
+    sys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_budget_and_a_refusing_model_leave_agents_to_answer_by_hand() {
+    let model = FakeOpenAi::start().await.unwrap();
+    let sys = start_with_ai(&[
+        ("AI_ASSIST_OPENAI_BASE_URL", &model.base_url()),
+        ("AI_ASSIST_OPENAI_API_KEY", &model.key()),
+        ("AI_ASSIST_DAILY_TOKEN_BUDGET", "1"),
+    ])
+    .await;
+    let agent = sys.staff("agent@ai-budget.test", Role::Agent).await;
+    let user = sys.signup("customer@ai-budget.test").await;
+    let first = open_ticket(&sys, &user, "Export", "How do I export my invoices?", "technical").await;
+    wait_ai(&sys, &agent, &first, "ready").await;
+    let second = open_ticket(&sys, &user, "Import", "How do I import contacts?", "technical").await;
+    let v = wait_ai(&sys, &agent, &second, "unavailable").await;
+    assert!(v["drafts"][0]["reason"].as_str().unwrap().contains("budget"), "{v}");
+    assert_eq!(model.requests().len(), 1, "the model was asked past the budget");
+
+    // A model that refuses (a bad key): parked, shown as unavailable, with the reason.
+    model.fail_always(401);
+    let other = sys.signup("other@ai-budget.test").await;
+    let third = open_ticket(&sys, &other, "Login", "Where do I change my display name?", "account").await;
+    let v = wait_ai(&sys, &agent, &third, "unavailable").await;
+    assert!(v["drafts"][0]["reason"].as_str().unwrap().contains("401"), "{v}");
+    let (status, _) = send(
+        sys.web
+            .post(sys.url(&format!("/v1/admin/tickets/{third}/messages")))
+            .bearer_auth(&agent.token)
+            .json(&json!({"body": "Under Profile."})),
+    )
+    .await;
+    assert_eq!(status, 201);
     sys.stop().await;
 }
