@@ -199,7 +199,8 @@ impl Assist {
         let input = PromptInput {
             subject: &ticket.subject,
             thread: thread.iter().map(|m| (m.author, m.body.as_str())).collect(),
-            plan: plan.as_ref().map(|p| p.plan.as_str()),
+            // The plan billing announced, else the support tier the ticket was opened on.
+            plan: plan.as_ref().map(|p| p.plan.as_str()).filter(|p| !p.is_empty()).or(Some(ticket.tier.as_str())),
             access: plan.as_ref().map(|p| p.status),
             articles: articles.clone(),
         };
