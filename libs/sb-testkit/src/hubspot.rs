@@ -67,8 +67,10 @@ use axum::{
 };
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio::sync::watch;
 use uuid::Uuid;
+
+use crate::listening::Listening;
 
 /// The token a new fake accepts (change it with [`FakeHubSpot::set_token`]).
 pub const DEFAULT_TOKEN: &str = "pat-na1-fake-0000-token";
@@ -318,37 +320,29 @@ impl Shared {
     }
 }
 
-struct Server {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
 /// The fake server, listening on `127.0.0.1:<free port>` until [`FakeHubSpot::stop`],
 /// [`FakeHubSpot::shutdown`] or drop.
 pub struct FakeHubSpot {
-    addr: SocketAddr,
     shared: Arc<Shared>,
-    server: Mutex<Option<Server>>,
+    server: Listening,
 }
 
 impl FakeHubSpot {
     /// Binds `127.0.0.1:0` and starts serving: no contacts, no failures, token [`DEFAULT_TOKEN`].
     pub async fn start() -> io::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
         let (release, _) = watch::channel(0);
         let shared = Arc::new(Shared { state: Mutex::new(Store::new()), release });
-        let server = serve(listener, shared.clone());
-        Ok(Self { addr, shared, server: Mutex::new(Some(server)) })
+        let server = Listening::start(Router::new().fallback(handle).with_state(shared.clone())).await?;
+        Ok(Self { shared, server })
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `http://127.0.0.1:<port>`: the API base to configure (the adapter appends `/crm/v3/...`).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// The private-app token this fake accepts.
@@ -499,42 +493,19 @@ impl FakeHubSpot {
 
     /// Whether it is listening (false between [`FakeHubSpot::stop`] and [`FakeHubSpot::restart`]).
     pub fn is_running(&self) -> bool {
-        self.server.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+        self.server.is_running()
     }
 
     /// Stops listening and closes every connection (hanging requests are answered 503 first): from
     /// now on connections to the port are refused. State is kept for [`FakeHubSpot::restart`].
     pub async fn stop(&self) {
-        let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Some(server) = server else { return };
-        let _ = server.stop.send(true);
         self.shared.release_hangs();
-        let mut task = server.task;
-        if tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
-            task.abort();
-            let _ = task.await;
-        }
+        self.server.stop().await;
     }
 
     /// Listens again on the same port, with the same contacts and settings.
     pub async fn restart(&self) -> io::Result<()> {
-        if self.is_running() {
-            return Ok(());
-        }
-        // The port was ours a moment ago; give the kernel a moment if it still holds it.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        let server = serve(listener, self.shared.clone());
-        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(server);
-        Ok(())
+        self.server.restart().await
     }
 
     /// Stops listening for good.
@@ -545,25 +516,8 @@ impl FakeHubSpot {
 
 impl Drop for FakeHubSpot {
     fn drop(&mut self) {
-        if let Some(server) = self.server.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = server.stop.send(true);
-            self.shared.release_hangs();
-            server.task.abort();
-        }
+        self.shared.release_hangs();
     }
-}
-
-fn serve(listener: TcpListener, shared: Arc<Shared>) -> Server {
-    let (stop, mut stop_rx) = watch::channel(false);
-    let app = Router::new().fallback(handle).with_state(shared);
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            })
-            .await;
-    });
-    Server { stop, task }
 }
 
 fn now_iso() -> String {

@@ -3,6 +3,7 @@
 
 pub mod ai_corpus;
 pub mod hubspot;
+pub mod listening;
 pub mod logs;
 pub mod openai;
 pub mod probe;

@@ -25,9 +25,8 @@
 use std::{
     collections::VecDeque,
     io,
-    net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum::{
@@ -38,7 +37,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+use crate::listening::Listening;
 
 /// The key a new fake accepts.
 pub const DEFAULT_KEY: &str = "sk-fake-openai-test-key-0000";
@@ -73,21 +73,13 @@ impl Shared {
     }
 }
 
-struct Server {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
 pub struct FakeOpenAi {
-    addr: SocketAddr,
     shared: Arc<Shared>,
-    server: Mutex<Option<Server>>,
+    server: Listening,
 }
 
 impl FakeOpenAi {
     pub async fn start() -> io::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State_ {
                 key: Some(DEFAULT_KEY.to_owned()),
@@ -102,13 +94,13 @@ impl FakeOpenAi {
                 requests: Vec::new(),
             }),
         });
-        let server = serve(listener, shared.clone());
-        Ok(Self { addr, shared, server: Mutex::new(Some(server)) })
+        let server = Listening::start(Router::new().fallback(handle).with_state(shared.clone())).await?;
+        Ok(Self { shared, server })
     }
 
     /// `http://127.0.0.1:<port>/v1`: the API base to configure.
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        format!("http://{}/v1", self.server.addr())
     }
 
     pub fn key(&self) -> String {
@@ -171,33 +163,12 @@ impl FakeOpenAi {
 
     /// Stops listening: connections are refused until [`Self::restart`].
     pub async fn stop(&self) {
-        let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Some(server) = server else { return };
-        let _ = server.stop.send(true);
-        let mut task = server.task;
-        if tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
-            task.abort();
-            let _ = task.await;
-        }
+        self.server.stop().await;
     }
 
     /// Listens again on the same port.
     pub async fn restart(&self) -> io::Result<()> {
-        if self.server.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
-            return Ok(());
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(serve(listener, self.shared.clone()));
-        Ok(())
+        self.server.restart().await
     }
 }
 
@@ -306,17 +277,4 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
         "system_fingerprint": "fp_fake"
     });
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
-}
-
-fn serve(listener: TcpListener, shared: Arc<Shared>) -> Server {
-    let (stop, mut stop_rx) = watch::channel(false);
-    let app = Router::new().fallback(handle).with_state(shared);
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            })
-            .await;
-    });
-    Server { stop, task }
 }

@@ -13,47 +13,6 @@ use identity::domain::Role;
 use sb_testkit::wait_for;
 use serde_json::{Value, json};
 
-async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
-}
-
-/// Pays for `user`'s account on the local checkout (plan `pro`) and waits until access is active.
-async fn pay_pro(sys: &System, user: &User) {
-    let r = sys.web.post(sys.url("/v1/billing/checkout")).bearer_auth(&user.token).json(&json!({"plan": "pro"})).send().await.unwrap();
-    assert_eq!(r.status(), 201);
-    let url = r.json::<Value>().await.unwrap()["url"].as_str().unwrap().to_owned();
-    assert_eq!(no_redirects().post(&url).bearer_auth(&user.token).send().await.unwrap().status(), 303);
-    wait_for(Duration::from_secs(30), "access active", || async {
-        let (_, me) = send(sys.web.get(sys.url("/v1/me")).bearer_auth(&user.token)).await;
-        (me["access"]["status"] == "active").then_some(())
-    })
-    .await;
-}
-
-async fn open_ticket(sys: &System, user: &User, subject: &str, body: &str, category: &str) -> Value {
-    let (status, v) = send(
-        sys.web
-            .post(sys.url("/v1/tickets"))
-            .bearer_auth(&user.token)
-            .json(&json!({"subject": subject, "body": body, "category": category})),
-    )
-    .await;
-    assert_eq!(status, 201, "{v}");
-    v
-}
-
-async fn staff_view(sys: &System, staff: &User, ticket_id: &str) -> Value {
-    let (status, v) = send(sys.web.get(sys.url(&format!("/v1/admin/tickets/{ticket_id}"))).bearer_auth(&staff.token)).await;
-    assert_eq!(status, 200, "{v}");
-    v
-}
-
 /// Waits until support-router's plan for the paying account says so (it follows billing's events).
 async fn wait_tier(sys: &System, staff: &User, user: &User, tier: &str) {
     let path = format!("/v1/admin/tickets?account_id={}", user.account_id);

@@ -53,6 +53,28 @@ pub struct Draft {
     pub sent_message_id: Option<Uuid>,
 }
 
+impl Draft {
+    /// A draft with nothing proposed (what a failure records); fill in the rest with `..`.
+    pub fn bare(id: Uuid, for_message_id: Uuid, state: DraftState, reason: String, created_at: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            for_message_id,
+            state,
+            summary: String::new(),
+            suggested_category: None,
+            suggested_urgency: None,
+            reply: String::new(),
+            source: String::new(),
+            model: String::new(),
+            reason,
+            created_at,
+            decided_by: None,
+            decided_at: None,
+            sent_message_id: None,
+        }
+    }
+}
+
 /// What the ticket shows about AI help for its latest customer message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AiState {

@@ -34,10 +34,12 @@ impl Support {
         let bodies: Vec<&str> = notes.iter().map(|n| n.body.as_str()).collect();
         let repeats = assist::repeats_note(&e.reply, &bodies) || assist::repeats_note(&e.summary, &bodies);
         let now = Utc::now();
+        let (state, reason) = if repeats {
+            (DraftState::Refused, "it repeats an internal note: not offered".to_owned())
+        } else {
+            (DraftState::Offered, String::new())
+        };
         let draft = Draft {
-            id: e.draft_id,
-            for_message_id: e.for_message_id,
-            state: if repeats { DraftState::Refused } else { DraftState::Offered },
             summary: e.summary.clone(),
             suggested_category: Some(e.suggested_category),
             suggested_urgency: Some(e.suggested_urgency),
@@ -48,11 +50,7 @@ impl Support {
             }
             .to_owned(),
             model: e.model.clone(),
-            reason: if repeats { "it repeats an internal note: not offered".to_owned() } else { String::new() },
-            created_at: now,
-            decided_by: None,
-            decided_at: None,
-            sent_message_id: None,
+            ..Draft::bare(e.draft_id, e.for_message_id, state, reason, now)
         };
         if !store::insert_draft(tx, t.id, &draft).await? {
             return Ok(());
@@ -88,22 +86,7 @@ impl Support {
             DraftFailure::Budget | DraftFailure::Unavailable => DraftState::Unavailable,
         };
         let now = Utc::now();
-        let draft = Draft {
-            id: e.draft_id,
-            for_message_id: e.for_message_id,
-            state,
-            summary: String::new(),
-            suggested_category: None,
-            suggested_urgency: None,
-            reply: String::new(),
-            source: String::new(),
-            model: String::new(),
-            reason: e.reason.clone(),
-            created_at: now,
-            decided_by: None,
-            decided_at: None,
-            sent_message_id: None,
-        };
+        let draft = Draft::bare(e.draft_id, e.for_message_id, state, e.reason.clone(), now);
         if !store::insert_draft(tx, t.id, &draft).await? {
             return Ok(());
         }
