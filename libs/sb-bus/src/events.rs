@@ -408,6 +408,10 @@ pub struct TicketMessageAdded {
     pub author_user_id: Option<UserId>,
     /// The message itself (public: the customer sees it in their thread).
     pub body: String,
+    /// The ticket's category (so a consumer needs no other event to act on the message; absent
+    /// from messages published before it was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<TicketCategory>,
 }
 
 event! {

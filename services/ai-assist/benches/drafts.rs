@@ -123,6 +123,7 @@ fn ticket_events(i: u64) -> (String, Envelope, Envelope) {
         author: MessageAuthor::Customer,
         author_user_id: None,
         body: "How do I export my invoices to a spreadsheet? My card 4242 4242 4242 4242 is on file.".into(),
+        category: Some(TicketCategory::Technical),
     };
     (ticket.to_string(), Envelope::of(&opened), Envelope::of(&message))
 }

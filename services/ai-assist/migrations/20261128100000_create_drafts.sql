@@ -1,16 +1,17 @@
 -- ai-assist's own state. Customer text is stored only redacted: ai-assist never holds an email,
 -- card or key it could leak. Internal notes never reach it (it reads public events only).
 
--- What ai-assist knows of a ticket (support.ticket.opened.v1).
+-- What ai-assist knows of a ticket: from its first message (support.ticket.message_added.v1),
+-- completed by support.ticket.opened.v1 (priority, queue, tier) whichever arrives first.
 CREATE TABLE tickets (
     ticket_id   uuid PRIMARY KEY,
     account_id  uuid,
     subject     text NOT NULL,          -- redacted
     flags       text[] NOT NULL DEFAULT '{}',  -- injection rules the original subject tripped
     category    text NOT NULL,
-    priority    text NOT NULL,
-    queue       text NOT NULL,
-    tier        text NOT NULL,
+    priority    text,                   -- NULL until the opening arrives
+    queue       text,
+    tier        text,
     opened_at   timestamptz NOT NULL DEFAULT now()
 );
 

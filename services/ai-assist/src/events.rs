@@ -1,6 +1,7 @@
-//! ai-assist's bus handlers: the plan projection (`billing.access.changed.v1`, in the inbox
-//! transaction) and the drafting effects (`support.ticket.opened.v1`,
-//! `support.ticket.message_added.v1`), which call a model and so run with no transaction open.
+//! ai-assist's bus handlers: the plan projection (`billing.access.changed.v1`) and each ticket's
+//! priority, queue and tier (`support.ticket.opened.v1`), both in the inbox transaction, and the
+//! drafting effect (`support.ticket.message_added.v1`), which calls a model and so runs with no
+//! transaction open.
 //! They convert and call the service; nothing else.
 
 use sb_bus::{
@@ -20,12 +21,12 @@ impl Handler<AccessChanged> for FollowAccessChanged {
     }
 }
 
-pub struct DraftOnOpened(pub Assist);
+pub struct FollowOpened(pub Assist);
 
 #[async_trait::async_trait]
-impl Effect<TicketOpened> for DraftOnOpened {
-    async fn run(&self, env: &Envelope, event: TicketOpened, _pool: &PgPool) -> Result<(), HandlerError> {
-        self.0.ticket_opened(env, &event).await.map_err(Into::into)
+impl Handler<TicketOpened> for FollowOpened {
+    async fn handle(&self, _env: &Envelope, event: TicketOpened, tx: &mut PgConnection) -> Result<(), HandlerError> {
+        self.0.ticket_opened(tx, &event).await.map_err(Into::into)
     }
 }
 

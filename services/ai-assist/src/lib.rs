@@ -50,7 +50,7 @@ pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
     let assist = Assist::new(pool.clone(), cfg, engine);
     let consumer = Consumer::new(config.bus.clone(), SERVICE, pool.clone())
         .on(events::FollowAccessChanged(assist.clone()))
-        .effect(events::DraftOnOpened(assist.clone()))
+        .on(events::FollowOpened(assist.clone()))
         .effect(events::DraftOnMessage(assist.clone()))
         .on_failure(assist.on_failure());
     Ok(Parts::new(consumer))

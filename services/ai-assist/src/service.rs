@@ -78,37 +78,26 @@ impl Assist {
         Ok(())
     }
 
-    /// A ticket was opened: keep its context; draft for its first message if that came first (a
-    /// redelivery retries that draft if it is still pending).
-    pub async fn ticket_opened(&self, cause: &Envelope, e: &TicketOpened) -> Result<()> {
+    /// A ticket was opened: its priority, queue and tier complete the context. In the inbox
+    /// transaction (drafting waits for nothing but the message itself).
+    pub async fn ticket_opened(&self, tx: &mut PgConnection, e: &TicketOpened) -> Result<()> {
         let flags = rule_names(&injection::detect(&e.subject));
         let ctx = TicketContext {
             ticket_id: e.ticket_id,
             account_id: e.requester.account_id,
             subject: redact(&e.subject).text,
             category: e.category,
-            priority: e.priority,
-            queue: e.queue,
-            tier: e.tier.clone(),
+            priority: Some(e.priority),
+            queue: Some(e.queue),
+            tier: Some(e.tier.clone()),
         };
-        let mut tx = self.pool.begin().await?;
-        store::lock_ticket(&mut tx, e.ticket_id).await?;
-        store::insert_ticket(&mut tx, &ctx, &flags).await?;
-        let work = match store::latest_customer_message(&mut tx, e.ticket_id).await? {
-            Some(message) => {
-                let (d, _) = store::open_draft(&mut tx, &ctx, message).await?;
-                self.load(&mut tx, d, ctx, flags).await?
-            }
-            None => None,
-        };
-        tx.commit().await?;
-        match work {
-            Some(w) => self.draft_work(cause, w).await,
-            None => Ok(()),
-        }
+        store::upsert_ticket(tx, &ctx, &flags).await?;
+        Ok(())
     }
 
-    /// A public message joined a thread: keep it (redacted); a customer's opens a draft.
+    /// A public message joined a thread: keep it (redacted); a customer's is drafted for now.
+    /// The message carries what drafting needs (subject, category, account), so it waits for no
+    /// other event; the opening fills in priority, queue and tier whenever it arrives.
     pub async fn message_added(&self, cause: &Envelope, e: &TicketMessageAdded) -> Result<()> {
         let customer = e.author == MessageAuthor::Customer;
         let flags = if customer { rule_names(&injection::detect(&e.body)) } else { Vec::new() };
@@ -116,15 +105,24 @@ impl Assist {
             metrics::counter!("ai_injection_flags_total", "rule" => f.clone()).increment(1);
         }
         let message = ThreadMessage { id: e.message_id, author: e.author, body: redact(&e.body).text, flags, at: cause.occurred_at };
+        let known = TicketContext {
+            ticket_id: e.ticket_id,
+            account_id: e.requester.account_id,
+            subject: redact(&e.subject).text,
+            category: e.category.unwrap_or(crate::domain::TicketCategory::Other),
+            priority: None,
+            queue: None,
+            tier: None,
+        };
+        let subject_flags = rule_names(&injection::detect(&e.subject));
         let mut tx = self.pool.begin().await?;
-        store::lock_ticket(&mut tx, e.ticket_id).await?;
+        store::upsert_ticket(&mut tx, &known, &subject_flags).await?;
         store::insert_message(&mut tx, e.ticket_id, &message).await?;
         let work = match (customer, store::ticket(&mut tx, e.ticket_id).await?) {
             (true, Some((ctx, subject_flags))) => {
                 let (d, _) = store::open_draft(&mut tx, &ctx, e.message_id).await?;
                 self.load(&mut tx, d, ctx, subject_flags).await?
             }
-            // Not opened yet: the opening drafts for this message when it arrives.
             _ => None,
         };
         tx.commit().await?;
@@ -200,7 +198,7 @@ impl Assist {
             subject: &ticket.subject,
             thread: thread.iter().map(|m| (m.author, m.body.as_str())).collect(),
             // The plan billing announced, else the support tier the ticket was opened on.
-            plan: plan.as_ref().map(|p| p.plan.as_str()).filter(|p| !p.is_empty()).or(Some(ticket.tier.as_str())),
+            plan: plan.as_ref().map(|p| p.plan.as_str()).filter(|p| !p.is_empty()).or(ticket.tier.as_deref()),
             access: plan.as_ref().map(|p| p.status),
             articles: articles.clone(),
         };
@@ -379,7 +377,6 @@ impl Assist {
             t if t == <TicketMessageAdded as sb_bus::Event>::TYPE => {
                 f.env.decode::<TicketMessageAdded>().ok().map(|e| (e.ticket_id, Some(e.message_id)))
             }
-            t if t == <TicketOpened as sb_bus::Event>::TYPE => f.env.decode::<TicketOpened>().ok().map(|e| (e.ticket_id, None)),
             _ => None,
         };
         let Some((ticket, message)) = message else { return Ok(()) };

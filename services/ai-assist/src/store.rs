@@ -9,18 +9,13 @@ use crate::domain::{
     TicketQueue, Usage, guard::Hit,
 };
 
-/// Orders what happens to one ticket (its opening, its messages): whichever comes second sees what
-/// the first committed.
-pub async fn lock_ticket(conn: &mut PgConnection, ticket: TicketId) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('ai-assist ticket ' || $1::text, 0))").bind(ticket).execute(conn).await?;
-    Ok(())
-}
-
-/// Stores a ticket's context (the first announcement wins; a redelivery changes nothing).
-pub async fn insert_ticket(conn: &mut PgConnection, t: &TicketContext, flags: &[String]) -> sqlx::Result<()> {
+/// Stores a ticket's context. From a message (no priority, queue or tier): only if the ticket is
+/// new. From the opening: fills in what a message could not tell, whichever came first.
+pub async fn upsert_ticket(conn: &mut PgConnection, t: &TicketContext, flags: &[String]) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO tickets (ticket_id, account_id, subject, flags, category, priority, queue, tier) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (ticket_id) DO NOTHING",
+        "INSERT INTO tickets AS t (ticket_id, account_id, subject, flags, category, priority, queue, tier) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (ticket_id) DO UPDATE SET priority = EXCLUDED.priority, queue = EXCLUDED.queue, tier = EXCLUDED.tier
+           WHERE EXCLUDED.tier IS NOT NULL AND t.tier IS NULL",
     )
     .bind(t.ticket_id)
     .bind(t.account_id)
@@ -42,9 +37,9 @@ struct TicketRow {
     subject: String,
     flags: Vec<String>,
     category: TicketCategory,
-    priority: TicketPriority,
-    queue: TicketQueue,
-    tier: String,
+    priority: Option<TicketPriority>,
+    queue: Option<TicketQueue>,
+    tier: Option<String>,
 }
 
 /// A ticket's context and the injection rules its subject tripped.

@@ -385,6 +385,7 @@ async fn ticket_events_email_the_requester_and_a_missed_sla_emails_staff() {
             author: MessageAuthor::Customer,
             author_user_id: None,
             body: "Still stuck".into(),
+            category: None,
         }),
         sb_bus::Envelope::of(&TicketMessageAdded {
             ticket_id,
@@ -394,6 +395,7 @@ async fn ticket_events_email_the_requester_and_a_missed_sla_emails_staff() {
             author: MessageAuthor::Agent,
             author_user_id: None,
             body: "Reset it from the sign-in page.".into(),
+            category: None,
         }),
         // Into human review: told; a move between other queues: not.
         sb_bus::Envelope::of(&TicketPrioritised {

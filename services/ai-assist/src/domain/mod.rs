@@ -15,17 +15,18 @@ pub use sb_types::{AccessStatus, AccountId, TicketCategory, TicketId, TicketPrio
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// What ai-assist keeps of a ticket (from `support.ticket.opened.v1`).
+/// What ai-assist keeps of a ticket: from its first message, completed by
+/// `support.ticket.opened.v1` (priority, queue and tier stay unknown until that arrives).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TicketContext {
     pub ticket_id: TicketId,
     pub account_id: Option<AccountId>,
     pub subject: String,
     pub category: TicketCategory,
-    pub priority: TicketPriority,
-    pub queue: TicketQueue,
+    pub priority: Option<TicketPriority>,
+    pub queue: Option<TicketQueue>,
     /// The support tier at intake (`free`, `paid`, ...).
-    pub tier: String,
+    pub tier: Option<String>,
 }
 
 /// One public message of a ticket's thread, as ai-assist stores it: already redacted, with the

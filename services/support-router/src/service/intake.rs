@@ -183,6 +183,7 @@ impl Support {
             author: first.author.into(),
             author_user_id: first.author_user_id,
             body: first.body.clone(),
+            category: Some(ticket.category),
         })
         .await?;
         tx.commit().await?;

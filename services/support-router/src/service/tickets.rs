@@ -111,6 +111,7 @@ impl Support {
             author: message.author.into(),
             author_user_id: message.author_user_id,
             body: message.body.clone(),
+            category: Some(t.category),
         })
         .await?;
         record_breaches(tx, &t, &breaches, now, Cause::Request(None)).await?;
