@@ -8,8 +8,11 @@
 //! recorded it) is taken out. Beside it, in the same run: the bus hop alone (lapin publish with
 //! confirms → a consumer on the same broker) at the same rate.
 //!
-//! Rows: a fixed rate (open loop) for the added latency, then a burst of tickets for the
-//! sustained drafts per second. Several rounds; a target holds only if every round meets it.
+//! Rows: a fixed rate (open loop) for the added latency, with a stage breakdown from the
+//! transactions' start times (dispatch → the drafting transaction begins: both bus hops into
+//! ai-assist's quorum work queue, the consumer, the inbox check; → the finishing transaction
+//! begins: the drafting transaction and the guard, model time out; → stored), then a burst of
+//! tickets for the sustained drafts per second. Several rounds; a target holds only if every round meets it.
 //!
 //!   cargo bench -p ai-assist --bench drafts   (BENCH_RATE 200, BENCH_SECONDS 5, BENCH_BURST 2000, BENCH_ROUNDS 3)
 
@@ -286,6 +289,27 @@ fn main() {
                     .map(|(t, at)| (t.to_string(), at))
                     .collect();
             let model = |k: &str| model_ms.get(k).copied().unwrap_or(0.0);
+            // Stage breakdown: PostgreSQL now() is the start of each transaction.
+            type Stages = (Uuid, DateTime<Utc>, DateTime<Utc>, DateTime<Utc>);
+            let stages: Vec<Stages> = sqlx::query_as(
+                "SELECT d.ticket_id, d.created_at, c.at, d.finished_at FROM drafts d JOIN model_calls c ON c.draft_id = d.id AND c.outcome = 'ok'
+                 WHERE d.finished_at IS NOT NULL",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            let ms = |a: DateTime<Utc>, b: DateTime<Utc>| (b - a).num_microseconds().unwrap_or(0) as f64 / 1e3;
+            let (mut s1, mut s2, mut s3) = (Vec::new(), Vec::new(), Vec::new());
+            for (t, created, call, finished) in &stages {
+                if let Some((_, wall)) = sent.get(&t.to_string()) {
+                    s1.push(ms(*wall, *created));
+                    s2.push(ms(*created, *call) - model(&t.to_string()));
+                    s3.push(ms(*call, *finished));
+                }
+            }
+            for v in [&mut s1, &mut s2, &mut s3] {
+                v.sort_by(f64::total_cmp);
+            }
             let mut stored: Vec<f64> = sent
                 .iter()
                 .filter_map(|(k, (_, wall))| stored_at.get(k).map(|at| (*at - *wall).num_microseconds().unwrap_or(0) as f64 / 1e3 - model(k)))
@@ -300,6 +324,9 @@ fn main() {
             let cpu = format!("{:.1}/{:.1}/{:.1}", per(cpu.app), per(cpu.db), per(cpu.broker));
             row("ticket -> draft stored (model time out)", sent.len(), stored.len(), &stored, cpu);
             row("  -> ai.draft.ready on the bench queue", sent.len(), arrived, &lat, String::new());
+            row("  stage: dispatch -> drafting tx begins", s1.len(), s1.len(), &s1, String::new());
+            row("  stage: tx begins -> finishing tx (no model)", s2.len(), s2.len(), &s2, String::new());
+            row("  stage: finishing tx begins -> stored", s3.len(), s3.len(), &s3, String::new());
             let p99 = pct(&stored, 0.99);
             worst_p99 = worst_p99.max(p99);
             met &= p99 <= 10.0 && arrived == sent.len();
