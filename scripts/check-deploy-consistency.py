@@ -37,7 +37,7 @@ BINARIES = list(SERVICES) + ["switchboard"]
 SHARED_CONFIG = ["SWITCHBOARD_BUS_PREFIX", "SWITCHBOARD_RETRY_DELAYS", "SWITCHBOARD_LOG_FORMAT", "RUST_LOG"]
 SECRET_NAME = "switchboard-secrets"
 NAMESPACE = "switchboard"
-SECRETISH = re.compile(r"(DATABASE_URL|AMQP_URL|SERVICE_TOKEN|STRIPE_WEBHOOK_SECRET|STRIPE_API_KEY)$")
+SECRETISH = re.compile(r"(DATABASE_URL|AMQP_URL|SERVICE_TOKEN|STRIPE_WEBHOOK_SECRET|STRIPE_API_KEY|OPENAI_API_KEY)$")
 
 # Shared secrets (read as {SVC}_<NAME>, else SWITCHBOARD_<NAME>) and who needs them.
 SERVICE_TOKEN = "SWITCHBOARD_SERVICE_TOKEN"  # every service; at least 16 characters
@@ -45,12 +45,19 @@ WEBHOOK_SECRET = "SWITCHBOARD_STRIPE_WEBHOOK_SECRET"  # gateway verifies, billin
 WEBHOOK_SECRET_USERS = ("gateway", "billing")
 STRIPE_API_KEY = "SWITCHBOARD_STRIPE_API_KEY"  # billing only, optional
 STRIPE_API_KEY_USERS = ("billing",)
+OPENAI_API_KEY = "AI_ASSIST_OPENAI_API_KEY"  # ai-assist only, optional
+OPENAI_API_KEY_USERS = ("ai-assist",)
 # The variable's old name, read by nothing any more: a deployment setting it would silently
 # run with the public development secret.
 RETIRED = re.compile(r"(?<![A-Za-z0-9_])STRIPE_WEBHOOK_SECRET(?![A-Za-z0-9_])")
 # Secret -> key each secret variable is read from in k8s.
-SECRET_KEYS = {SERVICE_TOKEN: "service-token", WEBHOOK_SECRET: "stripe-webhook-secret", STRIPE_API_KEY: "stripe-api-key"}
-OPTIONAL_SECRET_KEYS = {"stripe-api-key"}
+SECRET_KEYS = {
+    SERVICE_TOKEN: "service-token",
+    WEBHOOK_SECRET: "stripe-webhook-secret",
+    STRIPE_API_KEY: "stripe-api-key",
+    OPENAI_API_KEY: "openai-api-key",
+}
+OPTIONAL_SECRET_KEYS = {"stripe-api-key", "openai-api-key"}
 # The public development values the code falls back to when a secret is unset (compose
 # defaults to them so that its services agree with each other and warn like the code does).
 DEV_SECRETS = {
@@ -246,8 +253,10 @@ def check_compose(root):
                            f"or .env, never a committed key), got {env.get(STRIPE_API_KEY)!r}")
         elif STRIPE_API_KEY in env:
             problem(w, f"{STRIPE_API_KEY} is only for {', '.join(STRIPE_API_KEY_USERS)}")
+        if name in OPENAI_API_KEY_USERS and OPENAI_API_KEY in env and env.get(OPENAI_API_KEY) != f"${{{OPENAI_API_KEY}:-}}":
+            problem(w, f"{OPENAI_API_KEY} must be \"${{{OPENAI_API_KEY}:-}}\" (optional, from the environment or .env), got {env.get(OPENAI_API_KEY)!r}")
         for var, value in env.items():
-            if re.search(r"(SERVICE_TOKEN|STRIPE_WEBHOOK_SECRET|STRIPE_API_KEY)$", var) and not INTERPOLATION.fullmatch(str(value)):
+            if re.search(r"(SERVICE_TOKEN|STRIPE_WEBHOOK_SECRET|STRIPE_API_KEY|OPENAI_API_KEY)$", var) and not INTERPOLATION.fullmatch(str(value)):
                 problem(w, f"{var} holds a literal value: take it from the environment (${{{var}:-...}})")
 
         deps = s.get("depends_on") or {}
@@ -365,6 +374,14 @@ def check_rendered(where, path, secret_keys):
             needed[STRIPE_API_KEY] = SECRET_KEYS[STRIPE_API_KEY]
         elif STRIPE_API_KEY in env:
             problem(w, f"{STRIPE_API_KEY} is only for {', '.join(STRIPE_API_KEY_USERS)}")
+        if name in OPENAI_API_KEY_USERS:
+            needed[OPENAI_API_KEY] = SECRET_KEYS[OPENAI_API_KEY]
+        elif OPENAI_API_KEY in env:
+            problem(w, f"{OPENAI_API_KEY} is only for {', '.join(OPENAI_API_KEY_USERS)}")
+        if name in OPENAI_API_KEY_USERS:
+            needed[OPENAI_API_KEY] = SECRET_KEYS[OPENAI_API_KEY]
+        elif OPENAI_API_KEY in env:
+            problem(w, f"{OPENAI_API_KEY} is only for {', '.join(OPENAI_API_KEY_USERS)}")
         for var, key in needed.items():
             ref = (env.get(var, {}).get("valueFrom") or {}).get("secretKeyRef") or {}
             if ref.get("name") != SECRET_NAME or ref.get("key") != key:
