@@ -1,9 +1,9 @@
 //! ai-assist's one error type, and what the bus does with each case (exhaustively: a new case must
 //! decide). The model's outages are retried through the ladder, no sooner than a 429 asked; a
-//! refusal parks the event (an operator replays it once the key or model is fixed).
+//! refusal parks the event (an operator replays it once the key or model is fixed). ai-assist
+//! has no gRPC service yet, so there is no status mapping.
 
 use sb_bus::HandlerError;
-use tonic::Status;
 
 use crate::model::ModelError;
 
@@ -13,8 +13,6 @@ pub enum AssistError {
     Model(#[from] ModelError),
     #[error("no such {0}")]
     NotFound(&'static str),
-    #[error("{0}")]
-    Invalid(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -23,19 +21,8 @@ impl From<AssistError> for HandlerError {
     fn from(e: AssistError) -> Self {
         match e {
             AssistError::Model(ModelError::Transient { retry_after, .. }) => HandlerError::transient_after(e, retry_after),
-            AssistError::Model(ModelError::Permanent(_)) | AssistError::NotFound(_) | AssistError::Invalid(_) => HandlerError::permanent(e),
+            AssistError::Model(ModelError::Permanent(_)) | AssistError::NotFound(_) => HandlerError::permanent(e),
             AssistError::Database(e) => e.into(),
-        }
-    }
-}
-
-impl From<AssistError> for Status {
-    fn from(e: AssistError) -> Self {
-        match e {
-            AssistError::NotFound(_) => Status::not_found(e.to_string()),
-            AssistError::Invalid(_) => Status::invalid_argument(e.to_string()),
-            AssistError::Model(_) => Status::unavailable(e.to_string()),
-            AssistError::Database(e) => sb_runtime::status::database(&e),
         }
     }
 }

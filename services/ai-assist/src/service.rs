@@ -13,7 +13,6 @@ use sb_bus::{
 };
 use sqlx::{PgConnection, PgPool};
 use tracing::{info, warn};
-use uuid::Uuid;
 
 use crate::{
     config::AiConfig,
@@ -66,10 +65,6 @@ fn rule_names(flags: &[injection::Flag]) -> Vec<String> {
 impl Assist {
     pub fn new(pool: PgPool, cfg: AiConfig, engine: Engine) -> Self {
         Self { pool, cfg: Arc::new(cfg), engine }
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
     }
 
     /// Keeps the account's plan (the newest announcement wins). In the inbox transaction.
@@ -132,21 +127,6 @@ impl Assist {
         }
     }
 
-    /// Drafts a pending draft (a finished one is left as it is: redeliveries change nothing).
-    pub async fn draft(&self, cause: &Envelope, id: Uuid) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        let Some(d) = store::draft(&mut conn, id).await? else { return Err(AssistError::NotFound("draft")) };
-        let Some((ticket, subject_flags)) = store::ticket(&mut conn, d.ticket_id).await? else {
-            return Err(AssistError::NotFound("ticket"));
-        };
-        let work = self.load(&mut conn, d, ticket, subject_flags).await?;
-        drop(conn);
-        match work {
-            Some(w) => self.draft_work(cause, w).await,
-            None => Ok(()),
-        }
-    }
-
     /// What drafting needs, read before the model is asked (`None`: the draft is finished).
     async fn load(
         &self,
@@ -183,11 +163,11 @@ impl Assist {
                 "possible prompt injection in the customer's text ({}): a person handles this ticket",
                 flags.into_iter().collect::<Vec<_>>().join(", ")
             );
-            return self.fail(cause, &d, DraftFailure::Flagged, &reason, None, &[]).await;
+            return self.fail(cause, &d, DraftFailure::Flagged, &reason, None).await;
         }
         if used >= self.cfg.daily_token_budget {
             let reason = format!("the account's daily token budget ({}) is used up", self.cfg.daily_token_budget);
-            return self.fail(cause, &d, DraftFailure::Budget, &reason, None, &[]).await;
+            return self.fail(cause, &d, DraftFailure::Budget, &reason, None).await;
         }
 
         let customer_text: String =
@@ -312,15 +292,7 @@ impl Assist {
     }
 
     /// Finishes a draft as failed (nothing proposed) and announces it.
-    async fn fail(
-        &self,
-        cause: &Envelope,
-        d: &store::DraftRow,
-        failure: DraftFailure,
-        reason: &str,
-        source: Option<Source>,
-        hits: &[guard::Hit],
-    ) -> Result<()> {
+    async fn fail(&self, cause: &Envelope, d: &store::DraftRow, failure: DraftFailure, reason: &str, source: Option<Source>) -> Result<()> {
         let name = match failure {
             DraftFailure::Flagged => "flagged",
             DraftFailure::Guardrail => "guardrail",
@@ -338,7 +310,7 @@ impl Assist {
             reply: None,
             failure: Some(name),
             reason: Some(reason),
-            hits,
+            hits: &[],
         };
         if store::finish_draft(&mut tx, d.id, &finished).await? {
             let event = AiDraftFailed {
@@ -373,33 +345,25 @@ impl Assist {
     }
 
     async fn record_failure(&self, f: &Failure) -> Result<()> {
-        let message = match f.env.event_type.as_str() {
-            t if t == <TicketMessageAdded as sb_bus::Event>::TYPE => {
-                f.env.decode::<TicketMessageAdded>().ok().map(|e| (e.ticket_id, Some(e.message_id)))
-            }
-            _ => None,
-        };
-        let Some((ticket, message)) = message else { return Ok(()) };
-        let mut conn = self.pool.acquire().await?;
-        let pending = match message {
-            Some(m) => store::pending_for_message(&mut conn, m).await?.into_iter().collect::<Vec<_>>(),
-            None => store::pending_of_ticket(&mut conn, ticket).await?,
-        };
+        if f.env.event_type != <TicketMessageAdded as sb_bus::Event>::TYPE {
+            return Ok(());
+        }
+        let Ok(message) = f.env.decode::<TicketMessageAdded>() else { return Ok(()) };
         let reason = redact(&f.reason).text;
-        for id in pending {
-            match f.next_attempt_in {
-                Some(delay) => {
-                    let next = chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                    store::record_attempt(&mut conn, id, &reason, Some(next)).await?;
-                }
-                None => {
-                    store::record_attempt(&mut conn, id, &reason, None).await?;
-                    if let Some(d) = store::draft(&mut conn, id).await? {
-                        let why = format!("the model could not be used: {reason}");
-                        self.fail(&f.env, &d, DraftFailure::Unavailable, &why, Some(Source::Model), &[]).await?;
-                    }
-                }
+        let next = f.next_attempt_in.map(|delay| chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default());
+        let parked = {
+            let mut conn = self.pool.acquire().await?;
+            let Some(id) = store::pending_for_message(&mut conn, message.message_id).await? else { return Ok(()) };
+            store::record_attempt(&mut conn, id, &reason, next).await?;
+            match next {
+                Some(_) => None,
+                None => store::draft(&mut conn, id).await?,
             }
+        };
+        // Parked: the draft fails as unavailable (the connection above is back in the pool).
+        if let Some(d) = parked {
+            let why = format!("the model could not be used: {reason}");
+            self.fail(&f.env, &d, DraftFailure::Unavailable, &why, Some(Source::Model)).await?;
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! ai-assist's SQL, and nothing else.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::{
@@ -105,14 +105,6 @@ pub async fn thread(conn: &mut PgConnection, ticket: TicketId) -> sqlx::Result<V
             at,
         })
         .collect())
-}
-
-/// The newest customer message of the ticket.
-pub async fn latest_customer_message(conn: &mut PgConnection, ticket: TicketId) -> sqlx::Result<Option<Uuid>> {
-    sqlx::query_scalar("SELECT id FROM thread_messages WHERE ticket_id = $1 AND author = 'customer' ORDER BY at DESC, id DESC LIMIT 1")
-        .bind(ticket)
-        .fetch_optional(conn)
-        .await
 }
 
 /// Stores the plan if it is newer than the one known.
@@ -241,14 +233,6 @@ pub async fn record_attempt(conn: &mut PgConnection, draft: Uuid, error: &str, n
     Ok(())
 }
 
-/// The ticket's pending drafts.
-pub async fn pending_of_ticket(conn: &mut PgConnection, ticket: TicketId) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar("SELECT id FROM drafts WHERE ticket_id = $1 AND state = 'pending' ORDER BY created_at")
-        .bind(ticket)
-        .fetch_all(conn)
-        .await
-}
-
 /// A draft that failed because the model was unavailable is pending again (its event was
 /// replayed from the dead-letter queue).
 pub async fn reopen_unavailable(conn: &mut PgConnection, draft: Uuid) -> sqlx::Result<()> {
@@ -319,34 +303,4 @@ pub async fn add_tokens(conn: &mut PgConnection, account: AccountId, tokens: i64
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// A ticket's drafts, newest first (for gRPC).
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct DraftView {
-    pub id: Uuid,
-    pub for_message_id: Uuid,
-    pub state: String,
-    pub source: Option<String>,
-    pub model: Option<String>,
-    pub summary: Option<String>,
-    pub suggested_category: Option<String>,
-    pub suggested_urgency: Option<String>,
-    pub reply: Option<String>,
-    pub failure: Option<String>,
-    pub reason: Option<String>,
-    pub attempts: i32,
-    pub last_error: Option<String>,
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-}
-
-pub async fn drafts(pool: &PgPool, ticket: TicketId) -> sqlx::Result<Vec<DraftView>> {
-    sqlx::query_as(
-        "SELECT id, for_message_id, state, source, model, summary, suggested_category, suggested_urgency, reply, failure, reason, attempts,
-           last_error, next_attempt_at, created_at FROM drafts WHERE ticket_id = $1 ORDER BY created_at DESC, id DESC",
-    )
-    .bind(ticket)
-    .fetch_all(pool)
-    .await
 }

@@ -13,7 +13,7 @@ use crate::{
     domain::{
         self, Author, Email, Invalid, NewTicket, SlaClock, Ticket, TicketCategory, TicketId, TicketPriority, TicketQueue, TicketStatus,
         TicketView, UserId,
-        assist::{AiState, Draft},
+        assist::Draft,
         sla::{BusinessHours, ClockState},
     },
     error::SupportError,
@@ -267,12 +267,7 @@ fn view_pb(v: &TicketView, audience: Audience, hours: &BusinessHours) -> pb::Tic
             Vec::new()
         },
         drafts: if staff { v.drafts.iter().map(draft_pb).collect() } else { Vec::new() },
-        ai_state: if staff {
-            let latest = v.messages.iter().rev().find(|m| m.author == Author::Customer).map(|m| m.id);
-            AiState::of(latest, &v.drafts).as_str().to_owned()
-        } else {
-            String::new()
-        },
+        ai_state: if staff { v.ai_state().as_str().to_owned() } else { String::new() },
     }
 }
 

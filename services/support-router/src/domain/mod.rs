@@ -182,6 +182,12 @@ pub struct TicketView {
 }
 
 impl TicketView {
+    /// AI help for the latest customer message (see [`assist::AiState`]).
+    pub fn ai_state(&self) -> assist::AiState {
+        let latest = self.messages.iter().rev().find(|m| m.author == Author::Customer).map(|m| m.id);
+        assist::AiState::of(latest, &self.drafts)
+    }
+
     /// What a customer may see: the thread only. Notes, activity, the reasons behind the
     /// priority, the assignee and the ids of the agents who answered are taken out here, in one
     /// place, whatever the caller asked for.
