@@ -73,7 +73,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
 type Rule = (&'static str, &'static str, Option<&'static str>, Option<usize>, Option<usize>);
 
 fn constrain(doc: &mut utoipa::openapi::OpenApi) {
-    let rules: [Rule; 16] = [
+    let rules: [Rule; 17] = [
         ("SignUpIn", "email", Some(sb_types::Email::PATTERN), None, Some(sb_types::Email::MAX_LEN)),
         ("SignUpIn", "password", None, Some(sb_types::PASSWORD_MIN_CHARS), Some(sb_types::PASSWORD_MAX_CHARS)),
         ("SignUpIn", "name", Some(sb_types::NAME_PATTERN), None, Some(sb_types::NAME_MAX_CHARS)),
@@ -88,6 +88,7 @@ fn constrain(doc: &mut utoipa::openapi::OpenApi) {
         ("ContactIn", "email", Some(sb_types::Email::PATTERN), None, Some(sb_types::Email::MAX_LEN)),
         ("ContactIn", "name", Some(sb_types::OPTIONAL_LINE_PATTERN), None, Some(sb_types::NAME_MAX_CHARS)),
         ("MessageIn", "body", Some(sb_types::BODY_PATTERN), None, Some(sb_types::BODY_MAX_CHARS)),
+        ("ApproveDraftIn", "body", Some(sb_types::BODY_PATTERN), None, Some(sb_types::BODY_MAX_CHARS)),
         ("PriorityIn", "reason", Some(sb_types::REASON_PATTERN), None, Some(sb_types::REASON_MAX_CHARS)),
         ("ReopenIn", "reason", Some(sb_types::REASON_PATTERN), None, Some(sb_types::REASON_MAX_CHARS)),
     ];

@@ -70,6 +70,10 @@ async fn a_paid_customers_billing_question_gets_a_draft_within_policy_sent_only_
     let approve = format!("/v1/admin/tickets/{id}/drafts/{}/approve", draft["id"].as_str().unwrap());
     let (status, _) = send(sys.web.post(sys.url(&approve)).bearer_auth(&paid.token).json(&json!({}))).await;
     assert_eq!(status, 403);
+    // A blank edit is refused, not taken for "as drafted"; nothing is sent.
+    let (status, v) = send(sys.web.post(sys.url(&approve)).bearer_auth(&agent.token).json(&json!({"body": "   "}))).await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(staff_view(&sys, &agent, &id).await["drafts"][0]["state"], "offered");
     let (status, v) = send(sys.web.post(sys.url(&approve)).bearer_auth(&agent.token).json(&json!({}))).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["drafts"][0]["state"], "approved");

@@ -480,7 +480,7 @@ pub struct StaffTicketViewOut {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveDraftIn {
-    /// The edited answer; left out: as drafted.
+    /// The edited answer (1 to 10,000 characters, not blank); left out: as drafted.
     #[serde(default)]
     pub body: Option<String>,
 }
@@ -837,7 +837,13 @@ pub async fn approve_draft(
 ) -> Result<Json<StaffTicketViewOut>, ApiError> {
     let ticket_id = path_id("ticket", &ticket_id)?;
     let draft_id = path_id("draft", &draft_id)?;
-    let body = body.body.unwrap_or_default();
+    // Left out: as drafted. Given, it must be a real answer (a blank one is refused, not taken
+    // as "as drafted").
+    let body = match body.body {
+        None => String::new(),
+        Some(b) => sb_types::parse_body("body", &b)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "Invalid input", Some(e.to_string())))?,
+    };
     let view = app.support().approve_draft(app.on_behalf_of(&session, pb::ApproveDraftRequest { ticket_id, draft_id, body })).await;
     Ok(Json(staff_view(view.map_err(|s| ApiError::upstream("support-router", s))?.into_inner())))
 }
