@@ -9,7 +9,9 @@ use futures::StreamExt;
 use lapin::{
     Acker, Connection,
     message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions, QueueDeclareOptions, QueuePurgeOptions},
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions, QueueDeclareOptions, QueuePurgeOptions,
+    },
     types::{AMQPValue, FieldTable},
 };
 use serde::Serialize;
@@ -217,6 +219,11 @@ impl Ops {
             }
         }
         settle(page).await?;
+        // The acks above are only sent. Cancelling the consumer is a round trip on the same
+        // channel, answered after the broker has handled them: closing right after the last ack
+        // let a busy broker hand the whole last page back as unacknowledged (the originals stayed
+        // parked although their copies were replayed).
+        ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await?;
         // Closing returns what the window prefetched beyond the walk.
         ch.close(200, "walked".into()).await?;
         Ok(selected)
