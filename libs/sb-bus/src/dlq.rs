@@ -10,7 +10,8 @@ use lapin::{
     Acker, Connection,
     message::Delivery,
     options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions, QueueDeclareOptions, QueuePurgeOptions,
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions, QueueDeclareOptions,
+        QueuePurgeOptions,
     },
     types::{AMQPValue, FieldTable},
 };
@@ -206,8 +207,10 @@ impl Ops {
                 Err(_) => continue,
             };
             if publisher::header_str(&delivery.properties, headers::WALK).as_deref() == Some(walk_id.as_str()) {
-                // Come round to this walk's own copies: every message was seen once. Closing
-                // the channel puts this one (and whatever was prefetched) back.
+                // Come round to this walk's own copies: every message was seen once. This one
+                // goes back now (applied before the consumer's cancel below is answered);
+                // whatever else was prefetched goes back when the channel closes.
+                delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
                 break;
             }
             walked += 1;
