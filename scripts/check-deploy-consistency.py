@@ -78,6 +78,7 @@ WIRING = {
         "GATEWAY_BILLING_URL": grpc_url("billing"),
         "GATEWAY_CRM_SYNC_URL": grpc_url("crm-sync"),
         "GATEWAY_SUPPORT_URL": grpc_url("support-router"),
+        "GATEWAY_AI_URL": grpc_url("ai-assist"),
     },
     "support-router": {
         # The plan of an account it has not heard about from billing's events yet.

@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "switchboard/billing/v1/billing.proto",
         "switchboard/crm/v1/crm.proto",
         "switchboard/support/v1/support.proto",
+        "switchboard/ai/v1/ai.proto",
     ];
     let fds = protox::compile(protos, [&root])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);

@@ -61,6 +61,12 @@ pub mod support {
     }
 }
 
+pub mod ai {
+    pub mod v1 {
+        tonic::include_proto!("switchboard.ai.v1");
+    }
+}
+
 pub mod ops {
     pub mod v1 {
         tonic::include_proto!("switchboard.ops.v1");

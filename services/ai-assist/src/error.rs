@@ -1,9 +1,11 @@
-//! ai-assist's one error type, and what the bus does with each case (exhaustively: a new case must
-//! decide). The model's outages are retried through the ladder, no sooner than a 429 asked; a
-//! refusal parks the event (an operator replays it once the key or model is fixed). ai-assist
-//! has no gRPC service yet, so there is no status mapping.
+//! ai-assist's one error type, what the bus does with each case and how each reaches a gRPC
+//! caller (exhaustively: a new case must decide both). The model's outages are retried through
+//! the ladder, no sooner than a 429 asked; a refusal parks the event (an operator replays it once
+//! the key or model is fixed). Over gRPC, outages are UNAVAILABLE with a retry hint.
 
 use sb_bus::HandlerError;
+use sb_runtime::status;
+use tonic::Status;
 
 use crate::model::ModelError;
 
@@ -24,5 +26,31 @@ impl From<AssistError> for HandlerError {
             AssistError::Model(ModelError::Permanent(_)) | AssistError::NotFound(_) => HandlerError::permanent(e),
             AssistError::Database(e) => e.into(),
         }
+    }
+}
+
+impl From<AssistError> for Status {
+    fn from(e: AssistError) -> Self {
+        match e {
+            AssistError::NotFound(_) => Status::not_found(e.to_string()),
+            AssistError::Database(e) => status::database(&e),
+            // No RPC calls the model; should one, its details stay in the log.
+            AssistError::Model(e) => status::internal(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn each_case_has_its_code() {
+        assert_eq!(Status::from(AssistError::NotFound("ticket")).code(), Code::NotFound);
+        assert_eq!(Status::from(AssistError::Database(sqlx::Error::PoolTimedOut)).code(), Code::Unavailable);
+        let internal = Status::from(AssistError::Model(ModelError::Permanent("key sk_live_x refused".into())));
+        assert_eq!((internal.code(), internal.message()), (Code::Internal, "internal error"));
     }
 }

@@ -7,16 +7,18 @@
 //! allow-list of fields, after redaction and an injection check; every draft passes the output
 //! guard before `ai.draft.ready.v1` offers it to staff, else `ai.draft.failed.v1` says why. It has
 //! no tool that changes anything: support-router decides what a suggestion may do, and only an
-//! agent's approval sends a reply.
+//! agent's approval sends a reply. gRPC `switchboard.ai.v1.Assist` answers staff with a ticket's
+//! audit: every draft (failed ones with why), every model call, tokens used against the budget.
 //!
 //! Layout (the same in every service): `domain` rules and types (`redact`, `injection`, `prompt`,
-//! `guard`, `local`), `store` SQL, `service` use cases, `error` the one error type, `events` the
-//! bus transport, `model` the model adapter.
+//! `guard`, `local`), `store` SQL, `service` use cases, `error` the one error type, `grpc` and
+//! `events` the transports, `model` the model adapter.
 
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod grpc;
 pub mod model;
 pub mod service;
 pub mod store;
@@ -42,8 +44,8 @@ pub fn engine(cfg: &config::AiConfig) -> anyhow::Result<Engine> {
     })
 }
 
-/// The handlers ai-assist adds to the scaffolding: the plan projection, and a draft for every
-/// customer message.
+/// The handlers ai-assist adds to the scaffolding — the plan projection, and a draft for every
+/// customer message — and its gRPC service.
 pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
     let cfg = config::AiConfig::load(config)?;
     let engine = engine(&cfg)?;
@@ -53,7 +55,8 @@ pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
         .on(events::FollowOpened(assist.clone()))
         .effect(events::DraftOnMessage(assist.clone()))
         .on_failure(assist.on_failure());
-    Ok(Parts::new(consumer))
+    let grpc = grpc::AssistService::new(assist, &config.service_token);
+    Ok(Parts::new(consumer).grpc(grpc.into_server()))
 }
 
 pub fn def() -> ServiceDef {

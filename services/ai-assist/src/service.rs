@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::{
     config::AiConfig,
     domain::{
-        Proposal, Source, ThreadMessage, TicketContext, Usage, guard, injection, local,
+        Proposal, Source, ThreadMessage, TicketAudit, TicketContext, TicketId, Usage, guard, injection, local,
         prompt::{self, PromptInput},
         redact::redact,
     },
@@ -327,6 +327,24 @@ impl Assist {
         metrics::counter!("ai_drafts_total", "state" => "failed", "source" => "none").increment(1);
         info!(ticket_id = %d.ticket_id, draft_id = %d.id, failure = name, "no draft offered");
         Ok(())
+    }
+
+    /// What ai-assist did for a ticket, for staff (the gRPC guard admits only them): read in one
+    /// snapshot, so a draft and its calls agree.
+    pub async fn ticket_audit(&self, ticket: TicketId) -> Result<TicketAudit> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        let (ctx, _) = store::ticket(&mut tx, ticket).await?.ok_or(AssistError::NotFound("ticket"))?;
+        let injection_flags = store::injection_flags(&mut tx, ticket).await?;
+        let drafts = store::drafts_of(&mut tx, ticket).await?;
+        let calls = store::calls_of(&mut tx, ticket).await?;
+        let tokens_today = match ctx.account_id {
+            Some(account) => store::tokens_today(&mut tx, account).await?,
+            None => 0,
+        };
+        tx.commit().await?;
+        let daily_token_budget = self.cfg.daily_token_budget;
+        Ok(TicketAudit { ticket_id: ticket, account_id: ctx.account_id, injection_flags, drafts, calls, tokens_today, daily_token_budget })
     }
 
     /// Shows every failed attempt on the ticket's pending drafts ("pending, next attempt at ...");

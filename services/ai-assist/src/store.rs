@@ -5,8 +5,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::{
-    AccessStatus, AccountId, AccountPlan, MessageAuthor, ThreadMessage, TicketCategory, TicketContext, TicketId, TicketPriority,
-    TicketQueue, Usage, guard::Hit,
+    AccessStatus, AccountId, AccountPlan, CallRecord, DraftRecord, MessageAuthor, ThreadMessage, TicketCategory, TicketContext, TicketId,
+    TicketPriority, TicketQueue, Usage, guard::Hit,
 };
 
 /// Stores a ticket's context. From a message (no priority, queue or tier): only if the ticket is
@@ -303,4 +303,118 @@ pub async fn add_tokens(conn: &mut PgConnection, account: AccountId, tokens: i64
     .execute(conn)
     .await?;
     Ok(())
+}
+
+// ---- the audit ----
+
+#[derive(sqlx::FromRow)]
+struct DraftAuditRow {
+    id: Uuid,
+    for_message_id: Uuid,
+    state: String,
+    source: Option<String>,
+    model: Option<String>,
+    summary: Option<String>,
+    suggested_category: Option<TicketCategory>,
+    suggested_urgency: Option<TicketPriority>,
+    reply: Option<String>,
+    failure: Option<String>,
+    reason: Option<String>,
+    guard_hits: sqlx::types::Json<Vec<Hit>>,
+    attempts: i32,
+    last_error: Option<String>,
+    next_attempt_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+/// Every draft of a ticket, oldest first.
+pub async fn drafts_of(conn: &mut PgConnection, ticket: TicketId) -> sqlx::Result<Vec<DraftRecord>> {
+    let rows: Vec<DraftAuditRow> = sqlx::query_as(
+        "SELECT id, for_message_id, state, source, model, summary, suggested_category, suggested_urgency, reply, failure, reason,
+           guard_hits, attempts, last_error, next_attempt_at, created_at, finished_at
+         FROM drafts WHERE ticket_id = $1 ORDER BY created_at, id",
+    )
+    .bind(ticket)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| DraftRecord {
+            id: r.id,
+            for_message_id: r.for_message_id,
+            state: r.state,
+            source: r.source,
+            model: r.model,
+            summary: r.summary,
+            suggested_category: r.suggested_category,
+            suggested_urgency: r.suggested_urgency,
+            reply: r.reply,
+            failure: r.failure,
+            reason: r.reason,
+            guard_hits: r.guard_hits.0,
+            attempts: r.attempts,
+            last_error: r.last_error,
+            next_attempt_at: r.next_attempt_at,
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+        })
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct CallRow {
+    id: Uuid,
+    draft_id: Uuid,
+    model: String,
+    outcome: String,
+    error: Option<String>,
+    prompt_tokens: i32,
+    completion_tokens: i32,
+    latency_ms: f64,
+    request: serde_json::Value,
+    response: Option<String>,
+    at: DateTime<Utc>,
+}
+
+/// Every model call made for a ticket, oldest first.
+pub async fn calls_of(conn: &mut PgConnection, ticket: TicketId) -> sqlx::Result<Vec<CallRecord>> {
+    let rows: Vec<CallRow> = sqlx::query_as(
+        "SELECT id, draft_id, model, outcome, error, prompt_tokens, completion_tokens, latency_ms, request, response, at
+         FROM model_calls WHERE ticket_id = $1 ORDER BY at, id",
+    )
+    .bind(ticket)
+    .fetch_all(conn)
+    .await?;
+    let tokens = |n: i32| u32::try_from(n).unwrap_or(0);
+    Ok(rows
+        .into_iter()
+        .map(|r| CallRecord {
+            id: r.id,
+            draft_id: r.draft_id,
+            model: r.model,
+            outcome: r.outcome,
+            error: r.error,
+            usage: Usage { prompt_tokens: tokens(r.prompt_tokens), completion_tokens: tokens(r.completion_tokens) },
+            latency_ms: r.latency_ms,
+            request: r.request,
+            response: r.response,
+            at: r.at,
+        })
+        .collect())
+}
+
+/// The injection rules a ticket's customer text tripped (its subject and its customer messages),
+/// each once, sorted.
+pub async fn injection_flags(conn: &mut PgConnection, ticket: TicketId) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT f FROM (
+           SELECT unnest(flags) AS f FROM tickets WHERE ticket_id = $1
+           UNION ALL
+           SELECT unnest(flags) FROM thread_messages WHERE ticket_id = $1 AND author = 'customer'
+         ) x ORDER BY f",
+    )
+    .bind(ticket)
+    .fetch_all(conn)
+    .await
 }

@@ -13,6 +13,8 @@ pub struct GatewayConfig {
     pub crm_sync_url: String,
     /// support-router's gRPC address.
     pub support_url: String,
+    /// ai-assist's gRPC address.
+    pub ai_url: String,
     /// Browser origins allowed to call the API with credentials (CORS).
     pub cors_origins: Vec<String>,
     /// Largest accepted request body, in bytes.
@@ -49,6 +51,7 @@ impl GatewayConfig {
         let billing_url = grpc_url("BILLING_URL", "http://127.0.0.1:50052")?;
         let crm_sync_url = grpc_url("CRM_SYNC_URL", "http://127.0.0.1:50053")?;
         let support_url = grpc_url("SUPPORT_URL", "http://127.0.0.1:50054")?;
+        let ai_url = grpc_url("AI_URL", "http://127.0.0.1:50055")?;
         let cors_origins = match env.own("CORS_ORIGINS") {
             Some((var, v)) => {
                 let list: Vec<String> = v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect();
@@ -85,6 +88,7 @@ impl GatewayConfig {
             billing_url,
             crm_sync_url,
             support_url,
+            ai_url,
             cors_origins,
             body_limit,
             trust_forwarded_for,

@@ -23,8 +23,8 @@ use axum::{
     http::{HeaderName, HeaderValue, Method, header},
 };
 use sb_proto::{
-    billing::v1::billing_client::BillingClient, crm::v1::crm_client::CrmClient, identity::v1::identity_client::IdentityClient,
-    support::v1::support_client::SupportClient,
+    ai::v1::assist_client::AssistClient, billing::v1::billing_client::BillingClient, crm::v1::crm_client::CrmClient,
+    identity::v1::identity_client::IdentityClient, support::v1::support_client::SupportClient,
 };
 use sb_runtime::{
     Parts, ServiceConfig, ServiceDef,
@@ -51,6 +51,7 @@ pub struct AppState {
     billing: BillingClient<Channel>,
     crm: CrmClient<Channel>,
     support: SupportClient<Channel>,
+    ai: AssistClient<Channel>,
     service_token: SecretString,
     /// The gateway's own database (Stripe webhook receipts and the outbox).
     pool: PgPool,
@@ -73,6 +74,11 @@ impl AppState {
     /// support-router (`switchboard.support.v1.Support`): tickets, queues, SLA clocks.
     pub fn support(&self) -> SupportClient<Channel> {
         self.support.clone()
+    }
+
+    /// ai-assist (`switchboard.ai.v1.Assist`): what the AI drafted for a ticket, and its cost.
+    pub fn ai(&self) -> AssistClient<Channel> {
+        self.ai.clone()
     }
 
     /// A call to a service behind the gateway on behalf of a signed-in user: the service token
@@ -99,6 +105,7 @@ pub fn api(cfg: config::GatewayConfig, service_token: SecretString, pool: PgPool
     let billing = BillingClient::new(channel(&cfg.billing_url)?);
     let crm = CrmClient::new(channel(&cfg.crm_sync_url)?);
     let support = SupportClient::new(channel(&cfg.support_url)?);
+    let ai = AssistClient::new(channel(&cfg.ai_url)?);
     let origins: Vec<HeaderValue> = cfg.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
@@ -107,7 +114,7 @@ pub fn api(cfg: config::GatewayConfig, service_token: SecretString, pool: PgPool
         .allow_credentials(true)
         .max_age(Duration::from_secs(600));
     let body_limit = cfg.body_limit;
-    let state = AppState { cfg, identity, billing, crm, support, service_token, pool };
+    let state = AppState { cfg, identity, billing, crm, support, ai, service_token, pool };
     let request_id = HeaderName::from_static("x-request-id");
     let headers = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -120,6 +127,7 @@ pub fn api(cfg: config::GatewayConfig, service_token: SecretString, pool: PgPool
     let mut router = Router::new()
         .merge(routes::portal::router())
         .merge(routes::admin::router())
+        .merge(routes::ai::router())
         .merge(routes::billing::router())
         .merge(routes::crm::router())
         .merge(routes::support::router())

@@ -19,7 +19,7 @@ use utoipa::{
 use crate::{
     AppState,
     error::Problem,
-    routes::{AccountOut, UserOut, admin, billing, crm, portal, support, webhook},
+    routes::{AccountOut, UserOut, admin, ai, billing, crm, portal, support, webhook},
 };
 
 struct SessionAuth;
@@ -45,7 +45,7 @@ impl Modify for SessionAuth {
         support::create_ticket, support::list_own_tickets, support::get_own_ticket, support::reply_own_ticket, support::close_own_ticket,
         support::contact, support::list_queues, support::list_tickets, support::get_ticket, support::answer_ticket, support::add_note,
         support::assign_ticket, support::reprioritise_ticket, support::resolve_ticket, support::reopen_ticket, support::approve_draft,
-        support::reject_draft,
+        support::reject_draft, ai::get_ticket_ai,
     ),
     components(schemas(Problem, UserOut, AccountOut, webhook::WebhookAckOut, sb_types::TicketStatus, sb_types::TicketQueue, sb_types::TicketPriority)),
     modifiers(&SessionAuth),

@@ -27,7 +27,8 @@ async fn schemathesis_with_all_checks_finds_the_served_api_as_documented() {
     // The fuzzer logs in with wrong passwords from one address: keep the address throttle out of
     // the way of the session it signs in with (the throttle has tests of its own).
     let identity = [("IDENTITY_LOGIN_IP_MAX_FAILURES", "1000000"), ("IDENTITY_LOGIN_MAX_FAILURES", "1000000")];
-    let sys = common::start_full(&identity, &secret, &[], &secret).await;
+    // Every service the document's routes reach, ai-assist too.
+    let sys = common::start_full_with_ai(&identity, &secret, &[], &secret).await;
     sys.signup(EMAIL).await;
     let hooks = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/contract/hooks.py");
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/contract/schemathesis.toml");

@@ -98,3 +98,59 @@ pub fn clip(s: &str, max: usize) -> String {
         Some((i, _)) => format!("{}…", s[..i].trim_end()),
     }
 }
+
+/// Everything ai-assist did for one ticket, for staff: its drafts (failed ones too, with why),
+/// each model call, the injection rules its customer text tripped and the account's token use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TicketAudit {
+    pub ticket_id: TicketId,
+    pub account_id: Option<AccountId>,
+    /// Sorted, each rule once.
+    pub injection_flags: Vec<String>,
+    /// Oldest first.
+    pub drafts: Vec<DraftRecord>,
+    /// Oldest first.
+    pub calls: Vec<CallRecord>,
+    pub tokens_today: i64,
+    pub daily_token_budget: i64,
+}
+
+/// A stored draft as the audit shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DraftRecord {
+    pub id: Uuid,
+    pub for_message_id: Uuid,
+    /// `pending`, `ready` or `failed`.
+    pub state: String,
+    pub source: Option<String>,
+    pub model: Option<String>,
+    pub summary: Option<String>,
+    pub suggested_category: Option<TicketCategory>,
+    pub suggested_urgency: Option<TicketPriority>,
+    pub reply: Option<String>,
+    pub failure: Option<String>,
+    pub reason: Option<String>,
+    pub guard_hits: Vec<guard::Hit>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One model call as the audit shows it (request and answer were redacted before they were sent
+/// or stored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    pub id: Uuid,
+    pub draft_id: Uuid,
+    pub model: String,
+    /// `ok`, `transient` or `refused`.
+    pub outcome: String,
+    pub error: Option<String>,
+    pub usage: Usage,
+    pub latency_ms: f64,
+    pub request: serde_json::Value,
+    pub response: Option<String>,
+    pub at: DateTime<Utc>,
+}

@@ -1,6 +1,7 @@
 //! The portal's REST API under `/v1`: wire types, handlers and their OpenAPI description.
 
 pub mod admin;
+pub mod ai;
 pub mod billing;
 pub mod crm;
 pub mod portal;

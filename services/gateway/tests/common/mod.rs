@@ -44,6 +44,16 @@ pub async fn start_full(
     start_full_via(identity_extra, billing_extra, crm_extra, gateway_extra, None).await
 }
 
+/// As [`start_full`], with ai-assist too (the local drafter).
+pub async fn start_full_with_ai(
+    identity_extra: &[(&str, &str)],
+    billing_extra: &[(&str, &str)],
+    crm_extra: &[(&str, &str)],
+    gateway_extra: &[(&str, &str)],
+) -> System {
+    launch(identity_extra, billing_extra, crm_extra, &[], gateway_extra, None, Some(&[])).await
+}
+
 /// As [`start_full`], with settings for support-router too (e.g. short SLA targets).
 pub async fn start_with_support(support_extra: &[(&str, &str)], gateway_extra: &[(&str, &str)]) -> System {
     launch(&[], &[], &[], support_extra, gateway_extra, None, None).await
@@ -101,6 +111,8 @@ async fn launch(
         ("GATEWAY_HTTP_ADDR", &gateway_addr.to_string()),
         ("GATEWAY_CRM_SYNC_URL", &format!("http://{}", crm_sync.grpc)),
         ("GATEWAY_SUPPORT_URL", &format!("http://{}", support.grpc)),
+        // Without ai-assist: a port where nothing listens (never a developer's running one).
+        ("GATEWAY_AI_URL", &ai.as_ref().map_or_else(|| "http://127.0.0.1:9".to_owned(), |ai| format!("http://{}", ai.grpc))),
     ]);
     gw.extend(owned(gateway_extra));
     gw.push(("GATEWAY_IDENTITY_URL".into(), format!("http://{}", identity.grpc)));
