@@ -111,14 +111,28 @@ impl Assist {
         };
         let subject_flags = rule_names(&injection::detect(&e.subject));
         let mut tx = self.pool.begin().await?;
-        store::upsert_ticket(&mut tx, &known, &subject_flags).await?;
-        store::insert_message(&mut tx, e.ticket_id, &message).await?;
-        let work = match (customer, store::ticket(&mut tx, e.ticket_id).await?) {
-            (true, Some((ctx, subject_flags))) => {
-                let (d, _) = store::open_draft(&mut tx, &ctx, e.message_id).await?;
-                self.load(&mut tx, d, ctx, subject_flags).await?
+        // Nothing here needs to outlive a crash on its own: until the draft is finished the event
+        // is not acknowledged, and a redelivery records it again. The finishing transaction commits
+        // durably, and with it (the log is sequential) this one.
+        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+        let recorded = store::record_message(&mut tx, &known, &subject_flags, &message, customer).await?;
+        let work = match (customer, recorded.new_draft) {
+            (false, _) => None,
+            (true, Some(id)) => {
+                let t = &recorded.ticket;
+                let d = store::DraftRow {
+                    id,
+                    ticket_id: t.ticket_id,
+                    account_id: t.account_id,
+                    for_message_id: e.message_id,
+                    state: "pending".into(),
+                };
+                self.load(&mut tx, d, recorded.ticket, recorded.subject_flags).await?
             }
-            _ => None,
+            (true, None) => {
+                let d = store::existing_draft(&mut tx, e.message_id).await?;
+                self.load(&mut tx, d, recorded.ticket, recorded.subject_flags).await?
+            }
         };
         tx.commit().await?;
         match work {
@@ -138,19 +152,13 @@ impl Assist {
         if d.state != "pending" {
             return Ok(None);
         }
-        let mut thread = store::thread(conn, d.ticket_id).await?;
+        let (mut thread, plan, used) = store::drafting_inputs(conn, d.ticket_id, ticket.account_id).await?;
         // What came after the message this draft answers belongs to later drafts.
         if let Some(i) = thread.iter().position(|m| m.id == d.for_message_id) {
             thread.truncate(i + 1);
         }
-        let plan = match ticket.account_id {
-            Some(a) => store::plan(conn, a).await?,
-            None => None,
-        };
-        let used = match (ticket.account_id, &self.engine) {
-            (Some(a), Engine::Model(_)) => store::tokens_today(conn, a).await?,
-            _ => 0,
-        };
+        // Only a model spends the budget.
+        let used = if matches!(self.engine, Engine::Model(_)) { used } else { 0 };
         Ok(Some(Work { d, ticket, subject_flags, thread, plan, used }))
     }
 

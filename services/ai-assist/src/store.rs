@@ -72,39 +72,126 @@ fn author_str(a: MessageAuthor) -> &'static str {
     }
 }
 
-/// Stores one thread message (a redelivery changes nothing).
-pub async fn insert_message(conn: &mut PgConnection, ticket: TicketId, m: &ThreadMessage) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO thread_messages (id, ticket_id, author, body, flags, at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+/// What storing a message found: its ticket as stored (with the injection rules its subject
+/// tripped) and, for a customer message, the id of the pending draft it opened (`None`: not a
+/// customer message, or a redelivery whose draft exists already).
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub ticket: TicketContext,
+    pub subject_flags: Vec<String>,
+    pub new_draft: Option<Uuid>,
+}
+
+/// Stores a thread message and what it tells of its ticket in one statement: the ticket (as known,
+/// else created from the message), the message, and — for a customer message — a pending draft.
+/// A redelivery changes nothing. The ticket's row is locked until the transaction ends, so a
+/// concurrent opening or message of the same ticket waits (and is seen) rather than missed.
+pub async fn record_message(
+    conn: &mut PgConnection,
+    known: &TicketContext,
+    subject_flags: &[String],
+    m: &ThreadMessage,
+    open_draft: bool,
+) -> sqlx::Result<Recorded> {
+    let row: (
+        TicketId,
+        Option<AccountId>,
+        String,
+        Vec<String>,
+        TicketCategory,
+        Option<TicketPriority>,
+        Option<TicketQueue>,
+        Option<String>,
+        Option<Uuid>,
+    ) = sqlx::query_as(
+        "WITH tk AS (
+               INSERT INTO tickets AS t (ticket_id, account_id, subject, flags, category) VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (ticket_id) DO UPDATE SET subject = t.subject
+               RETURNING ticket_id, account_id, subject, flags, category, priority, queue, tier
+             ), msg AS (
+               INSERT INTO thread_messages (id, ticket_id, author, body, flags, at) VALUES ($6, $1, $7, $8, $9, $10)
+               ON CONFLICT (id) DO NOTHING
+             ), d AS (
+               INSERT INTO drafts (id, ticket_id, account_id, for_message_id, state)
+               SELECT $11, tk.ticket_id, tk.account_id, $6, 'pending' FROM tk WHERE $12
+               ON CONFLICT (for_message_id) DO NOTHING
+               RETURNING id
+             )
+             SELECT tk.ticket_id, tk.account_id, tk.subject, tk.flags, tk.category, tk.priority, tk.queue, tk.tier, (SELECT id FROM d)
+             FROM tk",
     )
+    .bind(known.ticket_id)
+    .bind(known.account_id)
+    .bind(&known.subject)
+    .bind(subject_flags)
+    .bind(known.category)
     .bind(m.id)
-    .bind(ticket)
     .bind(author_str(m.author))
     .bind(&m.body)
     .bind(&m.flags)
     .bind(m.at)
-    .execute(conn)
+    .bind(Uuid::now_v7())
+    .bind(open_draft)
+    .fetch_one(conn)
     .await?;
-    Ok(())
+    let (ticket_id, account_id, subject, flags, category, priority, queue, tier, new_draft) = row;
+    Ok(Recorded {
+        ticket: TicketContext { ticket_id, account_id, subject, category, priority, queue, tier },
+        subject_flags: flags,
+        new_draft,
+    })
 }
 
-/// The thread, oldest first.
-pub async fn thread(conn: &mut PgConnection, ticket: TicketId) -> sqlx::Result<Vec<ThreadMessage>> {
-    type Row = (Uuid, String, String, Vec<String>, DateTime<Utc>);
-    let rows: Vec<Row> = sqlx::query_as("SELECT id, author, body, flags, at FROM thread_messages WHERE ticket_id = $1 ORDER BY at, id")
+/// The draft that answers a message, pending again if it had failed only because the model was
+/// unavailable (its event was replayed).
+pub async fn existing_draft(conn: &mut PgConnection, message: Uuid) -> sqlx::Result<DraftRow> {
+    let id: Uuid = sqlx::query_scalar("SELECT id FROM drafts WHERE for_message_id = $1").bind(message).fetch_one(&mut *conn).await?;
+    reopen_unavailable(&mut *conn, id).await?;
+    draft(conn, id).await?.ok_or(sqlx::Error::RowNotFound)
+}
+
+#[derive(serde::Deserialize)]
+struct ThreadJson {
+    id: Uuid,
+    author: String,
+    body: String,
+    flags: Vec<String>,
+    at: DateTime<Utc>,
+}
+
+/// Everything drafting reads besides the ticket, in one query: the thread (oldest first), the
+/// account's plan and its tokens today.
+pub async fn drafting_inputs(
+    conn: &mut PgConnection,
+    ticket: TicketId,
+    account: Option<AccountId>,
+) -> sqlx::Result<(Vec<ThreadMessage>, Option<AccountPlan>, i64)> {
+    let (thread, plan, status, tokens): (sqlx::types::Json<Vec<ThreadJson>>, Option<String>, Option<AccessStatus>, Option<i64>) =
+        sqlx::query_as(
+            "SELECT
+               (SELECT coalesce(json_agg(json_build_object('id', id, 'author', author, 'body', body, 'flags', flags, 'at', at) ORDER BY at, id), '[]')
+                  FROM thread_messages WHERE ticket_id = $1),
+               p.plan, p.access_status,
+               (SELECT tokens FROM token_use WHERE account_id = $2 AND day = (now() AT TIME ZONE 'UTC')::date)
+             FROM (SELECT 1) one LEFT JOIN account_plans p ON p.account_id = $2",
+        )
         .bind(ticket)
-        .fetch_all(conn)
+        .bind(account)
+        .fetch_one(conn)
         .await?;
-    Ok(rows
+    let thread = thread
+        .0
         .into_iter()
-        .map(|(id, author, body, flags, at)| ThreadMessage {
-            id,
-            author: if author == "agent" { MessageAuthor::Agent } else { MessageAuthor::Customer },
-            body,
-            flags,
-            at,
+        .map(|m| ThreadMessage {
+            id: m.id,
+            author: if m.author == "agent" { MessageAuthor::Agent } else { MessageAuthor::Customer },
+            body: m.body,
+            flags: m.flags,
+            at: m.at,
         })
-        .collect())
+        .collect();
+    let plan = plan.zip(status).map(|(plan, status)| AccountPlan { plan, status });
+    Ok((thread, plan, tokens.unwrap_or(0)))
 }
 
 /// Stores the plan if it is newer than the one known.
@@ -127,36 +214,6 @@ pub async fn save_plan(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-pub async fn plan(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<Option<AccountPlan>> {
-    let row: Option<(String, AccessStatus)> =
-        sqlx::query_as("SELECT plan, access_status FROM account_plans WHERE account_id = $1").bind(account).fetch_optional(conn).await?;
-    Ok(row.map(|(plan, status)| AccountPlan { plan, status }))
-}
-
-/// Opens a pending draft for a customer message: the draft that answers it, and whether it is
-/// new (else the message had one already: a redelivery).
-pub async fn open_draft(conn: &mut PgConnection, ticket: &TicketContext, message: Uuid) -> sqlx::Result<(DraftRow, bool)> {
-    let id: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO drafts (id, ticket_id, account_id, for_message_id, state) VALUES ($1, $2, $3, $4, 'pending')
-         ON CONFLICT (for_message_id) DO NOTHING RETURNING id",
-    )
-    .bind(Uuid::now_v7())
-    .bind(ticket.ticket_id)
-    .bind(ticket.account_id)
-    .bind(message)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(id) = id {
-        let row =
-            DraftRow { id, ticket_id: ticket.ticket_id, account_id: ticket.account_id, for_message_id: message, state: "pending".into() };
-        return Ok((row, true));
-    }
-    let id: Uuid = sqlx::query_scalar("SELECT id FROM drafts WHERE for_message_id = $1").bind(message).fetch_one(&mut *conn).await?;
-    reopen_unavailable(&mut *conn, id).await?;
-    let row = draft(conn, id).await?.ok_or(sqlx::Error::RowNotFound)?;
-    Ok((row, false))
 }
 
 /// A draft's state, as the service needs it to continue.
