@@ -33,12 +33,17 @@ impl Support {
         }
     }
 
+    /// One ticket as the viewer may see it, read in one snapshot: the ticket, its thread, notes,
+    /// activity and drafts agree (a change committed between two reads cannot show half).
     pub async fn ticket(&self, viewer: &Viewer, id: TicketId) -> Result<TicketView> {
-        let mut conn = self.pool.acquire().await?;
-        match store::ticket(&mut conn, id).await? {
-            Some(t) if viewer.may_see(&t) => self.view(&mut conn, t, viewer).await,
-            _ => Err(SupportError::NotFound("ticket")),
-        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        let view = match store::ticket(&mut tx, id).await? {
+            Some(t) if viewer.may_see(&t) => self.view(&mut tx, t, viewer).await?,
+            _ => return Err(SupportError::NotFound("ticket")),
+        };
+        tx.commit().await?;
+        Ok(view)
     }
 
     /// A public message: the customer's reply (the ticket waits on us again; a resolved one is
