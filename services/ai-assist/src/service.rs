@@ -233,25 +233,6 @@ impl Assist {
 
         let urls: Vec<&str> = articles.iter().map(|a| a.url.as_str()).collect();
         let hits = guard::check(&proposal.reply, &self.cfg.policy, &self.cfg.rules, &urls);
-        let mut tx = self.pool.begin().await?;
-        if let (Some((request, raw, usage, latency_ms)), Engine::Model(m)) = (&call, &self.engine) {
-            let c = store::Call {
-                draft_id: d.id,
-                ticket_id: d.ticket_id,
-                account_id: d.account_id,
-                model: m.name(),
-                request,
-                response: Some(raw),
-                usage: *usage,
-                latency_ms: *latency_ms,
-                outcome: "ok",
-                error: None,
-            };
-            store::insert_call(&mut tx, &c).await?;
-            if let Some(a) = d.account_id {
-                store::add_tokens(&mut tx, a, usage.total()).await?;
-            }
-        }
         let summary = redact(&proposal.summary).text;
         let reason = (!hits.is_empty()).then(|| {
             format!(
@@ -271,7 +252,27 @@ impl Assist {
             reason: reason.as_deref(),
             hits: &hits,
         };
-        if !store::finish_draft(&mut tx, d.id, &finished).await? {
+        let mut tx = self.pool.begin().await?;
+        let done = match &call {
+            // The model's answer: the draft, the call's audit row and its tokens in one statement.
+            Some((request, raw, usage, latency_ms)) => {
+                let c = store::Call {
+                    draft_id: d.id,
+                    ticket_id: d.ticket_id,
+                    account_id: d.account_id,
+                    model: &model,
+                    request,
+                    response: Some(raw),
+                    usage: *usage,
+                    latency_ms: *latency_ms,
+                    outcome: "ok",
+                    error: None,
+                };
+                store::finish_drafted(&mut tx, d.id, &finished, &c).await?
+            }
+            None => store::finish_draft(&mut tx, d.id, &finished).await?,
+        };
+        if !done {
             return Ok(()); // finished meanwhile by a redelivery
         }
         let env = match &reason {

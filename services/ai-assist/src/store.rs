@@ -255,28 +255,74 @@ pub struct Finished<'a> {
     pub hits: &'a [Hit],
 }
 
+/// The draft's columns a finish sets ($2 to $11, after the id as $1).
+macro_rules! finish_set {
+    () => {
+        "state = $2, source = $3, model = $4, summary = $5, suggested_category = $6, suggested_urgency = $7, reply = $8,
+         failure = $9, reason = $10, guard_hits = $11, next_attempt_at = NULL, finished_at = clock_timestamp()"
+    };
+}
+
+/// Binds a finish's values as `finish_set!` expects them.
+fn bind_finish<'q, O>(
+    q: sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    id: Uuid,
+    f: &'q Finished<'q>,
+) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    q.bind(id)
+        .bind(if f.ready { "ready" } else { "failed" })
+        .bind(f.source)
+        .bind(f.model)
+        .bind(f.summary)
+        .bind(f.category)
+        .bind(f.urgency)
+        .bind(f.reply)
+        .bind(f.failure)
+        .bind(f.reason)
+        .bind(serde_json::to_value(f.hits).unwrap_or_default())
+}
+
 /// Finishes a pending draft; `false` when it was finished already (a redelivery).
 pub async fn finish_draft(conn: &mut PgConnection, id: Uuid, f: &Finished<'_>) -> sqlx::Result<bool> {
-    let hits = serde_json::to_value(f.hits).unwrap_or_default();
-    let done = sqlx::query(
-        "UPDATE drafts SET state = $2, source = $3, model = $4, summary = $5, suggested_category = $6, suggested_urgency = $7, reply = $8,
-           failure = $9, reason = $10, guard_hits = $11, next_attempt_at = NULL, finished_at = clock_timestamp()
-         WHERE id = $1 AND state = 'pending'",
-    )
-    .bind(id)
-    .bind(if f.ready { "ready" } else { "failed" })
-    .bind(f.source)
-    .bind(f.model)
-    .bind(f.summary)
-    .bind(f.category)
-    .bind(f.urgency)
-    .bind(f.reply)
-    .bind(f.failure)
-    .bind(f.reason)
-    .bind(hits)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let sql =
+        concat!("WITH f AS (UPDATE drafts SET ", finish_set!(), " WHERE id = $1 AND state = 'pending' RETURNING 1) SELECT count(*) FROM f");
+    let finished: i64 = bind_finish(sqlx::query_scalar(sql), id, f).fetch_one(conn).await?;
+    Ok(finished == 1)
+}
+
+/// Finishes a pending draft drafted by the model, with the call's audit row and its tokens on the
+/// account's budget, in one statement; `false` (and nothing written) when the draft was finished
+/// already (a redelivery).
+pub async fn finish_drafted(conn: &mut PgConnection, id: Uuid, f: &Finished<'_>, c: &Call<'_>) -> sqlx::Result<bool> {
+    let sql = concat!(
+        "WITH f AS (
+           UPDATE drafts SET ",
+        finish_set!(),
+        " WHERE id = $1 AND state = 'pending' RETURNING id, ticket_id, account_id
+         ), c AS (
+           INSERT INTO model_calls (id, draft_id, ticket_id, account_id, model, request, response, prompt_tokens, completion_tokens,
+             latency_ms, outcome, error)
+           SELECT $12, f.id, f.ticket_id, f.account_id, $13, $14, $15, $16, $17, $18, $19, $20 FROM f
+         ), t AS (
+           INSERT INTO token_use (account_id, day, tokens)
+           SELECT f.account_id, (now() AT TIME ZONE 'UTC')::date, $16::bigint + $17::bigint FROM f WHERE f.account_id IS NOT NULL
+           ON CONFLICT (account_id, day) DO UPDATE SET tokens = token_use.tokens + EXCLUDED.tokens
+         )
+         SELECT count(*) FROM f"
+    );
+    let finished: i64 = bind_finish(sqlx::query_scalar(sql), id, f)
+        .bind(Uuid::now_v7())
+        .bind(c.model)
+        .bind(c.request)
+        .bind(c.response)
+        .bind(i32::try_from(c.usage.prompt_tokens).unwrap_or(i32::MAX))
+        .bind(i32::try_from(c.usage.completion_tokens).unwrap_or(i32::MAX))
+        .bind(c.latency_ms)
+        .bind(c.outcome)
+        .bind(c.error)
+        .fetch_one(conn)
+        .await?;
+    Ok(finished == 1)
 }
 
 /// Records a failed attempt on a pending draft (what the ticket shows while it waits).
@@ -348,18 +394,6 @@ pub async fn tokens_today(conn: &mut PgConnection, account: AccountId) -> sqlx::
             .fetch_optional(conn)
             .await?;
     Ok(used.unwrap_or(0))
-}
-
-pub async fn add_tokens(conn: &mut PgConnection, account: AccountId, tokens: i64) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO token_use (account_id, day, tokens) VALUES ($1, (now() AT TIME ZONE 'UTC')::date, $2)
-         ON CONFLICT (account_id, day) DO UPDATE SET tokens = token_use.tokens + EXCLUDED.tokens",
-    )
-    .bind(account)
-    .bind(tokens)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 // ---- the audit ----

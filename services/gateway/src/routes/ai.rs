@@ -13,16 +13,12 @@ use sb_proto::{ai::v1 as pb, support::v1 as support_pb};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{path_id, time};
+use super::{non_empty, path_id, time};
 use crate::{
     AppState,
     auth::{Guarded, StaffSession},
     error::{ApiError, Problem},
 };
-
-fn non_empty(s: String) -> Option<String> {
-    Some(s).filter(|s| !s.is_empty())
-}
 
 /// One draft ai-assist made (for a customer message), whatever became of it.
 #[derive(Debug, Serialize, ToSchema)]

@@ -38,6 +38,11 @@ pub struct AccountOut {
     pub created_at: Option<DateTime<Utc>>,
 }
 
+/// An optional wire string: empty means absent.
+pub fn non_empty(s: String) -> Option<String> {
+    Some(s).filter(|s| !s.is_empty())
+}
+
 pub fn time(t: Option<sb_proto::prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     t.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
 }

@@ -17,7 +17,7 @@ use sb_types::{TicketCategory, TicketPriority, TicketQueue, TicketStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{bounded, path_id, time};
+use super::{bounded, non_empty, path_id, time};
 use crate::{
     AppState,
     auth::{Guarded, Origin, Session, StaffSession},
@@ -108,10 +108,6 @@ fn queue_pb(q: TicketQueue) -> i32 {
 /// A word support-router sent that this gateway cannot read is a bug on one side: said so.
 fn word<T: Copy>(v: Option<T>, name: impl Fn(T) -> &'static str) -> &'static str {
     v.map_or("unknown", name)
-}
-
-fn non_empty(s: String) -> Option<String> {
-    Some(s).filter(|s| !s.is_empty())
 }
 
 // ---------------------------------------------------------------------------------------------
