@@ -82,6 +82,19 @@ pub struct Recorded {
     pub new_draft: Option<Uuid>,
 }
 
+/// A ticket's columns as stored, and the draft a message opened.
+type RecordedRow = (
+    TicketId,
+    Option<AccountId>,
+    String,
+    Vec<String>,
+    TicketCategory,
+    Option<TicketPriority>,
+    Option<TicketQueue>,
+    Option<String>,
+    Option<Uuid>,
+);
+
 /// Stores a thread message and what it tells of its ticket in one statement: the ticket (as known,
 /// else created from the message), the message, and — for a customer message — a pending draft.
 /// A redelivery changes nothing. The ticket's row is locked until the transaction ends, so a
@@ -93,17 +106,7 @@ pub async fn record_message(
     m: &ThreadMessage,
     open_draft: bool,
 ) -> sqlx::Result<Recorded> {
-    let row: (
-        TicketId,
-        Option<AccountId>,
-        String,
-        Vec<String>,
-        TicketCategory,
-        Option<TicketPriority>,
-        Option<TicketQueue>,
-        Option<String>,
-        Option<Uuid>,
-    ) = sqlx::query_as(
+    let row: RecordedRow = sqlx::query_as(
         "WITH tk AS (
                INSERT INTO tickets AS t (ticket_id, account_id, subject, flags, category) VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (ticket_id) DO UPDATE SET subject = t.subject
@@ -310,18 +313,7 @@ pub async fn finish_drafted(conn: &mut PgConnection, id: Uuid, f: &Finished<'_>,
          )
          SELECT count(*) FROM f"
     );
-    let finished: i64 = bind_finish(sqlx::query_scalar(sql), id, f)
-        .bind(Uuid::now_v7())
-        .bind(c.model)
-        .bind(c.request)
-        .bind(c.response)
-        .bind(i32::try_from(c.usage.prompt_tokens).unwrap_or(i32::MAX))
-        .bind(i32::try_from(c.usage.completion_tokens).unwrap_or(i32::MAX))
-        .bind(c.latency_ms)
-        .bind(c.outcome)
-        .bind(c.error)
-        .fetch_one(conn)
-        .await?;
+    let finished: i64 = bind_call(bind_finish(sqlx::query_scalar(sql), id, f).bind(Uuid::now_v7()), c).fetch_one(conn).await?;
     Ok(finished == 1)
 }
 
@@ -364,25 +356,29 @@ pub struct Call<'a> {
     pub error: Option<&'a str>,
 }
 
+/// Binds a call's audit values: model, request, response, prompt and completion tokens, latency,
+/// outcome, error (eight parameters, in that order).
+fn bind_call<'q, O>(
+    q: sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    c: &'q Call<'q>,
+) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    q.bind(c.model)
+        .bind(c.request)
+        .bind(c.response)
+        .bind(i32::try_from(c.usage.prompt_tokens).unwrap_or(i32::MAX))
+        .bind(i32::try_from(c.usage.completion_tokens).unwrap_or(i32::MAX))
+        .bind(c.latency_ms)
+        .bind(c.outcome)
+        .bind(c.error)
+}
+
+/// Records one call that gave no draft (transient or refused).
 pub async fn insert_call(conn: &mut PgConnection, c: &Call<'_>) -> sqlx::Result<()> {
-    sqlx::query(
+    let q = sqlx::query_scalar(
         "INSERT INTO model_calls (id, draft_id, ticket_id, account_id, model, request, response, prompt_tokens, completion_tokens,
-           latency_ms, outcome, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(c.draft_id)
-    .bind(c.ticket_id)
-    .bind(c.account_id)
-    .bind(c.model)
-    .bind(c.request)
-    .bind(c.response)
-    .bind(i32::try_from(c.usage.prompt_tokens).unwrap_or(i32::MAX))
-    .bind(i32::try_from(c.usage.completion_tokens).unwrap_or(i32::MAX))
-    .bind(c.latency_ms)
-    .bind(c.outcome)
-    .bind(c.error)
-    .execute(conn)
-    .await?;
+           latency_ms, outcome, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING 1",
+    );
+    let _: i32 = bind_call(q.bind(Uuid::now_v7()).bind(c.draft_id).bind(c.ticket_id).bind(c.account_id), c).fetch_one(conn).await?;
     Ok(())
 }
 
