@@ -78,6 +78,12 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
+/// A read-only transaction on one snapshot: every read in it sees the same committed state, so a
+/// view assembled from several queries never shows half of a change.
+pub async fn snapshot(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await
+}
+
 /// A pool on the service's database, every connection with the statement, lock and idle limits.
 pub async fn connect(url: &str, limits: Limits) -> anyhow::Result<PgPool> {
     let opts: PgConnectOptions = url.parse().context("parsing the database URL")?;

@@ -114,7 +114,7 @@ impl Assist {
         // Nothing here needs to outlive a crash on its own: until the draft is finished the event
         // is not acknowledged, and a redelivery records it again. The finishing transaction commits
         // durably, and with it (the log is sequential) this one.
-        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+        store::commit_without_flush_wait(&mut tx).await?;
         let recorded = store::record_message(&mut tx, &known, &subject_flags, &message, customer).await?;
         let work = match (customer, recorded.new_draft) {
             (false, _) => None,
@@ -341,8 +341,7 @@ impl Assist {
     /// What ai-assist did for a ticket, for staff (the gRPC guard admits only them): read in one
     /// snapshot, so a draft and its calls agree.
     pub async fn ticket_audit(&self, ticket: TicketId) -> Result<TicketAudit> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        let mut tx = sb_runtime::db::snapshot(&self.pool).await?;
         let (ctx, _) = store::ticket(&mut tx, ticket).await?.ok_or(AssistError::NotFound("ticket"))?;
         let injection_flags = store::injection_flags(&mut tx, ticket).await?;
         let drafts = store::drafts_of(&mut tx, ticket).await?;

@@ -72,6 +72,13 @@ fn author_str(a: MessageAuthor) -> &'static str {
     }
 }
 
+/// This transaction's commit does not wait for the log to reach disk (`synchronous_commit = off`
+/// for it alone); a later durable commit flushes it too.
+pub async fn commit_without_flush_wait(conn: &mut PgConnection) -> sqlx::Result<()> {
+    sqlx::query("SET LOCAL synchronous_commit = off").execute(conn).await?;
+    Ok(())
+}
+
 /// What storing a message found: its ticket as stored (with the injection rules its subject
 /// tripped) and, for a customer message, the id of the pending draft it opened (`None`: not a
 /// customer message, or a redelivery whose draft exists already).

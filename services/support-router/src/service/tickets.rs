@@ -36,8 +36,7 @@ impl Support {
     /// One ticket as the viewer may see it, read in one snapshot: the ticket, its thread, notes,
     /// activity and drafts agree (a change committed between two reads cannot show half).
     pub async fn ticket(&self, viewer: &Viewer, id: TicketId) -> Result<TicketView> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        let mut tx = sb_runtime::db::snapshot(&self.pool).await?;
         let view = match store::ticket(&mut tx, id).await? {
             Some(t) if viewer.may_see(&t) => self.view(&mut tx, t, viewer).await?,
             _ => return Err(SupportError::NotFound("ticket")),
