@@ -6,12 +6,12 @@ use std::{
     panic::AssertUnwindSafe,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt};
 use lapin::{
     message::Delivery,
     options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
@@ -20,7 +20,7 @@ use lapin::{
 use rand::Rng;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
@@ -85,10 +85,50 @@ pub trait Handler<E: Event>: Send + Sync + 'static {
 /// transaction open: it reads and records through `pool` in short transactions of its own (one
 /// connection at a time, never one while waiting on the outside system), and must be idempotent,
 /// since a crash after the outside call and before the inbox row is committed repeats it. The
-/// inbox row is written after it returns `Ok`.
+/// inbox row is written after it returns `Ok`, unless the effect wrote it itself with
+/// [`Inbox::record`] in the transaction that stores its outcome.
 #[async_trait::async_trait]
 pub trait Effect<E: Event>: Send + Sync + 'static {
-    async fn run(&self, env: &Envelope, event: E, pool: &PgPool) -> Result<(), HandlerError>;
+    async fn run(&self, env: &Envelope, event: E, pool: &PgPool, inbox: &Inbox) -> Result<(), HandlerError>;
+}
+
+/// The inbox entry of the event an [`Effect`] is applying.
+pub struct Inbox {
+    consumer: String,
+    event_id: uuid::Uuid,
+    event_type: String,
+    state: AtomicU8,
+}
+
+const NOT_RECORDED: u8 = 0;
+const RECORDED: u8 = 1;
+const ALREADY_THERE: u8 = 2;
+
+impl Inbox {
+    fn new(consumer: &str, env: &Envelope) -> Self {
+        Self { consumer: consumer.to_owned(), event_id: env.id, event_type: env.event_type.clone(), state: AtomicU8::new(NOT_RECORDED) }
+    }
+
+    /// Records the event as applied in `tx`, the transaction that stores the effect's outcome, so
+    /// both commit together (and the bus does not write the row in a commit of its own after
+    /// `run`). Call it only in a transaction the effect commits before returning `Ok`. `false`:
+    /// another delivery of the event was applied meanwhile; roll back and return `Ok` (the bus
+    /// counts a duplicate).
+    pub async fn record(&self, tx: &mut PgConnection) -> Result<bool, sqlx::Error> {
+        let fresh = insert_inbox(tx, &self.consumer, self.event_id, &self.event_type).await?;
+        self.state.store(if fresh { RECORDED } else { ALREADY_THERE }, Ordering::SeqCst);
+        Ok(fresh)
+    }
+}
+
+async fn insert_inbox(conn: &mut PgConnection, consumer: &str, event_id: uuid::Uuid, event_type: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("INSERT INTO sb_inbox (consumer, event_id, event_type) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        .bind(consumer)
+        .bind(event_id)
+        .bind(event_type)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 #[async_trait::async_trait]
@@ -98,7 +138,7 @@ trait DbDispatch: Send + Sync {
 
 #[async_trait::async_trait]
 trait EffectDispatch: Send + Sync {
-    async fn run(&self, env: &Envelope, pool: &PgPool) -> Result<(), HandlerError>;
+    async fn run(&self, env: &Envelope, pool: &PgPool, inbox: &Inbox) -> Result<(), HandlerError>;
 }
 
 struct Typed<E, H> {
@@ -116,9 +156,9 @@ impl<E: Event, H: Handler<E>> DbDispatch for Typed<E, H> {
 
 #[async_trait::async_trait]
 impl<E: Event, H: Effect<E>> EffectDispatch for Typed<E, H> {
-    async fn run(&self, env: &Envelope, pool: &PgPool) -> Result<(), HandlerError> {
+    async fn run(&self, env: &Envelope, pool: &PgPool, inbox: &Inbox) -> Result<(), HandlerError> {
         let event = env.decode::<E>()?;
-        self.handler.run(env, event, pool).await
+        self.handler.run(env, event, pool, inbox).await
     }
 }
 
@@ -133,8 +173,8 @@ enum Registered {
 /// the outbox relay, readiness), so handlers can never take them all.
 pub const RESERVED_CONNECTIONS: u32 = 4;
 
-/// How many chunks are handled at once: enough to cover the prefetch window, and at least two so
-/// one committing batch never idles the consumer.
+/// How many batches of database-only events are applied at once: enough to cover the prefetch
+/// window, and at least two so one committing batch never idles the consumer.
 fn chunk_concurrency(prefetch: u16, batch_size: u16) -> usize {
     (usize::from(prefetch.max(1)) / usize::from(batch_size.max(1))).max(2)
 }
@@ -197,6 +237,44 @@ impl AckTracker {
         }
         Ok(())
     }
+}
+
+/// The events a session handles one at a time, each on its own task.
+struct Singles {
+    tasks: TaskTracker,
+    /// Ends the session's delivery stream (shutdown, or a task's broker error).
+    stop: CancellationToken,
+    /// Drops the tasks still running (the session failed).
+    abort: CancellationToken,
+    /// The first broker error a task met; the session ends with it and reconnects.
+    error: std::sync::Mutex<Option<anyhow::Error>>,
+}
+
+impl Singles {
+    fn new(stop: CancellationToken) -> Self {
+        Self { tasks: TaskTracker::new(), stop, abort: CancellationToken::new(), error: std::sync::Mutex::new(None) }
+    }
+
+    fn fail(&self, e: anyhow::Error) {
+        self.error.lock().expect("error slot").get_or_insert(e);
+        self.stop.cancel();
+    }
+
+    fn failed(&self) -> bool {
+        self.error.lock().expect("error slot").is_some()
+    }
+}
+
+/// How a delivery is handled.
+enum Triaged {
+    /// By a database-only handler: batched.
+    Db(Parsed),
+    /// By an effect (or by nothing registered): on its own.
+    Alone(Parsed),
+    /// Back from a rung before its not-before time: waits again.
+    Early(Delivery, Duration),
+    /// Not an envelope: parked with the reason.
+    Invalid(Delivery, usize, String),
 }
 
 /// A rolled-back batch: its events, and which handler failed how (if one did).
@@ -389,94 +467,135 @@ impl Consumer {
         backoff.reset();
         info!(service = %self.service, queue = %names.work, "consuming");
         let link = Arc::new(Link { names, publisher, acks: AckTracker::new(ch.clone()) });
+        let singles = Arc::new(Singles::new(shutdown.child_token()));
 
-        let result = deliveries
-            .take_until(shutdown.clone().cancelled_owned())
-            .ready_chunks(usize::from(self.cfg.batch_size.max(1)))
-            .map(Ok::<_, anyhow::Error>)
-            // Few chunks in flight, so deliveries pile up into large batches while one commits;
-            // within a chunk, events that cannot share a transaction still run concurrently.
-            .try_for_each_concurrent(chunk_concurrency(self.cfg.prefetch, self.cfg.batch_size), |chunk| {
-                let this = self.clone();
-                let link = link.clone();
-                async move { this.process_chunk(chunk, &link).await }
-            })
-            .await;
+        // Database-only events queue for the batcher: few batches in flight, so deliveries pile
+        // up into large batches while one commits. Everything else starts at once on a task of
+        // its own, so an effect never waits behind a batch or another effect (the prefetch window
+        // bounds how many run, the handler slots how many hold a connection).
+        let (to_batcher, queued) = futures::channel::mpsc::unbounded::<Parsed>();
+        {
+            let (this, link, s) = (self.clone(), link.clone(), singles.clone());
+            let batch_size = usize::from(self.cfg.batch_size.max(1));
+            let in_flight = chunk_concurrency(self.cfg.prefetch, self.cfg.batch_size);
+            singles.tasks.spawn(async move {
+                let run = queued.ready_chunks(batch_size).for_each_concurrent(in_flight, |batch| {
+                    let (this, link, s) = (this.clone(), link.clone(), s.clone());
+                    async move {
+                        if let Err(e) = this.process_batch(batch, &link, &s).await {
+                            s.fail(e);
+                        }
+                    }
+                });
+                tokio::select! {
+                    _ = s.abort.cancelled() => {}
+                    _ = run => {}
+                }
+            });
+        }
+        let mut deliveries = std::pin::pin!(deliveries.take_until(singles.stop.clone().cancelled_owned()));
+        let mut result = Ok(());
+        while let Some(item) = deliveries.next().await {
+            match item {
+                Ok(delivery) => match self.triage(delivery) {
+                    Triaged::Db(p) => {
+                        let _ = to_batcher.unbounded_send(p);
+                    }
+                    alone => self.spawn_alone(alone, &link, &singles),
+                },
+                Err(e) => {
+                    result = Err(anyhow::Error::from(e));
+                    break;
+                }
+            }
+        }
+        drop(to_batcher);
         self.connected.store(false, Ordering::SeqCst);
+        // Handlers still running finish (on shutdown) or are dropped, rolled back and redelivered
+        // (the session failed: their acks could not reach the broker anyway).
+        singles.tasks.close();
+        if result.is_err() || singles.failed() {
+            singles.abort.cancel();
+        }
+        singles.tasks.wait().await;
+        result?;
+        if let Some(e) = singles.error.lock().expect("error slot").take() {
+            return Err(e);
+        }
         if shutdown.is_cancelled() {
             // In-flight deliveries are finished; unstarted prefetched ones go back to the queue.
             let _ = conn.close(200, "shutdown".into()).await;
             return Ok(());
         }
-        result?;
         anyhow::bail!("delivery stream ended (connection closed)")
     }
 
-    /// Handles the deliveries that were ready together. Database-only events share one
-    /// transaction (one inbox insert, one commit); effects, and any batch that fails, go one at a time.
-    async fn process_chunk(&self, chunk: Vec<lapin::Result<Delivery>>, link: &Link) -> anyhow::Result<()> {
-        let mut broken = None;
-        let mut parsed = Vec::with_capacity(chunk.len());
-        for item in chunk {
-            match item {
-                Ok(delivery) => {
-                    if let Some(p) = self.parse(delivery, link).await? {
-                        parsed.push(p);
-                    }
-                }
-                Err(e) => broken = Some(e),
+    /// Applies database-only events that arrived together in one transaction (one inbox insert,
+    /// one commit). If it fails, the event whose handler failed is routed with that error and the
+    /// others are applied one at a time, since the batch's transaction was rolled back.
+    async fn process_batch(self: &Arc<Self>, batch: Vec<Parsed>, link: &Arc<Link>, singles: &Arc<Singles>) -> anyhow::Result<()> {
+        if batch.len() == 1 {
+            let p = batch.into_iter().next().expect("one event");
+            return self.process_one(p, link).await;
+        }
+        if let Err((mut back, failure)) = self.apply_batch(batch, link).await? {
+            if let Some((i, err)) = failure {
+                let p = back.remove(i);
+                self.finish(p, Err(err), link).await?;
+            }
+            for p in back {
+                self.spawn_alone(Triaged::Alone(p), link, singles);
             }
         }
-        let (batch, mut single): (Vec<Parsed>, Vec<Parsed>) =
-            parsed.into_iter().partition(|p| matches!(self.handlers.get(&p.env.event_type), Some(Registered::Db(_))));
-        let mut failed = None;
-        if batch.len() > 1 {
-            if let Err((back, failure)) = self.apply_batch(batch, link).await? {
-                // The event whose handler failed is routed with that error; the others are
-                // re-applied one at a time, since the batch's transaction was rolled back.
-                let mut back = back;
-                if let Some((i, err)) = failure {
-                    failed = Some((back.remove(i), err));
-                }
-                single.extend(back);
+        Ok(())
+    }
+
+    /// Handles one delivery on a task of its own.
+    fn spawn_alone(self: &Arc<Self>, t: Triaged, link: &Arc<Link>, singles: &Arc<Singles>) {
+        let (this, link, s) = (self.clone(), link.clone(), singles.clone());
+        singles.tasks.spawn(async move {
+            tokio::select! {
+                _ = s.abort.cancelled() => {}
+                r = this.handle_alone(t, &link) => if let Err(e) = r { s.fail(e) },
             }
-        } else {
-            single.extend(batch);
-        }
-        if let Some((p, err)) = failed {
-            self.finish(p, Err(err), link).await?;
-        }
-        futures::future::try_join_all(single.into_iter().map(|p| self.process_one(p, link))).await?;
-        match broken {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
+        });
+    }
+
+    async fn handle_alone(&self, t: Triaged, link: &Link) -> anyhow::Result<()> {
+        match t {
+            Triaged::Db(p) | Triaged::Alone(p) => self.process_one(p, link).await,
+            Triaged::Early(delivery, wait) => {
+                self.defer(&delivery, link, wait).await?;
+                link.acks.settle(&[delivery.delivery_tag]).await?;
+                Ok(())
+            }
+            Triaged::Invalid(delivery, attempt, reason) => {
+                self.park(&delivery, link, attempt, None, &reason).await?;
+                link.acks.settle(&[delivery.delivery_tag]).await?;
+                self.stats.count(Outcome::Parked);
+                metrics::counter!("sb_bus_consumed_total", "service" => self.service.clone(), "type" => "invalid", "outcome" => "parked")
+                    .increment(1);
+                Ok(())
+            }
         }
     }
 
-    /// Decodes a delivery; an undecodable one is parked at once, one that came back from a rung
-    /// before its not-before time goes back to wait (without counting an attempt), and `None` is
-    /// returned for both.
-    async fn parse(&self, delivery: Delivery, link: &Link) -> anyhow::Result<Option<Parsed>> {
+    /// Decodes a delivery and says how it is handled: an undecodable one is parked, one that came
+    /// back from a rung before its not-before time goes back to wait (without counting an attempt).
+    fn triage(&self, delivery: Delivery) -> Triaged {
         let attempt = publisher::header_int(&delivery.properties, headers::ATTEMPT).unwrap_or(0).max(0) as usize;
         match Envelope::parse(&delivery.data) {
             Ok(env) => {
                 let not_before = publisher::header_int(&delivery.properties, headers::NOT_BEFORE).unwrap_or(0);
                 let wait_ms = not_before - chrono::Utc::now().timestamp_millis();
                 if wait_ms > 5 {
-                    self.defer(&delivery, link, Duration::from_millis(wait_ms as u64)).await?;
-                    link.acks.settle(&[delivery.delivery_tag]).await?;
-                    return Ok(None);
+                    return Triaged::Early(delivery, Duration::from_millis(wait_ms as u64));
                 }
-                Ok(Some(Parsed { delivery, env, attempt, started: Instant::now() }))
+                let db = matches!(self.handlers.get(&env.event_type), Some(Registered::Db(_)));
+                let p = Parsed { delivery, env, attempt, started: Instant::now() };
+                if db { Triaged::Db(p) } else { Triaged::Alone(p) }
             }
-            Err(e) => {
-                self.park(&delivery, link, attempt, None, &e.to_string()).await?;
-                link.acks.settle(&[delivery.delivery_tag]).await?;
-                self.stats.count(Outcome::Parked);
-                metrics::counter!("sb_bus_consumed_total", "service" => self.service.clone(), "type" => "invalid", "outcome" => "parked")
-                    .increment(1);
-                Ok(None)
-            }
+            Err(e) => Triaged::Invalid(delivery, attempt, e.to_string()),
         }
     }
 
@@ -591,21 +710,22 @@ impl Consumer {
         if seen {
             return Ok(false);
         }
-        effect.run(env, &self.pool).await?;
-        let mut conn = self.pool.acquire().await?;
-        self.record_inbox(&mut conn, env).await?;
-        Ok(true)
+        let inbox = Inbox::new(&self.service, env);
+        effect.run(env, &self.pool, &inbox).await?;
+        match inbox.state.load(Ordering::SeqCst) {
+            RECORDED => Ok(true),
+            ALREADY_THERE => Ok(false),
+            _ => {
+                let mut conn = self.pool.acquire().await?;
+                self.record_inbox(&mut conn, env).await?;
+                Ok(true)
+            }
+        }
     }
 
     /// Records the event id in the inbox; `false` when it was there already.
     async fn record_inbox(&self, conn: &mut PgConnection, env: &Envelope) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query("INSERT INTO sb_inbox (consumer, event_id, event_type) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(&self.service)
-            .bind(env.id)
-            .bind(&env.event_type)
-            .execute(conn)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        insert_inbox(conn, &self.service, env.id, &env.event_type).await
     }
 
     /// Settles one event given how applying it went: a failure goes to the ladder or the DLQ.

@@ -13,7 +13,7 @@ pub mod topology;
 pub mod trace;
 
 pub use config::BusConfig;
-pub use consumer::{Consumer, Effect, Failure, Handler, HandlerError, OnFailure};
+pub use consumer::{Consumer, Effect, Failure, Handler, HandlerError, Inbox, OnFailure};
 pub use envelope::{DecodeError, Envelope};
 pub use events::Event;
 pub use outbox::{OutboxRelay, enqueue};

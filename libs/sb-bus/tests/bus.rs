@@ -346,7 +346,13 @@ struct Gate {
 
 #[async_trait::async_trait]
 impl sb_bus::Effect<Thing> for Gate {
-    async fn run(&self, event: &sb_bus::Envelope, _thing: Thing, pool: &sqlx::PgPool) -> Result<(), sb_bus::HandlerError> {
+    async fn run(
+        &self,
+        event: &sb_bus::Envelope,
+        _thing: Thing,
+        pool: &sqlx::PgPool,
+        _inbox: &sb_bus::Inbox,
+    ) -> Result<(), sb_bus::HandlerError> {
         if event.id == self.slow {
             self.release.notified().await;
         }
@@ -444,6 +450,117 @@ async fn a_payload_that_does_not_read_as_its_type_is_parked_naming_the_field() {
     assert_eq!(parked.len(), 1);
     assert!(parked[0].reason.starts_with("payload of test.thing.happened.v1 is not readable: n: invalid type"), "{}", parked[0].reason);
     ops.close().await;
+    consumer.stop().await;
+    cleanup(&cfg).await;
+}
+
+/// A second event type, handled by an effect while `Thing` goes to a batched handler.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Other {
+    n: i64,
+}
+
+impl sb_bus::Event for Other {
+    const TYPE: &'static str = "test.other.happened.v1";
+    const PRODUCER: &'static str = "test-producer";
+    const DESCRIPTION: &'static str = "another test event";
+}
+
+/// Applies `Thing` in the batch transaction, but only once released.
+struct HeldBatch(Arc<tokio::sync::Semaphore>);
+
+#[async_trait::async_trait]
+impl sb_bus::Handler<Thing> for HeldBatch {
+    async fn handle(&self, event: &sb_bus::Envelope, _thing: Thing, tx: &mut sqlx::PgConnection) -> Result<(), sb_bus::HandlerError> {
+        self.0.acquire().await.unwrap().forget();
+        sqlx::query("INSERT INTO effects (event_id) VALUES ($1)").bind(event.id).execute(tx).await?;
+        Ok(())
+    }
+}
+
+/// An effect that stores its outcome and the event's inbox row in one transaction.
+struct RecordsItsInbox;
+
+#[async_trait::async_trait]
+impl sb_bus::Effect<Other> for RecordsItsInbox {
+    async fn run(
+        &self,
+        event: &sb_bus::Envelope,
+        _other: Other,
+        pool: &sqlx::PgPool,
+        inbox: &sb_bus::Inbox,
+    ) -> Result<(), sb_bus::HandlerError> {
+        let mut tx = pool.begin().await?;
+        sqlx::query("INSERT INTO effects (event_id) VALUES ($1)").bind(event.id).execute(&mut *tx).await?;
+        if !inbox.record(&mut tx).await? {
+            return Ok(()); // applied by another copy meanwhile: this transaction rolls back
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn other() -> sb_bus::Envelope {
+    sb_bus::Envelope::raw("test-producer", <Other as sb_bus::Event>::TYPE, serde_json::json!({"n": 2}))
+}
+
+async fn preload_both(cfg: &sb_bus::BusConfig, events: &[sb_bus::Envelope]) {
+    let conn = sb_bus::publisher::connect(cfg, "preload").await.unwrap();
+    sb_bus::topology::declare_service(&conn, cfg, SERVICE, &[TEST_EVENT, <Other as sb_bus::Event>::TYPE]).await.unwrap();
+    let publisher = sb_bus::Publisher::open(&conn, cfg).await.unwrap();
+    for e in events {
+        publisher.publish(e, &Default::default()).await.unwrap();
+    }
+    conn.close(200, "done".into()).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_effect_does_not_wait_behind_a_batch_being_applied() {
+    let cfg = bus_config("behind");
+    let db = database("behind").await;
+    // The batched events come first in the queue and cannot finish until released.
+    let things: Vec<_> = (0..10).map(|_| event(None)).collect();
+    let others: Vec<_> = (0..10).map(|_| other()).collect();
+    preload_both(&cfg, &[things.clone(), others.clone()].concat()).await;
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let consumer = start(
+        sb_bus::Consumer::new(cfg.clone(), SERVICE, db.pool.clone())
+            .on::<Thing, _>(HeldBatch(release.clone()))
+            .effect::<Other, _>(RecordsItsInbox),
+    )
+    .await;
+    wait_total(&consumer.stats, 10, "the ten effects while the batch is held").await;
+    for e in &others {
+        assert_eq!(effects(&db.pool, e.id).await, 1);
+    }
+    for e in &things {
+        assert_eq!(effects(&db.pool, e.id).await, 0, "a held event was applied");
+    }
+    release.add_permits(100);
+    wait_total(&consumer.stats, 20, "the batch once released").await;
+    assert_eq!(all_effects(&db.pool).await, (20, 20));
+    consumer.stop().await;
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
+async fn an_effect_can_commit_the_inbox_row_with_its_outcome() {
+    let cfg = bus_config("ownbox");
+    let db = database("ownbox").await;
+    let env = other();
+    // The same event delivered twice (a redelivery after a lost ack).
+    preload_both(&cfg, &[env.clone(), env.clone()]).await;
+    let consumer = start(sb_bus::Consumer::new(cfg.clone(), SERVICE, db.pool.clone()).effect::<Other, _>(RecordsItsInbox)).await;
+    wait_total(&consumer.stats, 2, "both copies").await;
+    assert_eq!(effects(&db.pool, env.id).await, 1, "the copy was applied again");
+    assert_eq!(consumer.stats.applied.load(Ordering::SeqCst), 1);
+    assert_eq!(consumer.stats.duplicate.load(Ordering::SeqCst), 1);
+    // One inbox row, written by the effect's own transaction (now() is its start, shared by both rows).
+    let same_tx: Vec<bool> = sqlx::query_scalar("SELECT i.processed_at = e.at FROM sb_inbox i JOIN effects e USING (event_id)")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(same_tx, vec![true]);
     consumer.stop().await;
     cleanup(&cfg).await;
 }

@@ -5,7 +5,7 @@
 //! They convert and call the service; nothing else.
 
 use sb_bus::{
-    Effect, Envelope, Handler, HandlerError,
+    Effect, Envelope, Handler, HandlerError, Inbox,
     events::{AccessChanged, TicketMessageAdded, TicketOpened},
 };
 use sqlx::{PgConnection, PgPool};
@@ -34,7 +34,7 @@ pub struct DraftOnMessage(pub Assist);
 
 #[async_trait::async_trait]
 impl Effect<TicketMessageAdded> for DraftOnMessage {
-    async fn run(&self, env: &Envelope, event: TicketMessageAdded, _pool: &PgPool) -> Result<(), HandlerError> {
-        self.0.message_added(env, &event).await.map_err(Into::into)
+    async fn run(&self, env: &Envelope, event: TicketMessageAdded, _pool: &PgPool, inbox: &Inbox) -> Result<(), HandlerError> {
+        self.0.message_added(env, &event, inbox).await.map_err(Into::into)
     }
 }

@@ -7,7 +7,7 @@
 use std::{collections::BTreeSet, sync::Arc, time::Instant};
 
 use sb_bus::{
-    Envelope, Failure, OnFailure,
+    Envelope, Failure, Inbox, OnFailure,
     events::{AccessChanged, AiDraftFailed, AiDraftReady, DraftFailure, DraftSource, MessageAuthor, TicketMessageAdded, TicketOpened},
     outbox::enqueue,
 };
@@ -93,7 +93,8 @@ impl Assist {
     /// A public message joined a thread: keep it (redacted); a customer's is drafted for now.
     /// The message carries what drafting needs (subject, category, account), so it waits for no
     /// other event; the opening fills in priority, queue and tier whenever it arrives.
-    pub async fn message_added(&self, cause: &Envelope, e: &TicketMessageAdded) -> Result<()> {
+    /// The draft's outcome commits with the event's inbox row.
+    pub async fn message_added(&self, cause: &Envelope, e: &TicketMessageAdded, inbox: &Inbox) -> Result<()> {
         let customer = e.author == MessageAuthor::Customer;
         let flags = if customer { rule_names(&injection::detect(&e.body)) } else { Vec::new() };
         for f in &flags {
@@ -136,7 +137,7 @@ impl Assist {
         };
         tx.commit().await?;
         match work {
-            Some(w) => self.draft_work(cause, w).await,
+            Some(w) => self.draft_work(cause, w, inbox).await,
             None => Ok(()),
         }
     }
@@ -163,7 +164,7 @@ impl Assist {
     }
 
     /// Asks the drafter (no connection held meanwhile), checks the answer and stores the outcome.
-    async fn draft_work(&self, cause: &Envelope, w: Work) -> Result<()> {
+    async fn draft_work(&self, cause: &Envelope, w: Work, inbox: &Inbox) -> Result<()> {
         let Work { d, ticket, subject_flags, thread, plan, used } = w;
         let flags: BTreeSet<&str> = subject_flags.iter().chain(thread.iter().flat_map(|m| &m.flags)).map(String::as_str).collect();
         if !flags.is_empty() {
@@ -171,11 +172,11 @@ impl Assist {
                 "possible prompt injection in the customer's text ({}): a person handles this ticket",
                 flags.into_iter().collect::<Vec<_>>().join(", ")
             );
-            return self.fail(cause, &d, DraftFailure::Flagged, &reason, None).await;
+            return self.fail(cause, &d, DraftFailure::Flagged, &reason, None, Some(inbox)).await;
         }
         if used >= self.cfg.daily_token_budget {
             let reason = format!("the account's daily token budget ({}) is used up", self.cfg.daily_token_budget);
-            return self.fail(cause, &d, DraftFailure::Budget, &reason, None).await;
+            return self.fail(cause, &d, DraftFailure::Budget, &reason, None, Some(inbox)).await;
         }
 
         let customer_text: String =
@@ -290,6 +291,9 @@ impl Assist {
             ),
         };
         enqueue(&mut tx, &env).await?;
+        if !inbox.record(&mut tx).await? {
+            return Ok(()); // applied by another delivery meanwhile: this one rolls back
+        }
         tx.commit().await?;
         for h in &hits {
             metrics::counter!("ai_guardrail_hits_total", "rule" => h.rule.clone()).increment(1);
@@ -300,8 +304,17 @@ impl Assist {
         Ok(())
     }
 
-    /// Finishes a draft as failed (nothing proposed) and announces it.
-    async fn fail(&self, cause: &Envelope, d: &store::DraftRow, failure: DraftFailure, reason: &str, source: Option<Source>) -> Result<()> {
+    /// Finishes a draft as failed (nothing proposed) and announces it (with the inbox row of the
+    /// event being applied, if one is).
+    async fn fail(
+        &self,
+        cause: &Envelope,
+        d: &store::DraftRow,
+        failure: DraftFailure,
+        reason: &str,
+        source: Option<Source>,
+        inbox: Option<&Inbox>,
+    ) -> Result<()> {
         let name = match failure {
             DraftFailure::Flagged => "flagged",
             DraftFailure::Guardrail => "guardrail",
@@ -331,6 +344,11 @@ impl Assist {
                 reason: reason.to_owned(),
             };
             enqueue(&mut tx, &Envelope::caused_by(cause, &event)).await?;
+            if let Some(inbox) = inbox
+                && !inbox.record(&mut tx).await?
+            {
+                return Ok(()); // applied by another delivery meanwhile: this one rolls back
+            }
         }
         tx.commit().await?;
         metrics::counter!("ai_drafts_total", "state" => "failed", "source" => "none").increment(1);
@@ -389,7 +407,7 @@ impl Assist {
         // Parked: the draft fails as unavailable (the connection above is back in the pool).
         if let Some(d) = parked {
             let why = format!("the model could not be used: {reason}");
-            self.fail(&f.env, &d, DraftFailure::Unavailable, &why, Some(Source::Model)).await?;
+            self.fail(&f.env, &d, DraftFailure::Unavailable, &why, Some(Source::Model), None).await?;
         }
         Ok(())
     }

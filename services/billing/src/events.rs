@@ -52,7 +52,7 @@ pub struct ApplyAskingStripe(pub Billing);
 
 #[async_trait::async_trait]
 impl Effect<StripeEventReceived> for ApplyAskingStripe {
-    async fn run(&self, env: &Envelope, event: StripeEventReceived, _pool: &PgPool) -> Result<(), HandlerError> {
+    async fn run(&self, env: &Envelope, event: StripeEventReceived, _pool: &PgPool, _inbox: &sb_bus::Inbox) -> Result<(), HandlerError> {
         let ev = stripe_event(event)?;
         self.0.apply_event_asking_stripe(env, &ev).await.map(drop).map_err(failure)
     }

@@ -39,7 +39,7 @@ pub struct SyncSignedUp(pub CrmSync);
 
 #[async_trait::async_trait]
 impl Effect<UserSignedUp> for SyncSignedUp {
-    async fn run(&self, env: &Envelope, event: UserSignedUp, _pool: &PgPool) -> Result<(), HandlerError> {
+    async fn run(&self, env: &Envelope, event: UserSignedUp, _pool: &PgPool, _inbox: &sb_bus::Inbox) -> Result<(), HandlerError> {
         self.0.signed_up(&event, env.occurred_at).await.map_err(handler_error)
     }
 }
@@ -48,7 +48,7 @@ pub struct SyncUserUpdated(pub CrmSync);
 
 #[async_trait::async_trait]
 impl Effect<UserUpdated> for SyncUserUpdated {
-    async fn run(&self, env: &Envelope, event: UserUpdated, _pool: &PgPool) -> Result<(), HandlerError> {
+    async fn run(&self, env: &Envelope, event: UserUpdated, _pool: &PgPool, _inbox: &sb_bus::Inbox) -> Result<(), HandlerError> {
         self.0.user_updated(&event, env.occurred_at).await.map_err(handler_error)
     }
 }
@@ -57,7 +57,7 @@ pub struct SyncAccessChanged(pub CrmSync);
 
 #[async_trait::async_trait]
 impl Effect<AccessChanged> for SyncAccessChanged {
-    async fn run(&self, _env: &Envelope, event: AccessChanged, _pool: &PgPool) -> Result<(), HandlerError> {
+    async fn run(&self, _env: &Envelope, event: AccessChanged, _pool: &PgPool, _inbox: &sb_bus::Inbox) -> Result<(), HandlerError> {
         self.0.access_changed(&event).await.map_err(handler_error)
     }
 }

@@ -51,7 +51,7 @@ pub struct SendOverSmtp(pub SmtpMailer);
 
 #[async_trait::async_trait]
 impl Effect<EmailRequested> for SendOverSmtp {
-    async fn run(&self, env: &Envelope, req: EmailRequested, _pool: &PgPool) -> Result<(), HandlerError> {
+    async fn run(&self, env: &Envelope, req: EmailRequested, _pool: &PgPool, _inbox: &sb_bus::Inbox) -> Result<(), HandlerError> {
         let email = crate::service::email_for(env.id, &req);
         self.0.send(&email).await.map_err(|e| mail_failure("smtp", e))?;
         metrics::counter!("identity_emails_sent_total", "transport" => "smtp").increment(1);
