@@ -87,6 +87,35 @@ async fn a_paid_customers_billing_question_gets_a_draft_within_policy_sent_only_
     assert_eq!(messages.len(), 2);
     assert_eq!((messages[1]["from"].as_str(), messages[1]["body"].as_str()), (Some("support"), Some(reply.as_str())));
     assert_eq!(mine["ticket"]["status"], "waiting_on_you", "{mine}");
+
+    // The customer's next message gets a new local draft; the agent edits it and sends that.
+    let (status, v) = send(
+        sys.web
+            .post(sys.url(&format!("/v1/tickets/{id}/messages")))
+            .bearer_auth(&paid.token)
+            .json(&json!({"body": "Thanks. Which of the two charges will go away, and when?"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let v = wait_for(Duration::from_secs(30), "a second offered draft", || async {
+        let v = staff_view(&sys, &agent, &id).await;
+        let offered = v["drafts"].as_array().is_some_and(|d| d.iter().any(|d| d["state"] == "offered"));
+        offered.then_some(v)
+    })
+    .await;
+    let second = v["drafts"].as_array().unwrap().iter().find(|d| d["state"] == "offered").unwrap().clone();
+    assert_eq!(second["source"], "local");
+    let edited = "The second charge of $49 is a duplicate; our billing team will look at it today and write back.";
+    assert_ne!(second["reply"].as_str(), Some(edited));
+    let approve = format!("/v1/admin/tickets/{id}/drafts/{}/approve", second["id"].as_str().unwrap());
+    let (status, v) = send(sys.web.post(sys.url(&approve)).bearer_auth(&agent.token).json(&json!({"body": edited}))).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["activity"].as_array().unwrap().iter().any(|a| a["detail"] == "AI draft edited and sent"), "{v}");
+    let (_, mine) = send(sys.web.get(sys.url(&format!("/v1/tickets/{id}"))).bearer_auth(&paid.token)).await;
+    let messages = mine["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 4, "{mine}");
+    assert_eq!((messages[3]["from"].as_str(), messages[3]["body"].as_str()), (Some("support"), Some(edited)));
+    assert!(!mine.to_string().contains(second["reply"].as_str().unwrap()), "the unedited draft reached the customer: {mine}");
     sys.stop().await;
 }
 
