@@ -289,8 +289,13 @@ async fn killed_between_commit_and_ack_leaves_one_effect() {
 
 /// Publishes `events` before any consumer runs, so they are all ready at once.
 async fn preload(cfg: &sb_bus::BusConfig, events: &[sb_bus::Envelope]) {
+    preload_bound(cfg, &[TEST_EVENT], events).await;
+}
+
+/// Publishes `events` to the consumer's work queue, bound to `types`, before it starts.
+async fn preload_bound(cfg: &sb_bus::BusConfig, types: &[&str], events: &[sb_bus::Envelope]) {
     let conn = sb_bus::publisher::connect(cfg, "preload").await.unwrap();
-    sb_bus::topology::declare_service(&conn, cfg, SERVICE, &[TEST_EVENT]).await.unwrap();
+    sb_bus::topology::declare_service(&conn, cfg, SERVICE, types).await.unwrap();
     let publisher = sb_bus::Publisher::open(&conn, cfg).await.unwrap();
     for e in events {
         publisher.publish(e, &Default::default()).await.unwrap();
@@ -505,13 +510,7 @@ fn other() -> sb_bus::Envelope {
 }
 
 async fn preload_both(cfg: &sb_bus::BusConfig, events: &[sb_bus::Envelope]) {
-    let conn = sb_bus::publisher::connect(cfg, "preload").await.unwrap();
-    sb_bus::topology::declare_service(&conn, cfg, SERVICE, &[TEST_EVENT, <Other as sb_bus::Event>::TYPE]).await.unwrap();
-    let publisher = sb_bus::Publisher::open(&conn, cfg).await.unwrap();
-    for e in events {
-        publisher.publish(e, &Default::default()).await.unwrap();
-    }
-    conn.close(200, "done".into()).await.unwrap();
+    preload_bound(cfg, &[TEST_EVENT, <Other as sb_bus::Event>::TYPE], events).await;
 }
 
 #[tokio::test]
