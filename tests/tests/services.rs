@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::{
-    net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -21,24 +20,9 @@ fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A port free now, below Linux's ephemeral range (32768–60999): a port the kernel handed out for
-/// `:0` could be handed to another test's connection before the service binds it. Ports come from
-/// a counter starting at a random place, so this test's ports are distinct and other processes'
-/// unlikely to meet them.
+/// A port free now for a service process to bind (see `sb_testkit::reserve_port`).
 fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    const LOW: u16 = 20_000;
-    const SPAN: u16 = 12_000;
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let start = (uuid::Uuid::new_v4().as_u128() % u128::from(SPAN)) as u16;
-    let _ = NEXT.compare_exchange(0, start + 1, Ordering::SeqCst, Ordering::SeqCst);
-    for _ in 0..SPAN {
-        let port = LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port between {LOW} and {}", LOW + SPAN);
+    sb_testkit::reserve_port().local_addr().expect("reserved port").port()
 }
 
 struct Running {

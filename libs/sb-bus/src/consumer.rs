@@ -468,6 +468,8 @@ impl Consumer {
         info!(service = %self.service, queue = %names.work, "consuming");
         let link = Arc::new(Link { names, publisher, acks: AckTracker::new(ch.clone()) });
         let singles = Arc::new(Singles::new(shutdown.child_token()));
+        // Should this session be dropped (a shutdown's grace period over), its handlers go with it.
+        let _abort_on_drop = singles.abort.clone().drop_guard();
 
         // Database-only events queue for the batcher: few batches in flight, so deliveries pile
         // up into large batches while one commits. Everything else starts at once on a task of

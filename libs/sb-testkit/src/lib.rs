@@ -80,6 +80,32 @@ impl Drop for TestDb {
     }
 }
 
+/// Reserves a `127.0.0.1` port for a server that starts later (its address must be known before
+/// it binds, e.g. by services started first, or a child process's setting). A port from `:0` could
+/// be handed to a parallel test's connection meanwhile; these come from below the kernel's
+/// ephemeral range, from a process-wide counter that starts at a random place (so one process never
+/// hands out a port twice, and other processes are unlikely to meet them), and stay bound until the
+/// caller drops the listener just before its server binds.
+pub fn reserve_port() -> std::net::TcpListener {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse::<u32>().ok()))
+        .unwrap_or(32_768);
+    let low = 10_000u32;
+    let span = ephemeral_from.saturating_sub(low).max(1);
+    let start = (Uuid::new_v4().as_u128() % u128::from(span)) as u32;
+    let _ = NEXT.compare_exchange(0, start + 1, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..span {
+        let port = low + NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return listener;
+        }
+    }
+    panic!("no free port between {low} and {ephemeral_from}");
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, or fails after `timeout` with `what`.
 pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where

@@ -92,8 +92,9 @@ async fn launch(
         None => TestService::start_in(&identity::def(), &prefix, &owned(identity_extra)).await,
     };
     // billing's local checkout posts webhooks to the gateway, which starts after it: reserve the
-    // gateway's port first.
-    let gateway_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // gateway's port first, held until the gateway starts.
+    let reserved = sb_testkit::reserve_port();
+    let gateway_addr = reserved.local_addr().unwrap();
     let public = format!("http://{gateway_addr}");
     let mut bl = owned(&[("SWITCHBOARD_PUBLIC_URL", &public)]);
     bl.extend(owned(billing_extra));
@@ -117,6 +118,7 @@ async fn launch(
     gw.extend(owned(gateway_extra));
     gw.push(("GATEWAY_IDENTITY_URL".into(), format!("http://{}", identity.grpc)));
     gw.push(("GATEWAY_BILLING_URL".into(), format!("http://{}", billing.grpc)));
+    drop(reserved);
     let gateway = TestService::start_in(&gateway::def(), &prefix, &gw).await;
     System { prefix, identity, billing, crm_sync, support, ai, gateway, base: public, web: reqwest::Client::new() }
 }
