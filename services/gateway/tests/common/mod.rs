@@ -120,7 +120,9 @@ async fn launch(
     gw.push(("GATEWAY_BILLING_URL".into(), format!("http://{}", billing.grpc)));
     drop(reserved);
     let gateway = TestService::start_in(&gateway::def(), &prefix, &gw).await;
-    System { prefix, identity, billing, crm_sync, support, ai, gateway, base: public, web: reqwest::Client::new() }
+    // A request that hangs fails the test naming its URL, not at nextest's timeout.
+    let web = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().expect("HTTP client");
+    System { prefix, identity, billing, crm_sync, support, ai, gateway, base: public, web }
 }
 
 /// A signed-in user as a test sees them.
