@@ -124,13 +124,15 @@ pub struct InvoiceSpec<'a> {
     pub created: i64,
     pub amount: i64,
     pub attempt_count: i64,
+    /// The subscription's price, billed on the invoice's one line (empty: the fixture's line).
+    pub price: &'a str,
 }
 
 /// A subscription `invoice` (linked the current way, through `parent.subscription_details`).
 pub fn invoice(s: &InvoiceSpec<'_>) -> Value {
     let paid = s.status == "paid";
     let metadata = if s.account_id.is_empty() { json!({}) } else { json!({"account_id": s.account_id}) };
-    build(
+    let mut obj = build(
         include_str!("../fixtures/invoice.json"),
         json!({
             "id": s.id, "customer": s.customer, "status": s.status, "created": s.created,
@@ -144,7 +146,27 @@ pub fn invoice(s: &InvoiceSpec<'_>) -> Value {
             "status_transitions": {"finalized_at": s.created, "marked_uncollectible_at": null,
                                    "paid_at": if paid { json!(s.created) } else { Value::Null }, "voided_at": null},
         }),
-    )
+    );
+    if s.price.is_empty() {
+        return obj;
+    }
+    // One subscription line billing the price, as Stripe's `line_item` carries it today
+    // (`pricing.price_details.price`, linked through `parent.subscription_item_details`).
+    let mut line = obj["lines"]["data"][0].take();
+    line = with(
+        line,
+        json!({
+            "id": format!("il_{}", s.id.trim_start_matches("in_")), "invoice": s.id, "amount": s.amount, "subtotal": s.amount,
+            "description": "1 × Switchboard (at the plan's price / month)", "quantity": 1,
+            "period": {"start": s.created, "end": s.created + 30 * 86_400},
+            "parent": {"type": "subscription_item_details", "invoice_item_details": null,
+                       "subscription_item_details": {"invoice_item": null, "proration": false, "proration_details": {"credited_items": null},
+                                                     "subscription": s.subscription, "subscription_item": format!("si_{}", s.subscription.trim_start_matches("sub_"))}},
+            "pricing": {"type": "price_details", "price_details": {"price": s.price, "product": "prod_switchboard"},
+                        "unit_amount_decimal": s.amount.to_string()},
+        }),
+    );
+    with(obj, json!({"lines": {"object": "list", "data": [line], "has_more": false, "url": format!("/v1/invoices/{}/lines", s.id)}}))
 }
 
 /// A card `charge` of `amount`, of which `amount_refunded` was refunded.
@@ -207,6 +229,9 @@ mod tests {
         assert_eq!(ev["data"]["object"]["id"], "sub_1");
         let inv = invoice(&InvoiceSpec { id: "in_1", subscription: "sub_1", status: "paid", amount: 900, ..Default::default() });
         assert_eq!(inv["parent"]["subscription_details"]["subscription"], "sub_1");
+        let priced = invoice(&InvoiceSpec { id: "in_2", subscription: "sub_1", status: "paid", price: "price_1", ..Default::default() });
+        assert_eq!(priced["lines"]["data"][0]["pricing"]["price_details"]["price"], "price_1");
+        assert_eq!(priced["lines"]["data"][0]["parent"]["subscription_item_details"]["subscription"], "sub_1");
         assert_eq!(charge("ch_1", "cus_1", 900, 900, 1)["refunded"], true);
     }
 }

@@ -511,9 +511,13 @@ pub fn read(ev: &StripeEvent) -> Result<Fact, Invalid> {
                 next_payment_attempt: o.get("next_payment_attempt").and_then(Value::as_i64).and_then(timestamp),
             };
             let moved = if failed { SubscriptionStatus::PastDue } else { SubscriptionStatus::Active };
+            // The price the subscription bills, from the invoice's line (today's
+            // `pricing.price_details.price`, or the older `price`), so that an invoice applied
+            // before its subscription's own event still names the plan.
+            let price_id = id_at(o, "/lines/data/0/pricing/price_details/price").or_else(|| id_at(o, "/lines/data/0/price")).unwrap_or_default();
             let subscription = subscription_id
                 .filter(|_| ev.event_type != "invoice.payment_succeeded")
-                .map(|sub| fact_for(&sub, &customer, moved, !failed, Source::Invoice));
+                .map(|sub| SubscriptionFact { price_id, ..fact_for(&sub, &customer, moved, !failed, Source::Invoice) });
             Fact::Invoice { invoice, subscription, failed }
         }
         "charge.refunded" => {
@@ -825,6 +829,7 @@ mod tests {
             created: 40,
             amount: 900,
             attempt_count: 1,
+            price: "price_switchboard_pro",
         });
         let Fact::Invoice { invoice, subscription: Some(s), failed: true } =
             read(&ev("evt_4", "invoice.payment_failed", 40, inv)).unwrap_or_else(|e| panic!("{e}"))
@@ -835,6 +840,7 @@ mod tests {
             (s.status, invoice.status, invoice.subscription_id.as_deref()),
             (SubscriptionStatus::PastDue, InvoiceStatus::Open, Some("sub_1"))
         );
+        assert_eq!(s.price_id, "price_switchboard_pro", "the invoice's line names the subscription's price");
         let bad = objects::with(
             objects::subscription(&SubscriptionSpec { id: "sub_1", customer: "cus_1", status: "active", ..Default::default() }),
             serde_json::json!({"status": "bogus"}),

@@ -82,6 +82,7 @@ pub fn checkout_paid(session: &Checkout, customer: &str, now: DateTime<Utc>) -> 
         created: now,
         amount: session.amount,
         attempt_count: 1,
+        price: &session.price_id,
     });
     let completed = objects::checkout_session(&CheckoutSpec {
         id: &session.session_id,

@@ -42,6 +42,7 @@ fn lifecycle(account: AccountId, tag: &str, t0: i64, cancel: bool) -> Vec<(Strin
             created: t,
             amount: 4900,
             attempt_count: 1,
+            price: PRO,
         })
     };
     let session = objects::checkout_session(&CheckoutSpec {
@@ -169,6 +170,35 @@ async fn duplicate_deliveries_and_stripes_double_event_objects_have_one_effect()
     b.stop().await;
 }
 
+/// Stripe does not order its webhooks: the first invoice's `invoice.paid` can be applied before
+/// `customer.subscription.created`. The access it grants names the plan from the invoice's line
+/// at once, never "active" with no plan (and so no entitlements) in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invoice_paid_before_its_subscription_event_grants_access_with_the_plan() {
+    let b = start(&[]).await;
+    let account = AccountId::new();
+    let a = account.to_string();
+    let t = now() - 60;
+    let invoice = objects::invoice(&InvoiceSpec {
+        id: "in_first",
+        customer: "cus_first",
+        subscription: "sub_first",
+        account_id: &a,
+        status: "paid",
+        created: t,
+        amount: 4900,
+        attempt_count: 1,
+        price: PRO,
+    });
+    b.publish_stripe_event(stripe_event("invoice.paid", t, invoice).1).await;
+    let access = b.wait_access(account, AccessStatus::Active).await;
+    assert_eq!(access.plan, "pro", "{access:?}");
+    assert!(access.entitlements.iter().any(|e| e == "ai_assist"), "{access:?}");
+    let changes = b.outbox("billing.access.changed.v1").await;
+    assert!(changes.iter().all(|c| c["plan"] == "pro"), "a change without the plan was announced: {changes:?}");
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_refund_revokes_access_and_a_partial_one_does_not() {
     let b = start(&[]).await;
@@ -227,6 +257,7 @@ async fn a_failed_payment_keeps_access_for_the_grace_period_then_revokes_it() {
         created: t,
         amount: 1900,
         attempt_count: 1,
+        price: PRO,
     });
     b.publish_stripe_event(stripe_event("invoice.payment_failed", t, failed).1).await;
     let past_due = b.wait_access(account, AccessStatus::PastDue).await;

@@ -246,6 +246,7 @@ fn renewal_event(i: usize, created: i64) -> (String, Vec<u8>) {
             created,
             amount: 4900,
             attempt_count: 1,
+            price: "price_switchboard_pro",
         });
         objects::event(&evt, "invoice.paid", created, inv)
     };

@@ -77,6 +77,7 @@ fn invoice_event(id: &str, created: i64, lines: usize) -> Value {
         created,
         amount: 2900,
         attempt_count: 1,
+        price: "",
     });
     let line = inv["lines"]["data"][0].clone();
     let data: Vec<Value> =

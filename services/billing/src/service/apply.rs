@@ -118,7 +118,7 @@ impl Billing {
             Fact::Invoice { invoice, subscription, failed } => {
                 store::apply_invoice(conn, invoice, ev.created).await?;
                 if let Some(sub) = subscription {
-                    store::apply_subscription(conn, sub, "").await?;
+                    store::apply_subscription(conn, sub, &plans.name_for_price(&sub.price_id)).await?;
                 }
                 if *failed {
                     let failed = PaymentFailed {
