@@ -132,16 +132,25 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
 /// Deletes the given queues and, with a prefix, that prefix's exchanges (test cleanup).
 pub async fn delete_topology(amqp: &str, prefix: Option<&str>, queues: &[String]) {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let Ok(conn) = lapin::Connection::connect(amqp, lapin::ConnectionProperties::default()).await else { return };
-    if let Ok(ch) = conn.create_channel().await {
+    // Cleanup never hangs a test: a step the broker does not answer within its time is reported
+    // and skipped (CI once saw a queue deletion go unanswered until nextest's 300 s timeout).
+    async fn step<T>(what: &str, f: impl std::future::Future<Output = T>) -> Option<T> {
+        let r = tokio::time::timeout(Duration::from_secs(15), f).await;
+        if r.is_err() {
+            eprintln!("test cleanup: RabbitMQ did not answer {what} within 15 s; left behind");
+        }
+        r.ok()
+    }
+    let Some(Ok(conn)) = step("connect", lapin::Connection::connect(amqp, lapin::ConnectionProperties::default())).await else { return };
+    if let Some(Ok(ch)) = step("channel.open", conn.create_channel()).await {
         for q in queues {
-            let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+            let _ = step(&format!("queue.delete {q}"), ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())).await;
         }
         for ex in prefix.map(|p| [format!("{p}.events"), format!("{p}.unrouted")]).into_iter().flatten() {
-            let _ = ch.exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default()).await;
+            let _ = step(&format!("exchange.delete {ex}"), ch.exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default())).await;
         }
     }
-    let _ = conn.close(200, "cleanup".into()).await;
+    let _ = step("connection.close", conn.close(200, "cleanup".into())).await;
 }
 
 /// One service's queues under `cfg`: work, DLQ and retry rungs.
