@@ -167,6 +167,15 @@ impl Ops {
             }
         }
         ch.close(200, "released".into()).await?;
+        // A quorum queue takes the released messages back a moment after the close: wait for
+        // them (briefly), so that a count taken next includes what was just shown.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !out.is_empty() && tokio::time::Instant::now() < deadline {
+            if self.count(&n.dlq).await?.is_none_or(|c| c as usize >= out.len()) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         Ok(out)
     }
 
