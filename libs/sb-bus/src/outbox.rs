@@ -1,10 +1,15 @@
 //! Transactional outbox: events are written with the state change that causes them and published
 //! by a relay that marks a row sent only after the broker confirmed it.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
 
 use futures::future::join_all;
-use sqlx::{PgConnection, PgPool, postgres::PgListener};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -15,27 +20,53 @@ use crate::{
     trace,
 };
 
-/// PostgreSQL NOTIFY channel the relay listens on.
-pub const NOTIFY_CHANNEL: &str = "sb_outbox";
-
 /// Records `env` for publication as part of the caller's transaction. Nothing is published unless
-/// that transaction commits; when it does, the relay is woken at once.
+/// that transaction commits.
+///
+/// The relay of `env.source` in this process is told at once ([`Hint`]); it looks for the row
+/// a moment later and keeps looking briefly until the commit shows it. There is no `NOTIFY`:
+/// PostgreSQL serialises the commits of every notifying transaction in the cluster (a global
+/// lock held through the WAL flush), which made each service's commits wait for the others'.
 pub async fn enqueue(conn: &mut PgConnection, env: &Envelope) -> Result<(), sqlx::Error> {
     let headers = serde_json::to_value(trace::current_headers()).unwrap_or_default();
     let payload = serde_json::to_value(env).unwrap_or_default();
-    sqlx::query(
-        "WITH ins AS (INSERT INTO sb_outbox (event_id, event_type, payload, headers) VALUES ($1, $2, $3, $4) RETURNING 1)
-         SELECT pg_notify($5, '') FROM ins",
-    )
-    .bind(env.id)
-    .bind(&env.event_type)
-    .bind(payload)
-    .bind(headers)
-    .bind(NOTIFY_CHANNEL)
-    .execute(conn)
-    .await?;
+    sqlx::query("INSERT INTO sb_outbox (event_id, event_type, payload, headers) VALUES ($1, $2, $3, $4)")
+        .bind(env.id)
+        .bind(&env.event_type)
+        .bind(payload)
+        .bind(headers)
+        .execute(conn)
+        .await?;
+    Hint::of(&env.source).notify_one();
     Ok(())
 }
+
+/// Tells a service's relay (in this process) that an event was enqueued: one per producing
+/// service, so several services in one process (tests, benchmarks) do not wake each other.
+pub struct Hint;
+
+impl Hint {
+    pub fn of(service: &str) -> Arc<Notify> {
+        static HINTS: OnceLock<Mutex<HashMap<String, Arc<Notify>>>> = OnceLock::new();
+        let mut hints = HINTS.get_or_init(Default::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        hints.entry(service.to_owned()).or_default().clone()
+    }
+}
+
+/// After a hint, the relay looks at these intervals until it is hinted again (each hint starts
+/// over): the transaction that enqueued usually commits within a few milliseconds.
+const WATCH: [Duration; 10] = [
+    Duration::from_millis(1),
+    Duration::from_millis(1),
+    Duration::from_millis(1),
+    Duration::from_millis(2),
+    Duration::from_millis(2),
+    Duration::from_millis(4),
+    Duration::from_millis(8),
+    Duration::from_millis(16),
+    Duration::from_millis(32),
+    Duration::from_millis(64),
+];
 
 /// Committed events not yet confirmed by the broker (the backlog operators watch).
 pub async fn pending(pool: &PgPool) -> Result<i64, sqlx::Error> {
@@ -48,8 +79,10 @@ pub struct OutboxRelay {
     pool: PgPool,
     cfg: BusConfig,
     name: String,
+    /// Enqueues in this process for this service.
+    hint: Arc<Notify>,
     batch: i64,
-    /// How often to look for rows even without a NOTIFY (missed notifications, retry backoff).
+    /// How often to look for rows without a hint (another process's rows, retry backoff).
     poll: Duration,
     /// Published rows older than this are deleted.
     retention: Duration,
@@ -70,6 +103,7 @@ impl OutboxRelay {
             pool,
             cfg,
             name: format!("{service} outbox relay"),
+            hint: Hint::of(service),
             batch: 256,
             poll: Duration::from_millis(500),
             retention: Duration::from_secs(7 * 24 * 3600),
@@ -96,21 +130,34 @@ impl OutboxRelay {
     }
 
     async fn session(&self, shutdown: &CancellationToken, backoff: &mut Backoff) -> anyhow::Result<()> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(NOTIFY_CHANNEL).await?;
         let conn = publisher::connect(&self.cfg, &self.name).await?;
         crate::topology::declare_exchange(&conn, &self.cfg).await?;
         let publisher = Publisher::open(&conn, &self.cfg).await?;
         debug!(relay = %self.name, "outbox relay connected");
         let mut last_cleanup = tokio::time::Instant::now();
+        // Where in `WATCH` the relay is (None: no hint pending, poll slowly).
+        let mut watch: Option<usize> = None;
+        let mut look = true;
         loop {
-            // Drain everything due, then wait for a NOTIFY or the poll interval.
-            while self.publish_batch(&publisher).await? == self.batch as usize {}
-            backoff.reset();
+            if look {
+                // Drain everything due.
+                while self.publish_batch(&publisher).await? == self.batch as usize {}
+                backoff.reset();
+            }
             if last_cleanup.elapsed() > Duration::from_secs(600) {
                 self.cleanup().await;
                 last_cleanup = tokio::time::Instant::now();
             }
+            let wait = match watch {
+                Some(i) if i < WATCH.len() => {
+                    watch = Some(i + 1);
+                    WATCH[i]
+                }
+                _ => {
+                    watch = None;
+                    self.poll
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     // One last drain so committed events are not left for the next start.
@@ -118,8 +165,13 @@ impl OutboxRelay {
                     let _ = conn.close(200, "shutdown".into()).await;
                     return Ok(());
                 }
-                n = listener.recv() => { n?; }
-                _ = tokio::time::sleep(self.poll) => {}
+                _ = self.hint.notified() => {
+                    // Not committed yet, most likely: look after the first step.
+                    watch = Some(0);
+                    look = false;
+                    continue;
+                }
+                _ = tokio::time::sleep(wait) => look = true,
             }
             if !conn.status().connected() {
                 anyhow::bail!("broker connection lost");
