@@ -514,7 +514,8 @@ pub fn read(ev: &StripeEvent) -> Result<Fact, Invalid> {
             // The price the subscription bills, from the invoice's line (today's
             // `pricing.price_details.price`, or the older `price`), so that an invoice applied
             // before its subscription's own event still names the plan.
-            let price_id = id_at(o, "/lines/data/0/pricing/price_details/price").or_else(|| id_at(o, "/lines/data/0/price")).unwrap_or_default();
+            let price_id =
+                id_at(o, "/lines/data/0/pricing/price_details/price").or_else(|| id_at(o, "/lines/data/0/price")).unwrap_or_default();
             let subscription = subscription_id
                 .filter(|_| ev.event_type != "invoice.payment_succeeded")
                 .map(|sub| SubscriptionFact { price_id, ..fact_for(&sub, &customer, moved, !failed, Source::Invoice) });
