@@ -23,7 +23,7 @@ use crate::{
 /// Records `env` for publication as part of the caller's transaction. Nothing is published unless
 /// that transaction commits.
 ///
-/// The relay of `env.source` in this process is told at once ([`Hint`]); it looks for the row
+/// The relay of `env.source` in this process is told at once; it looks for the row
 /// a moment later and keeps looking briefly until the commit shows it. There is no `NOTIFY`:
 /// PostgreSQL serialises the commits of every notifying transaction in the cluster (a global
 /// lock held through the WAL flush), which made each service's commits wait for the others'.
@@ -37,20 +37,16 @@ pub async fn enqueue(conn: &mut PgConnection, env: &Envelope) -> Result<(), sqlx
         .bind(headers)
         .execute(conn)
         .await?;
-    Hint::of(&env.source).notify_one();
+    hint(&env.source).notify_one();
     Ok(())
 }
 
-/// Tells a service's relay (in this process) that an event was enqueued: one per producing
+/// What tells a service's relay (in this process) that an event was enqueued: one per producing
 /// service, so several services in one process (tests, benchmarks) do not wake each other.
-pub struct Hint;
-
-impl Hint {
-    pub fn of(service: &str) -> Arc<Notify> {
-        static HINTS: OnceLock<Mutex<HashMap<String, Arc<Notify>>>> = OnceLock::new();
-        let mut hints = HINTS.get_or_init(Default::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        hints.entry(service.to_owned()).or_default().clone()
-    }
+fn hint(service: &str) -> Arc<Notify> {
+    static HINTS: OnceLock<Mutex<HashMap<String, Arc<Notify>>>> = OnceLock::new();
+    let mut hints = HINTS.get_or_init(Default::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    hints.entry(service.to_owned()).or_default().clone()
 }
 
 /// After a hint, the relay looks at these intervals until it is hinted again (each hint starts
@@ -103,7 +99,7 @@ impl OutboxRelay {
             pool,
             cfg,
             name: format!("{service} outbox relay"),
-            hint: Hint::of(service),
+            hint: hint(service),
             batch: 256,
             poll: Duration::from_millis(500),
             retention: Duration::from_secs(7 * 24 * 3600),
@@ -135,29 +131,12 @@ impl OutboxRelay {
         let publisher = Publisher::open(&conn, &self.cfg).await?;
         debug!(relay = %self.name, "outbox relay connected");
         let mut last_cleanup = tokio::time::Instant::now();
-        // Where in `WATCH` the relay is (None: no hint pending, poll slowly).
-        let mut watch: Option<usize> = None;
-        let mut look = true;
+        // When to look next, and the next step of `WATCH` after that look (`WATCH.len()`: none,
+        // poll slowly). A hint brings the next look forward; it never puts one off, so a steady
+        // stream of hints cannot keep the relay from looking.
+        let mut next_look = tokio::time::Instant::now();
+        let mut step = WATCH.len();
         loop {
-            if look {
-                // Drain everything due.
-                while self.publish_batch(&publisher).await? == self.batch as usize {}
-                backoff.reset();
-            }
-            if last_cleanup.elapsed() > Duration::from_secs(600) {
-                self.cleanup().await;
-                last_cleanup = tokio::time::Instant::now();
-            }
-            let wait = match watch {
-                Some(i) if i < WATCH.len() => {
-                    watch = Some(i + 1);
-                    WATCH[i]
-                }
-                _ => {
-                    watch = None;
-                    self.poll
-                }
-            };
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     // One last drain so committed events are not left for the next start.
@@ -167,15 +146,30 @@ impl OutboxRelay {
                 }
                 _ = self.hint.notified() => {
                     // Not committed yet, most likely: look after the first step.
-                    watch = Some(0);
-                    look = false;
+                    step = 0;
+                    next_look = next_look.min(tokio::time::Instant::now() + WATCH[0]);
                     continue;
                 }
-                _ = tokio::time::sleep(wait) => look = true,
+                _ = tokio::time::sleep_until(next_look) => {}
             }
             if !conn.status().connected() {
                 anyhow::bail!("broker connection lost");
             }
+            // Drain everything due.
+            while self.publish_batch(&publisher).await? == self.batch as usize {}
+            backoff.reset();
+            if last_cleanup.elapsed() > Duration::from_secs(600) {
+                self.cleanup().await;
+                last_cleanup = tokio::time::Instant::now();
+            }
+            let wait = match WATCH.get(step) {
+                Some(&w) => {
+                    step += 1;
+                    w
+                }
+                None => self.poll,
+            };
+            next_look = tokio::time::Instant::now() + wait;
         }
     }
 
