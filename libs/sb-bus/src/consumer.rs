@@ -239,7 +239,8 @@ impl AckTracker {
     }
 }
 
-/// The events a session handles one at a time, each on its own task.
+/// A session's tasks: the batcher of database-only events, and every delivery handled on its own
+/// (effects, early returns, undecodable bodies, events of a failed batch).
 struct Singles {
     tasks: TaskTracker,
     /// Ends the session's delivery stream (shutdown, or a task's broker error).
