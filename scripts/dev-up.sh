@@ -54,7 +54,8 @@ cat <<TXT
 
 Switchboard is running — all six services answered /readyz.
 
-  Gateway (portal REST, Stripe webhook)  http://$(http_of gateway)
+  Customer portal (open in a browser)    http://$(http_of gateway)/app/
+  Gateway (REST API docs, Stripe webhook) http://$(http_of gateway)/docs   webhook: /webhooks/stripe
   RabbitMQ dashboard                     http://127.0.0.1:15672   (guest / guest)
   Operator CLI                           target/debug/switchboard dlq list   (also: queues, catalog)
 

@@ -5,6 +5,8 @@
 #     versions in services/gateway/tests/contract/requirements.txt. The virtualenv lives in
 #     /opt/switchboard-schemathesis when this runs as root (kept across clones), else in
 #     .run/tools/schemathesis of this checkout.
+#   * For the browser tests: Debian's chromium (never a browser downloaded by a tool) and the npm
+#     packages pinned in tests/browser/package-lock.json (`npm ci`, only when the lockfile changed).
 #
 # Prints the schemathesis executable's path on stdout (for scripts/test.sh). Idempotent and fast
 # when everything is there already (no pip call at all then).
@@ -39,4 +41,24 @@ else
     echo "$want" > "$STAMP"
     log "installed: $("$VENV/bin/schemathesis" --version) ($VENV)"
 fi
+
+# Browser tests: Debian's Chromium and the pinned npm packages.
+if [ ! -x /usr/bin/chromium ]; then
+    [ "$(id -u)" -eq 0 ] || die "Debian's chromium is missing; install it (apt-get install chromium)"
+    log "installing Debian's chromium (browser tests)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+fi
+log "ok: $(/usr/bin/chromium --version 2>/dev/null | head -1)"
+command -v npm >/dev/null || die "npm is missing (Node.js 18 or later with npm is needed for the browser tests)"
+LOCK=tests/browser/package-lock.json
+BSTAMP=tests/browser/node_modules/.lock.sha256
+bwant="$(sha256sum "$LOCK" | cut -d' ' -f1)"
+if [ "$(cat "$BSTAMP" 2>/dev/null)" != "$bwant" ]; then
+    log "installing the browser tests' npm packages from $LOCK"
+    (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >&2)
+    echo "$bwant" > "$BSTAMP"
+fi
+log "ok: playwright-core $(node -p 'require("./tests/browser/node_modules/playwright-core/package.json").version')"
+
 echo "$VENV/bin/schemathesis"

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 
 use axum::{
     extract::{ConnectInfo, FromRef, FromRequestParts},
-    http::{HeaderMap, request::Parts},
+    http::{HeaderMap, Method, StatusCode, header, request::Parts},
+    middleware::Next,
+    response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
 use sb_proto::identity::v1 as pb;
@@ -105,6 +107,59 @@ fn token_from(headers: &HeaderMap) -> Option<String> {
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == SESSION_COOKIE)
         .map(|(_, v)| v.to_owned())
+}
+
+/// The origins whose pages may make state-changing requests with the session cookie: this
+/// gateway's own (the `Host` the request was sent to) and the configured CORS origins.
+#[derive(Debug, Clone)]
+pub struct SameSite {
+    allowed: Vec<String>,
+}
+
+impl SameSite {
+    pub fn new(cors_origins: &[String]) -> Self {
+        Self { allowed: cors_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect() }
+    }
+
+    /// Whether a request carrying these headers comes from one of our own pages. Browsers send
+    /// `Sec-Fetch-Site` (current ones) or `Origin` (every one, on a POST) and a page cannot
+    /// forge either; a request with neither is not from a browser page we served.
+    fn admits(&self, headers: &HeaderMap) -> bool {
+        if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+            if site == "same-origin" {
+                return true;
+            }
+        }
+        let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return false };
+        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+        if self.allowed.iter().any(|a| *a == origin) {
+            return true;
+        }
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
+        let origin_host = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+        !host.is_empty() && origin_host == Some(host.as_str())
+    }
+}
+
+/// CSRF protection: a state-changing request (anything but GET, HEAD, OPTIONS) authenticated by
+/// the session cookie alone must come from our own pages; otherwise it is refused with 403 before
+/// any handler runs. Requests with `Authorization: Bearer` are not affected: a browser never adds
+/// that header to a cross-site request by itself. (The cookie is also `SameSite=Strict`.)
+pub async fn refuse_cross_site(same_site: std::sync::Arc<SameSite>, req: axum::extract::Request, next: Next) -> Response {
+    let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let headers = req.headers();
+    let cookie_only = !headers.contains_key(header::AUTHORIZATION) && token_from(headers).is_some();
+    if unsafe_method && cookie_only && !same_site.admits(headers) {
+        tracing::warn!(method = %req.method(), path = %req.uri().path(), "cross-site request with the session cookie refused");
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_site_request",
+            "Cross-site request refused",
+            Some("a request that changes something with the session cookie must come from this site's own pages".into()),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// A signed-in caller: their principal, as identity resolved it from their token.

@@ -14,8 +14,9 @@ pub mod openapi;
 pub mod routes;
 pub mod service;
 pub mod store;
+pub mod web;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -106,6 +107,7 @@ pub fn api(cfg: config::GatewayConfig, service_token: SecretString, pool: PgPool
     let crm = CrmClient::new(channel(&cfg.crm_sync_url)?);
     let support = SupportClient::new(channel(&cfg.support_url)?);
     let ai = AssistClient::new(channel(&cfg.ai_url)?);
+    let cors_origins = cfg.cors_origins.clone();
     let origins: Vec<HeaderValue> = cfg.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
@@ -133,6 +135,7 @@ pub fn api(cfg: config::GatewayConfig, service_token: SecretString, pool: PgPool
         .merge(routes::support::router())
         .merge(routes::webhook::router())
         .merge(openapi::router())
+        .merge(web::router())
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
         .with_state(state)
@@ -140,7 +143,9 @@ pub fn api(cfg: config::GatewayConfig, service_token: SecretString, pool: PgPool
     for (name, value) in headers {
         router = router.layer(SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value)));
     }
+    let csrf = Arc::new(auth::SameSite::new(&cors_origins));
     Ok(router
+        .layer(axum::middleware::from_fn(move |req, next| auth::refuse_cross_site(csrf.clone(), req, next)))
         .layer(cors)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid)))

@@ -324,20 +324,18 @@ pub async fn create_portal(State(app): State<AppState>, session: Session, body: 
     Ok(Json(PortalOut { url: p.into_inner().url }))
 }
 
-/// Pages are plain HTML with inline styles only; this loosens the API's `default-src 'none'`
-/// just enough for them (no scripts anywhere).
+/// The local pages: plain HTML with the portal's stylesheet and no script, under the portal's
+/// Content-Security-Policy (nothing inline).
 fn page(title: &str, body: &str) -> Response {
     let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem}}\
-         .box{{border:1px solid #ccc;border-radius:8px;padding:1.5rem}}button{{font-size:1rem;padding:.6rem 1.2rem}}\
-         .note{{color:#666;font-size:.9rem}}</style></head><body>{body}</body></html>"
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title} · Switchboard</title>\
+         <link rel=\"stylesheet\" href=\"{css}\"></head><body><header class=\"top\"><a class=\"brand\" href=\"/app/\">Switchboard</a></header>\
+         <main>{body}</main></body></html>",
+        css = crate::web::stylesheet(),
     );
     let mut resp = Html(html).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
-    );
+    resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(crate::web::PAGE_CSP));
     resp
 }
 
@@ -368,8 +366,8 @@ pub async fn local_checkout_page(
         _ => "<p>This checkout session has expired. Start a new one from the portal.</p>".to_owned(),
     };
     let body = format!(
-        "<div class=\"box\"><h1>Switchboard checkout</h1><p>Plan <strong>{plan}</strong>: {amount} per month.</p>{action}\
-         <p class=\"note\">Local checkout: no Stripe key is configured, so no card is charged. Paying sends the same signed \
+        "<div class=\"card\"><h1>Switchboard checkout</h1><p>Plan <strong>{plan}</strong>: {amount} per month.</p>{action}\
+         <p class=\"muted small\">Local checkout: no Stripe key is configured, so no card is charged. Paying sends the same signed \
          webhooks Stripe would send to this gateway.</p><p><a href=\"{cancel}\">Cancel</a></p></div>",
         plan = escape(&c.plan),
         amount = escape(&money(c.amount, &c.currency)),
@@ -413,7 +411,7 @@ pub async fn local_portal_page(State(app): State<AppState>, session: Session) ->
         ),
         None => "<p>No active subscription.</p>".to_owned(),
     };
-    let body = format!("<div class=\"box\"><h1>Billing portal</h1><p>{}</p>{action}</div>", escape(&status));
+    let body = format!("<div class=\"card\"><h1>Billing portal</h1><p>{}</p>{action}</div>", escape(&status));
     Ok(page("Billing portal", &body))
 }
 
@@ -433,8 +431,8 @@ pub async fn cancel_local_subscription(State(app): State<AppState>, session: Ses
 pub async fn local_done() -> Response {
     page(
         "Payment received",
-        "<div class=\"box\"><h1>Payment received</h1><p>Your access is being provisioned and is usually active within a second. \
-         <a href=\"/v1/me\">Check your account</a>.</p></div>",
+        "<div class=\"card\"><h1>Payment received</h1><p>Your access is being provisioned and is usually active within a second. \
+         <a href=\"/app/\">Back to your dashboard</a>.</p></div>",
     )
 }
 
@@ -442,5 +440,8 @@ pub async fn local_done() -> Response {
 #[utoipa::path(get, path = "/billing/local/cancelled", tag = "billing",
     responses((status = 200, description = "HTML page", content_type = "text/html")))]
 pub async fn local_cancelled() -> Response {
-    page("Checkout cancelled", "<div class=\"box\"><h1>Checkout cancelled</h1><p>Nothing was charged.</p></div>")
+    page(
+        "Checkout cancelled",
+        "<div class=\"card\"><h1>Checkout cancelled</h1><p>Nothing was charged.</p><p><a href=\"/app/\">Back to your dashboard</a></p></div>",
+    )
 }

@@ -115,12 +115,20 @@ fn session_response(app: &AppState, status: StatusCode, grant: pb::SessionGrant)
     let secure = if app.cfg.secure_cookies { "; Secure" } else { "" };
     let cookie = format!("{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}", grant.token);
     let out = SessionOut { token: grant.token, expires_at: time(grant.expires_at), user: grant.user.map(Into::into) };
+    // Not a secret: tells the portal's script that a session cookie exists (it cannot read the
+    // HttpOnly one), so an anonymous visit does not start with a request bound to fail.
+    let hint = format!("{SIGNED_IN_COOKIE}=1; Path=/; SameSite=Strict; Max-Age={max_age}{secure}");
     let mut resp = (status, Json(out)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        resp.headers_mut().insert(header::SET_COOKIE, v);
+    for c in [cookie, hint] {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
     }
     resp
 }
+
+/// Set beside the session cookie, readable by the portal's script; holds nothing but `1`.
+pub const SIGNED_IN_COOKIE: &str = "sb_signed_in";
 
 /// Create an account and its first user, and sign in.
 #[utoipa::path(post, path = "/v1/signup", tag = "portal", request_body = SignUpIn,
@@ -160,6 +168,7 @@ pub async fn log_out(State(app): State<AppState>, session: Session) -> Result<Re
     app.identity().log_out(session.request(pb::LogOutRequest {})).await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("sb_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"));
+    resp.headers_mut().append(header::SET_COOKIE, HeaderValue::from_static("sb_signed_in=; Path=/; SameSite=Strict; Max-Age=0"));
     Ok(resp)
 }
 

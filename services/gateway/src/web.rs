@@ -1,0 +1,114 @@
+//! The customer portal: a browser app the gateway serves itself from files compiled into the
+//! binary (`services/gateway/web/`), so nothing is fetched from the internet at run time and
+//! `make run` needs no JavaScript toolchain. The app talks to the `/v1` REST API like any client.
+//!
+//! - `/app/...` answers the app shell (client-side routes), revalidated on every load;
+//! - each file is served at `/assets/<stem>.<content hash>.<ext>` and cached for a year (a changed
+//!   file gets a new name, and the shell names the new one);
+//! - every page carries a strict Content-Security-Policy: scripts, styles and connections to this
+//!   origin only, no inline script or style.
+
+use std::{collections::HashMap, sync::LazyLock};
+
+use axum::{
+    Router,
+    extract::Path,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Redirect, Response},
+    routing::get,
+};
+use sha2::{Digest, Sha256};
+use tower_http::compression::CompressionLayer;
+
+use crate::{AppState, error::ApiError};
+
+/// The policy of every page the gateway serves to a browser.
+pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+                            base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The app's files: name, content type, content.
+const FILES: &[(&str, &str, &[u8])] = &[
+    ("app.js", "text/javascript; charset=utf-8", include_bytes!("../web/app.js")),
+    ("app.css", "text/css; charset=utf-8", include_bytes!("../web/app.css")),
+    ("icon.svg", "image/svg+xml", include_bytes!("../web/icon.svg")),
+];
+
+const SHELL: &str = include_str!("../web/index.html");
+
+struct Web {
+    /// Served name (`app.1a2b3c4d5e6f.js`) → content type and content.
+    assets: HashMap<String, (&'static str, &'static [u8])>,
+    /// The shell with each `{{name}}` replaced by the file's served path.
+    shell: String,
+}
+
+static WEB: LazyLock<Web> = LazyLock::new(|| {
+    let mut assets = HashMap::new();
+    let mut shell = SHELL.to_owned();
+    for &(name, content_type, body) in FILES {
+        let served = hashed_name(name, body);
+        shell = shell.replace(&format!("{{{{{name}}}}}"), &format!("/assets/{served}"));
+        assets.insert(served, (content_type, body));
+    }
+    Web { assets, shell }
+});
+
+/// `app.js` with content `body` → `app.<first 12 hex digits of its SHA-256>.js`.
+fn hashed_name(name: &str, body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    match name.rsplit_once('.') {
+        Some((stem, ext)) => format!("{stem}.{hash}.{ext}"),
+        None => format!("{name}.{hash}"),
+    }
+}
+
+/// Where the stylesheet is served, for the gateway's server-rendered pages (local checkout).
+pub fn stylesheet() -> String {
+    let (name, _, body) = FILES.iter().find(|f| f.0 == "app.css").copied().unwrap_or(("app.css", "", b""));
+    format!("/assets/{}", hashed_name(name, body))
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/app/") }))
+        .route("/app", get(shell))
+        .route("/app/", get(shell))
+        .route("/app/{*path}", get(shell))
+        .route("/assets/{name}", get(asset))
+        .layer(CompressionLayer::new())
+}
+
+/// The app shell; the app itself decides what to show for the path (and shows "not found").
+async fn shell() -> Response {
+    let mut resp = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], WEB.shell.clone()).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    resp
+}
+
+async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
+    let &(content_type, body) = WEB.assets.get(&name).ok_or_else(|| ApiError::not_found("asset"))?;
+    let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shell_names_every_file_by_its_content_hash() {
+        for &(name, _, body) in FILES {
+            let served = hashed_name(name, body);
+            assert!(WEB.shell.contains(&format!("/assets/{served}")), "the shell does not name {name}");
+            assert!(WEB.assets.contains_key(&served));
+        }
+        assert!(!WEB.shell.contains("{{"), "a placeholder in index.html names no file");
+        assert_ne!(hashed_name("a.js", b"1"), hashed_name("a.js", b"2"));
+    }
+}

@@ -1,0 +1,573 @@
+// Switchboard customer portal. A small single-page app over the gateway's /v1 REST API: no
+// framework, no build step, no inline script (the page's Content-Security-Policy forbids it).
+// Every element is built with DOM calls (never innerHTML), so nothing the API returns can
+// become markup.
+
+const main = document.getElementById('main');
+const nav = document.getElementById('nav');
+const banner = document.getElementById('banner');
+
+// ---------------------------------------------------------------------------------------------
+// DOM helper: h('p', {class: 'x'}, 'text', child, ...)
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (v === true) el.setAttribute(k, '');
+    else el.setAttribute(k, String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function link(href, text, attrs = {}) {
+  return h('a', { href, 'data-link': true, ...attrs }, text);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API. Errors become an ApiError whose message is safe and meant for a person; the raw
+// body is never shown.
+
+class ApiError extends Error {
+  constructor(message, status, code) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function messageFor(status, problem, retryAfter) {
+  const detail = problem && typeof problem.detail === 'string' ? problem.detail : '';
+  const title = problem && typeof problem.title === 'string' ? problem.title : '';
+  switch (status) {
+    case 401:
+      return 'Your session has ended. Please log in again.';
+    case 403:
+      return 'You do not have permission to do that.';
+    case 404:
+      return 'We could not find that. It may have been removed, or it belongs to another account.';
+    case 429:
+      return `Too many attempts. Please wait ${retryAfter || 'a few'} seconds and try again.`;
+    case 502:
+    case 503:
+    case 504:
+      return 'Switchboard is temporarily unavailable. Nothing was lost; please try again in a moment.';
+    default:
+      if (status >= 500) return 'Something went wrong on our side. Please try again; if it keeps happening, contact support.';
+      if (detail) return sentence(detail);
+      if (title) return sentence(title);
+      return `The request was not accepted (error ${status}).`;
+  }
+}
+
+function sentence(s) {
+  const t = s.trim();
+  if (!t) return t;
+  const first = t[0].toUpperCase() + t.slice(1);
+  return /[.!?]$/.test(first) ? first : `${first}.`;
+}
+
+async function api(method, path, body, headers = {}) {
+  const init = { method, headers: { accept: 'application/json', ...headers }, credentials: 'same-origin' };
+  if (body !== undefined) {
+    init.headers['content-type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let r;
+  try {
+    r = await fetch(path, init);
+  } catch {
+    throw new ApiError('We could not reach Switchboard. Check your connection and try again.', 0, 'network');
+  }
+  if (r.status === 204) return null;
+  const type = r.headers.get('content-type') || '';
+  const data = type.includes('json') ? await r.json().catch(() => null) : null;
+  if (!r.ok) {
+    const err = new ApiError(messageFor(r.status, data, r.headers.get('retry-after')), r.status, data && data.code);
+    if (r.status === 401 && !path.startsWith('/v1/login') && !path.startsWith('/v1/signup')) {
+      session.me = null;
+      document.cookie = 'sb_signed_in=; Path=/; Max-Age=0; SameSite=Strict';
+    }
+    throw err;
+  }
+  return data;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session and navigation
+
+const session = { me: null, loaded: false };
+
+// The gateway sets `sb_signed_in=1` (no secret) beside the HttpOnly session cookie: without it
+// there is no session to ask about.
+function maybeSignedIn() {
+  return document.cookie.split(';').some((c) => c.trim() === 'sb_signed_in=1');
+}
+
+async function loadMe() {
+  if (!maybeSignedIn()) {
+    session.me = null;
+    session.loaded = true;
+    return null;
+  }
+  try {
+    session.me = await api('GET', '/v1/me');
+  } catch (e) {
+    if (e.status !== 401) throw e;
+    session.me = null;
+  }
+  session.loaded = true;
+  return session.me;
+}
+
+function go(path, replace = false) {
+  if (replace) history.replaceState(null, '', path);
+  else history.pushState(null, '', path);
+  render();
+}
+
+document.addEventListener('click', (ev) => {
+  const a = ev.target.closest && ev.target.closest('a[data-link]');
+  if (!a || ev.defaultPrevented || ev.button !== 0 || ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.altKey) return;
+  ev.preventDefault();
+  go(a.getAttribute('href'));
+});
+window.addEventListener('popstate', () => render());
+
+function drawNav(path) {
+  const items = session.me
+    ? [['/app/', 'Dashboard'], ['/app/billing', 'Billing'], ['/app/tickets', 'Support'], ['/app/profile', 'Profile']]
+    : [['/app/login', 'Log in'], ['/app/signup', 'Sign up']];
+  const links = items.map(([href, text]) => link(href, text, { 'aria-current': current(path, href) ? 'page' : null }));
+  if (session.me) links.push(h('button', { type: 'button', onclick: logOut }, 'Log out'));
+  nav.replaceChildren(...links);
+  const imp = session.me && session.me.impersonated_by;
+  if (imp) {
+    banner.hidden = false;
+    banner.replaceChildren(`You are viewing the portal as ${session.me.user ? session.me.user.email : 'this user'}, on behalf of ${imp.name || imp.email}. Everything you do is recorded in the audit log.`);
+  } else {
+    banner.hidden = true;
+    banner.replaceChildren();
+  }
+}
+
+function current(path, href) {
+  if (href === '/app/') return path === '/app/' || path === '/app';
+  return path === href || path.startsWith(`${href}/`);
+}
+
+async function logOut() {
+  try {
+    await api('POST', '/v1/logout');
+  } catch {
+    // The session is gone either way.
+  }
+  session.me = null;
+  go('/app/login');
+}
+
+// Each page: a function that fills `main`. `show` replaces the page's content and moves focus to
+// its heading, so keyboard and screen-reader users land on the new page.
+function show(title, ...content) {
+  document.title = `${title} · Switchboard`;
+  const heading = h('h1', { tabindex: '-1' }, title);
+  main.replaceChildren(heading, ...content);
+  if (show.focus) heading.focus({ preventScroll: true });
+  show.focus = true;
+}
+show.focus = false;
+
+function errorBox(e) {
+  return h('p', { class: 'error', role: 'alert' }, e instanceof ApiError ? e.message : 'Something went wrong. Please try again.');
+}
+
+const routes = [
+  [/^\/app\/?$/, dashboard, true],
+  [/^\/app\/login$/, login, false],
+  [/^\/app\/signup$/, signup, false],
+  [/^\/app\/billing$/, billing, true],
+  [/^\/app\/tickets$/, tickets, true],
+  [/^\/app\/tickets\/new$/, newTicket, true],
+  [/^\/app\/tickets\/([0-9a-f-]{36})$/, ticket, true],
+  [/^\/app\/profile$/, profile, true],
+];
+
+let renderSeq = 0;
+async function render() {
+  const seq = ++renderSeq;
+  const path = location.pathname;
+  clearTimeout(render.poll);
+  try {
+    if (!session.loaded) await loadMe();
+    const route = routes.find(([re]) => re.test(path));
+    if (!route) {
+      drawNav(path);
+      show('Page not found', h('p', {}, 'There is no page at this address. ', link('/app/', 'Go to your dashboard'), '.'));
+      return;
+    }
+    const [re, page, needsSession] = route;
+    if (needsSession && !session.me) {
+      go(`/app/login?next=${encodeURIComponent(path)}`, true);
+      return;
+    }
+    if (!needsSession && session.me) {
+      go('/app/', true);
+      return;
+    }
+    drawNav(path);
+    await page(...path.match(re).slice(1));
+  } catch (e) {
+    if (seq !== renderSeq) return;
+    if (e instanceof ApiError && e.status === 401) {
+      go(`/app/login?next=${encodeURIComponent(path)}`, true);
+      return;
+    }
+    drawNav(path);
+    show('Something went wrong', errorBox(e), h('p', {}, h('button', { type: 'button', onclick: () => render() }, 'Try again')));
+  }
+}
+
+// A form whose submit button is disabled while the request runs (a double click sends once),
+// with its error shown above it.
+function form(fields, submitText, onSubmit, extra = []) {
+  const status = h('div', { 'aria-live': 'assertive' });
+  const button = h('button', { type: 'submit' }, submitText);
+  const f = h('form', { novalidate: true }, status, ...fields, h('div', { class: 'actions' }, button, ...extra));
+  f.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    if (button.disabled) return;
+    button.disabled = true;
+    status.replaceChildren();
+    try {
+      await onSubmit(new FormData(f));
+    } catch (e) {
+      status.replaceChildren(errorBox(e));
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return f;
+}
+
+function field(label, name, attrs = {}, hint) {
+  const control = attrs.type === 'textarea' ? h('textarea', { name, ...attrs, type: null }) : h('input', { name, ...attrs });
+  return h('label', {}, label, hint ? h('span', { class: 'hint' }, hint) : null, control);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pages: signing in
+
+async function login() {
+  const next = new URLSearchParams(location.search).get('next');
+  show(
+    'Log in',
+    form(
+      [
+        field('Email', 'email', { type: 'email', autocomplete: 'username', required: true }),
+        field('Password', 'password', { type: 'password', autocomplete: 'current-password', required: true }),
+      ],
+      'Log in',
+      async (data) => {
+        await api('POST', '/v1/login', { email: data.get('email'), password: data.get('password') });
+        await loadMe();
+        go(next && next.startsWith('/app/') ? next : '/app/');
+      },
+    ),
+    h('p', {}, 'New here? ', link('/app/signup', 'Create an account'), '.'),
+  );
+}
+
+async function signup() {
+  show(
+    'Create your account',
+    form(
+      [
+        field('Your name', 'name', { autocomplete: 'name', required: true }),
+        field('Email', 'email', { type: 'email', autocomplete: 'email', required: true }),
+        field('Password', 'password', { type: 'password', autocomplete: 'new-password', required: true, minlength: 12 }, 'At least 12 characters.'),
+        field('Company', 'account_name', { autocomplete: 'organization' }, 'Optional; your name is used if you leave it empty.'),
+      ],
+      'Create account',
+      async (data) => {
+        await api('POST', '/v1/signup', {
+          name: data.get('name'),
+          email: data.get('email'),
+          password: data.get('password'),
+          account_name: data.get('account_name') || '',
+        });
+        await loadMe();
+        go('/app/');
+      },
+    ),
+    h('p', {}, 'Already have an account? ', link('/app/login', 'Log in'), '.'),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access in plain words
+
+function date(s) {
+  if (!s) return '';
+  const d = new Date(s);
+  return Number.isNaN(d.getTime()) ? '' : d.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+}
+
+function money(amount, currency) {
+  try {
+    return new Intl.NumberFormat(undefined, { style: 'currency', currency: (currency || 'usd').toUpperCase() }).format(amount / 100);
+  } catch {
+    return `${(amount / 100).toFixed(2)} ${currency || ''}`;
+  }
+}
+
+// What the account's access means, and what the customer can do about it.
+function accessState(me) {
+  const a = me.access;
+  if (!a) {
+    return {
+      tone: 'warn',
+      headline: 'We cannot show your plan right now',
+      text: 'Billing is not answering at the moment. Your access has not changed; this page will show it again as soon as billing is back.',
+      action: null,
+    };
+  }
+  switch (a.status) {
+    case 'none':
+      return { tone: 'warn', headline: 'Unpaid: no plan yet', text: 'Choose a plan to get access. You can cancel at any time.', action: 'checkout' };
+    case 'pending':
+      return {
+        tone: 'info',
+        headline: 'Pending provisioning',
+        text: `We are waiting for the payment provider to confirm your payment${a.reason ? ` (${a.reason})` : ''}. This usually takes a few seconds; this page updates by itself.`,
+        action: null,
+        poll: true,
+      };
+    case 'active':
+      return {
+        tone: 'ok',
+        headline: `Active: ${a.plan || 'your'} plan`,
+        text: a.entitlements && a.entitlements.length ? `Included: ${a.entitlements.join(', ')}.` : 'Your access is active.',
+        action: 'portal',
+      };
+    case 'past_due':
+      return {
+        tone: 'warn',
+        headline: 'Past due: your last payment failed',
+        text: a.grace_until
+          ? `Your access continues until ${date(a.grace_until)}. Update your payment method before then to keep it.`
+          : 'Your access continues for a grace period. Update your payment method to keep it.',
+        action: 'portal',
+      };
+    case 'revoked':
+      return {
+        tone: 'bad',
+        headline: 'Access ended',
+        text: `${a.reason ? sentence(a.reason) : 'Your subscription ended.'} Start a new subscription to get access again.`,
+        action: 'checkout',
+      };
+    default:
+      return { tone: 'warn', headline: 'Access status unknown', text: a.message || '', action: null };
+  }
+}
+
+async function startCheckout(plan) {
+  const c = await api('POST', '/v1/billing/checkout', plan ? { plan } : undefined);
+  location.assign(c.url);
+}
+
+async function openPortal() {
+  const p = await api('POST', '/v1/billing/portal');
+  location.assign(p.url);
+}
+
+function accessCard(me, plans) {
+  const s = accessState(me);
+  const card = h('section', { class: `card state ${s.tone}`, 'aria-labelledby': 'access-h' },
+    h('h2', { id: 'access-h' }, 'Your access'),
+    h('p', { class: 'headline', 'data-status': me.access ? me.access.status : 'unknown' }, s.headline),
+    h('p', {}, s.text));
+  const err = h('div', { 'aria-live': 'assertive' });
+  card.append(err);
+  const act = (fn) => async (ev) => {
+    const b = ev.currentTarget;
+    if (b.disabled) return;
+    b.disabled = true;
+    err.replaceChildren();
+    try {
+      await fn();
+    } catch (e) {
+      err.replaceChildren(errorBox(e));
+      b.disabled = false;
+    }
+  };
+  if (s.action === 'checkout' && me.role === 'customer') {
+    const choice = plans && plans.length > 1
+      ? h('label', {}, 'Plan', h('select', { name: 'plan', id: 'plan' }, plans.map((p) => h('option', { value: p.name }, `${p.name}: ${money(p.amount, p.currency)} a month`))))
+      : null;
+    const only = plans && plans.length === 1 ? h('p', { class: 'muted' }, `${plans[0].name}: ${money(plans[0].amount, plans[0].currency)} a month.`) : null;
+    card.append(only || '', choice || '', h('div', { class: 'actions' },
+      h('button', { type: 'button', onclick: act(() => startCheckout(choice ? choice.querySelector('select').value : '')) }, 'Choose plan and pay')));
+  }
+  if (s.action === 'portal' && me.role === 'customer') {
+    card.append(h('div', { class: 'actions' }, h('button', { type: 'button', class: 'secondary', onclick: act(openPortal) }, 'Manage billing')));
+  }
+  if (s.poll) {
+    render.poll = setTimeout(() => { if (location.pathname.replace(/\/$/, '') === '/app') render(); }, 1500);
+  }
+  return card;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pages: signed in
+
+async function dashboard() {
+  const [me, plans, list] = await Promise.all([
+    loadMe(),
+    api('GET', '/v1/billing/plans').catch(() => []),
+    api('GET', '/v1/tickets').catch(() => null),
+  ]);
+  if (!me) throw new ApiError('', 401);
+  drawNav(location.pathname);
+  const who = me.user ? me.user.name || me.user.email : '';
+  const open = list ? list.filter((t) => t.status !== 'resolved') : null;
+  show(
+    who ? `Welcome, ${who}` : 'Your dashboard',
+    accessCard(me, plans),
+    h('section', { class: 'card', 'aria-labelledby': 'support-h' },
+      h('h2', { id: 'support-h' }, 'Support'),
+      open === null
+        ? h('p', {}, 'Your tickets cannot be shown right now. ', link('/app/tickets', 'Try the support page'), '.')
+        : h('p', {}, open.length === 0 ? 'You have no open tickets. ' : `You have ${open.length} open ticket${open.length === 1 ? '' : 's'}. `,
+          link('/app/tickets', 'See your tickets'), ' or ', link('/app/tickets/new', 'ask us something'), '.')),
+    h('section', { class: 'card', 'aria-labelledby': 'account-h' },
+      h('h2', { id: 'account-h' }, 'Account'),
+      h('dl', { class: 'facts' },
+        h('dt', {}, 'Company'), h('dd', {}, me.account ? me.account.name : ''),
+        h('dt', {}, 'Email'), h('dd', {}, me.user ? me.user.email : ''),
+        h('dt', {}, 'Role'), h('dd', {}, me.role))),
+  );
+}
+
+async function billing() {
+  const [b, plans] = await Promise.all([api('GET', '/v1/billing'), api('GET', '/v1/billing/plans').catch(() => [])]);
+  const me = { ...session.me, access: b.access };
+  const invoices = b.invoices || [];
+  show(
+    'Billing',
+    accessCard(me, plans),
+    h('section', { class: 'card', 'aria-labelledby': 'inv-h' },
+      h('h2', { id: 'inv-h' }, 'Invoices'),
+      invoices.length === 0
+        ? h('p', { class: 'muted' }, 'No invoices yet.')
+        : h('div', { class: 'table-wrap' }, h('table', {},
+          h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Date'), h('th', { scope: 'col' }, 'Amount'), h('th', { scope: 'col' }, 'Status'))),
+          h('tbody', {}, invoices.map((i) => h('tr', {}, h('td', {}, date(i.created)), h('td', {}, money(i.amount_paid || i.amount_due, i.currency)), h('td', {}, i.status))))))),
+    h('section', { class: 'card', 'aria-labelledby': 'hist-h' },
+      h('h2', { id: 'hist-h' }, 'Access history'),
+      (b.history || []).length === 0
+        ? h('p', { class: 'muted' }, 'No changes yet.')
+        : h('ul', {}, b.history.map((c) => h('li', {}, `${date(c.at || c.changed_at)} ${c.from} → ${c.to}${c.plan ? ` (${c.plan})` : ''}${c.reason ? `: ${c.reason}` : ''}`)))),
+  );
+}
+
+function statusBadge(t) {
+  return h('span', { class: `badge ${t.status}` }, t.status_text ? t.status_text.split(':')[0] : t.status);
+}
+
+async function tickets() {
+  const list = await api('GET', '/v1/tickets');
+  show(
+    'Support',
+    h('div', { class: 'actions' }, link('/app/tickets/new', 'Open a ticket', { class: 'button' })),
+    h('section', { class: 'card', 'aria-labelledby': 'list-h' },
+      h('h2', { id: 'list-h' }, 'Your tickets'),
+      list.length === 0
+        ? h('p', { class: 'muted' }, 'You have not opened any tickets yet.')
+        : h('ul', { class: 'tickets' }, list.map((t) => h('li', {},
+          link(`/app/tickets/${t.id}`, t.subject), ' ', statusBadge(t),
+          h('div', { class: 'small muted' }, `${t.status_text} · opened ${date(t.created_at)}`))))),
+  );
+}
+
+const CATEGORIES = [['technical', 'Something is not working'], ['billing', 'Billing and payments'], ['account', 'My account and login'], ['other', 'Something else']];
+
+async function newTicket() {
+  // One key per form: a double click or a retried request opens one ticket.
+  const key = crypto.randomUUID();
+  show(
+    'Open a ticket',
+    form(
+      [
+        field('Subject', 'subject', { required: true, maxlength: 200 }),
+        h('label', {}, 'What is it about?', h('select', { name: 'category' }, CATEGORIES.map(([v, t]) => h('option', { value: v }, t)))),
+        field('Message', 'body', { type: 'textarea', required: true, maxlength: 10000 }),
+      ],
+      'Send',
+      async (data) => {
+        const t = await api('POST', '/v1/tickets', { subject: data.get('subject'), body: data.get('body'), category: data.get('category') }, { 'idempotency-key': key });
+        go(`/app/tickets/${t.ticket ? t.ticket.id : t.id}`);
+      },
+      [link('/app/tickets', 'Cancel')],
+    ),
+  );
+}
+
+async function ticket(id) {
+  const v = await api('GET', `/v1/tickets/${id}`);
+  const t = v.ticket;
+  const closed = t.status === 'resolved';
+  show(
+    t.subject,
+    h('p', {}, statusBadge(t), ' ', h('span', { class: 'muted' }, (t.status_text || '').split(':').slice(1).join(':').trim())),
+    h('ol', { class: 'thread', 'aria-label': 'Messages' }, v.messages.map((m) => h('li', { class: m.from },
+      h('div', { class: 'who' }, m.from === 'support' ? 'Support' : 'You', h('span', { class: 'muted small' }, ` · ${date(m.created_at)}`)),
+      h('p', { class: 'body' }, m.body)))),
+    form(
+      [field(closed ? 'Reply (reopens the ticket)' : 'Reply', 'body', { type: 'textarea', required: true, maxlength: 10000 })],
+      'Send reply',
+      async (data) => {
+        await api('POST', `/v1/tickets/${id}/messages`, { body: data.get('body') });
+        render();
+      },
+      closed ? [] : [h('button', { type: 'button', class: 'secondary', onclick: async (ev) => {
+        ev.currentTarget.disabled = true;
+        try {
+          await api('POST', `/v1/tickets/${id}/close`);
+          render();
+        } catch (e) {
+          main.prepend(errorBox(e));
+          ev.currentTarget.disabled = false;
+        }
+      } }, 'Close ticket')],
+    ),
+    h('p', {}, link('/app/tickets', 'All your tickets')),
+  );
+}
+
+async function profile() {
+  const me = await loadMe();
+  const saved = h('div', { 'aria-live': 'polite' });
+  show(
+    'Profile',
+    saved,
+    form(
+      [
+        field('Name', 'name', { autocomplete: 'name', value: me.user ? me.user.name : '', required: true }),
+        h('p', { class: 'muted' }, `Email: ${me.user ? me.user.email : ''}`),
+      ],
+      'Save',
+      async (data) => {
+        await api('PATCH', '/v1/me', { name: data.get('name') });
+        await loadMe();
+        saved.replaceChildren(h('p', { class: 'success' }, 'Saved.'));
+      },
+    ),
+  );
+}
+
+render();

@@ -1,0 +1,140 @@
+// The customer portal in a real browser (Debian's Chromium driven by playwright-core), against a
+// running Switchboard whose address is BASE_URL. A new customer on a phone-sized window signs up,
+// sees "unpaid", pays with the local checkout, sees access turn active, and opens a ticket with a
+// double click (one ticket). Fails on any request that leaves the machine, any Content-Security-
+// Policy violation or console error, and any serious accessibility violation (axe-core). A
+// screenshot of each state goes to SCREENSHOT_DIR.
+//
+//   BASE_URL=http://127.0.0.1:8080 SCREENSHOT_DIR=/tmp/shots node tests/browser/portal.mjs
+
+import { readFileSync, mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { chromium } from 'playwright-core';
+
+const require = createRequire(import.meta.url);
+const base = process.env.BASE_URL;
+const shots = process.env.SCREENSHOT_DIR || 'screenshots';
+if (!base) throw new Error('BASE_URL is not set');
+mkdirSync(shots, { recursive: true });
+const axe = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+const origin = new URL(base).origin;
+
+const problems = [];
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox'],
+});
+try {
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+  const page = await context.newPage();
+  // Anything that is not this Switchboard is refused and reported.
+  await context.route('**/*', (route) => {
+    const url = route.request().url();
+    if (url.startsWith(origin) || url.startsWith('data:')) return route.continue();
+    problems.push(`request left the machine: ${url}`);
+    return route.abort();
+  });
+  // Failed requests are judged by their responses below; any other console error is a problem.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(`console error on ${page.url()}: ${m.text()}`);
+  });
+  // Every answer is a success, except the ones a step below expects (`expected` holds them).
+  const expected = [];
+  page.on('response', (r) => {
+    const at = `${r.request().method()} ${new URL(r.url()).pathname}`;
+    if (r.status() < 400) return;
+    const i = expected.findIndex(([s, what]) => s === r.status() && what === at);
+    if (i >= 0) expected.splice(i, 1);
+    else problems.push(`unexpected ${r.status()} for ${at}`);
+  });
+  page.on('pageerror', (e) => problems.push(`page error on ${page.url()}: ${e.message}`));
+
+  let n = 0;
+  const shot = async (name) => page.screenshot({ path: `${shots}/${String(++n).padStart(2, '0')}-${name}.png`, fullPage: true });
+  const accessible = async (what) => {
+    await page.evaluate(axe);
+    const r = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+    for (const v of r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')) {
+      problems.push(`accessibility (${what}): ${v.id}: ${v.help} (${v.nodes.map((x) => x.target.join(' ')).join(', ')})`);
+    }
+  };
+  const status = () => page.locator('[data-status]').getAttribute('data-status');
+
+  // A visitor lands on the login page and goes on to sign up.
+  await page.goto(`${base}/`);
+  await page.getByRole('heading', { name: 'Log in' }).waitFor();
+  await accessible('log in');
+  await shot('login');
+  await page.getByRole('link', { name: 'Create an account' }).click();
+  await page.getByRole('heading', { name: 'Create your account' }).waitFor();
+  // A short password is refused with the API's reason, shown as a sentence.
+  const email = `browser-${Date.now()}@example.com`;
+  await page.getByLabel('Your name', { exact: true }).fill('Ada Browser');
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill('short');
+  expected.push([422, 'POST /v1/signup']);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  const err = page.getByRole('alert');
+  await err.waitFor();
+  const errText = await err.innerText();
+  if (!/password/i.test(errText) || /[{}]/.test(errText)) problems.push(`a short password showed "${errText}"`);
+  await accessible('sign up with an error');
+  await shot('signup-error');
+  await page.getByLabel('Password').fill('correct horse battery staple');
+  await page.getByRole('button', { name: 'Create account' }).click();
+
+  // Dashboard: unpaid, in plain words.
+  await page.getByRole('heading', { name: 'Welcome, Ada Browser' }).waitFor();
+  if ((await status()) !== 'none') problems.push(`a new account shows access "${await status()}", not "none"`);
+  await page.getByText('Unpaid: no plan yet').waitFor();
+  await accessible('dashboard, unpaid');
+  await shot('dashboard-unpaid');
+
+  // Pay with the local checkout; back on the dashboard, access turns active by itself.
+  await page.getByRole('button', { name: 'Choose plan and pay' }).click();
+  await page.getByRole('heading', { name: 'Switchboard checkout' }).waitFor();
+  await accessible('local checkout');
+  await shot('checkout');
+  await page.getByRole('button', { name: /^Pay / }).click();
+  await page.getByRole('heading', { name: 'Payment received' }).waitFor();
+  await shot('payment-received');
+  await page.getByRole('link', { name: 'Back to your dashboard' }).click();
+  await page.locator('[data-status="active"]').waitFor({ timeout: 30_000 });
+  await page.getByText(/^Active: /).waitFor();
+  await accessible('dashboard, active');
+  await shot('dashboard-active');
+
+  // Open a ticket; a double click on Send opens one.
+  await page.getByRole('link', { name: 'Support' }).click();
+  await page.getByRole('link', { name: 'Open a ticket' }).click();
+  await page.getByLabel('Subject').fill('How do I export invoices?');
+  await page.getByLabel('What is it about?').selectOption('billing');
+  await page.getByLabel('Message').fill('I need last year\'s invoices as a spreadsheet.');
+  await page.getByRole('button', { name: 'Send' }).dblclick();
+  await page.getByRole('heading', { name: 'How do I export invoices?' }).waitFor();
+  await page.getByText('I need last year\'s invoices as a spreadsheet.').waitFor();
+  await accessible('ticket');
+  await shot('ticket');
+  await page.getByRole('link', { name: 'All your tickets' }).click();
+  await page.getByRole('heading', { name: 'Your tickets' }).waitFor();
+  const listed = await page.locator('ul.tickets li').count();
+  if (listed !== 1) problems.push(`a double-clicked Send listed ${listed} tickets, not 1`);
+  await accessible('ticket list');
+  await shot('tickets');
+
+  // Log out: the portal asks for a login again.
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.getByRole('heading', { name: 'Log in' }).waitFor();
+  await page.goto(`${base}/app/billing`);
+  await page.getByRole('heading', { name: 'Log in' }).waitFor();
+  await shot('logged-out');
+} catch (e) {
+  problems.push(`flow failed: ${e.message}`);
+} finally {
+  await browser.close();
+}
+if (problems.length) {
+  console.error(problems.join('\n'));
+  process.exit(1);
+}
+console.log(`portal flow ok; screenshots in ${shots}`);
