@@ -38,8 +38,16 @@ where
         }));
     }
     let mut out = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        out.push(t.await.unwrap());
+    let slow = std::env::var("BENCH_TRACE_SLOW_MS").ok().and_then(|v| v.parse::<f64>().ok());
+    for (i, t) in tasks.into_iter().enumerate() {
+        let ms = t.await.unwrap();
+        if slow.is_some_and(|s| ms > s) {
+            let at = start + interval * i as u32;
+            let ago = tokio::time::Instant::now().duration_since(at);
+            let wall = chrono::Utc::now() - chrono::Duration::from_std(ago).unwrap_or_default();
+            eprintln!("slow: #{i} at {} took {ms:.1} ms", wall.format("%H:%M:%S%.3f"));
+        }
+        out.push(ms);
     }
     out.sort_by(f64::total_cmp);
     out
