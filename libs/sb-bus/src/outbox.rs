@@ -64,6 +64,14 @@ const WATCH: [Duration; 10] = [
     Duration::from_millis(64),
 ];
 
+/// How far below the highest sequence number seen a claim starts: a transaction that took its
+/// number earlier but commits later (concurrent producers) is still found if it is fewer than this
+/// many rows behind. Anything further behind, and rows waiting for a retry, are found by the sweep.
+const WINDOW: i64 = 1024;
+
+/// How often the relay also looks at every unpublished row (out-of-order stragglers, retries due).
+const SWEEP: Duration = Duration::from_secs(1);
+
 /// Committed events not yet confirmed by the broker (the backlog operators watch).
 pub async fn pending(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM sb_outbox WHERE published_at IS NULL").fetch_one(pool).await
@@ -136,11 +144,18 @@ impl OutboxRelay {
         // stream of hints cannot keep the relay from looking.
         let mut next_look = tokio::time::Instant::now();
         let mut step = WATCH.len();
+        // Claims start above `floor` (see `WINDOW`); a sweep starts at 0.
+        let mut floor = 0i64;
+        let mut last_sweep = tokio::time::Instant::now();
+        let mut sweep = true;
+        // Whether the last look found rows: while rows keep coming, claim at once; after an
+        // empty look (waiting for a commit), check cheaply first.
+        let mut busy = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     // One last drain so committed events are not left for the next start.
-                    let _ = self.publish_batch(&publisher).await;
+                    let _ = self.publish_batch(&publisher, 0).await;
                     let _ = conn.close(200, "shutdown".into()).await;
                     return Ok(());
                 }
@@ -155,8 +170,29 @@ impl OutboxRelay {
             if !conn.status().connected() {
                 anyhow::bail!("broker connection lost");
             }
-            // Drain everything due.
-            while self.publish_batch(&publisher).await? == self.batch as usize {}
+            if last_sweep.elapsed() >= SWEEP {
+                sweep = true;
+            }
+            // Drain everything due: above the floor, or everything on a sweep.
+            let mut from = if sweep { 0 } else { floor };
+            if from > 0 && !busy && !self.any_above(from).await? {
+                // Nothing committed yet: one cheap read instead of a claiming transaction.
+            } else {
+                busy = false;
+                loop {
+                    let (claimed, highest) = self.publish_batch(&publisher, from).await?;
+                    floor = floor.max(highest - WINDOW);
+                    busy |= claimed > 0;
+                    if claimed < self.batch as usize {
+                        break;
+                    }
+                    from = highest;
+                }
+                if sweep {
+                    sweep = false;
+                    last_sweep = tokio::time::Instant::now();
+                }
+            }
             backoff.reset();
             if last_cleanup.elapsed() > Duration::from_secs(600) {
                 self.cleanup().await;
@@ -173,20 +209,35 @@ impl OutboxRelay {
         }
     }
 
-    /// Publishes up to one batch of due rows; returns how many rows it claimed.
-    async fn publish_batch(&self, publisher: &Publisher) -> anyhow::Result<usize> {
-        let mut tx = self.pool.begin().await?;
+    /// Whether any unpublished row lies above `floor` (one statement, no transaction).
+    async fn any_above(&self, floor: i64) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sb_outbox WHERE published_at IS NULL AND seq > $1)")
+            .bind(floor)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Publishes up to one batch of due rows numbered above `floor`; returns how many rows it
+    /// claimed and the highest number among them (0 when none).
+    async fn publish_batch(&self, publisher: &Publisher, floor: i64) -> anyhow::Result<(usize, i64)> {
+        // A plain index scan, not a bitmap one: it marks the entries of rows published since the
+        // last vacuum as dead the first time it passes them and skips them afterwards, so a sweep
+        // stays cheap however far a vacuum lags (about 1.5 ms over 300,000 such entries, against
+        // 13-26 ms for a bitmap scan, which visits every one of their rows every time).
+        let mut tx = self.pool.begin_with("BEGIN; SET LOCAL enable_bitmapscan = off").await?;
+        // The index holds only unpublished rows, in sequence order: the scan starts at `floor`.
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT seq, event_type, payload::text AS payload, headers, attempts FROM sb_outbox
-             WHERE published_at IS NULL AND next_attempt_at <= now()
+             WHERE published_at IS NULL AND seq > $2 AND next_attempt_at <= now()
              ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.batch)
+        .bind(floor)
         .fetch_all(&mut *tx)
         .await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
+        let Some(highest) = rows.last().map(|r| r.seq) else {
+            return Ok((0, 0));
+        };
         // Pipeline every publish on the confirm channel, then collect the confirms.
         let mut pending = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -247,7 +298,7 @@ impl OutboxRelay {
             metrics::counter!("sb_outbox_published_total").increment(sent.len() as u64);
         }
         tx.commit().await?;
-        Ok(rows.len())
+        Ok((rows.len(), highest))
     }
 
     async fn cleanup(&self) {

@@ -61,6 +61,51 @@ async fn committed_event_is_delivered_and_rolled_back_one_is_not() {
     cleanup(&cfg).await;
 }
 
+/// The relay claims rows above the highest number it has seen (less a window), so a row whose
+/// transaction took its number early and committed after later rows were published must still go
+/// out: near ones through the window, far ones (over 1,024 rows behind) through the sweep.
+#[tokio::test]
+async fn rows_committed_out_of_order_are_published_however_far_behind() {
+    let cfg = bus_config("ooo");
+    let producer = database("ooo_p").await;
+    let consumer_db = database("ooo_c").await;
+    let consumer = start_consumer(&cfg, &consumer_db.pool, Recorder::default()).await;
+    let relay = start_relay(&producer.pool, &cfg);
+
+    // Two transactions take their numbers first and stay open.
+    let (near, far) = (event(None), event(None));
+    let mut near_tx = producer.pool.begin().await.unwrap();
+    sb_bus::enqueue(&mut near_tx, &near).await.unwrap();
+    let mut far_tx = producer.pool.begin().await.unwrap();
+    sb_bus::enqueue(&mut far_tx, &far).await.unwrap();
+    // A later row commits and is published: the relay's floor moves past both open rows' numbers
+    // less the window.
+    let mut tx = producer.pool.begin().await.unwrap();
+    sb_bus::enqueue(&mut tx, &event(None)).await.unwrap();
+    tx.commit().await.unwrap();
+    wait_total(&consumer.stats, 1, "the first later row").await;
+    near_tx.commit().await.unwrap();
+    wait_total(&consumer.stats, 2, "the row committed one behind").await;
+    assert_eq!(effects(&consumer_db.pool, near.id).await, 1);
+
+    // 1,100 more rows put the open one past the window; it commits, and the sweep finds it.
+    let mut tx = producer.pool.begin().await.unwrap();
+    for _ in 0..1100 {
+        sb_bus::enqueue(&mut tx, &event(None)).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    wait_total(&consumer.stats, 1102, "the 1,100 later rows").await;
+    far_tx.commit().await.unwrap();
+    wait_total(&consumer.stats, 1103, "the row committed 1,101 behind").await;
+    assert_eq!(effects(&consumer_db.pool, far.id).await, 1);
+    let unsent: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sb_outbox WHERE published_at IS NULL").fetch_one(&producer.pool).await.unwrap();
+    assert_eq!(unsent, 0);
+    relay.cancel();
+    consumer.stop().await;
+    cleanup(&cfg).await;
+}
+
 #[tokio::test]
 async fn the_same_event_delivered_ten_times_concurrently_has_one_effect() {
     let cfg = bus_config("dupes");
