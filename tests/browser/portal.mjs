@@ -3,9 +3,11 @@
 // sees "unpaid", pays with the local checkout, sees access turn active, and opens a ticket with a
 // double click (one ticket). Fails on any request that leaves the machine, any Content-Security-
 // Policy violation or console error, and any serious accessibility violation (axe-core). A
-// screenshot of each state goes to SCREENSHOT_DIR.
+// screenshot of each state goes to SCREENSHOT_DIR. Then a support agent (AGENT_EMAIL,
+// AGENT_PASSWORD) finds the ticket in its queue with its SLA clock, approves the AI draft, and the
+// customer sees the answer in their thread; the customer is refused the console with a clear message.
 //
-//   BASE_URL=http://127.0.0.1:8080 SCREENSHOT_DIR=/tmp/shots node tests/browser/portal.mjs
+//   BASE_URL=http://127.0.0.1:8080 AGENT_EMAIL=... AGENT_PASSWORD=... SCREENSHOT_DIR=/tmp/shots node tests/browser/portal.mjs
 
 import { readFileSync, mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -121,6 +123,57 @@ try {
   if (listed !== 1) problems.push(`a double-clicked Send listed ${listed} tickets, not 1`);
   await accessible('ticket list');
   await shot('tickets');
+
+  const ticketUrl = await page.locator('ul.tickets li a').first().getAttribute('href');
+
+  // A customer who opens a console address is told, in words, that it is not for them.
+  await page.goto(`${base}/app/console`);
+  await page.getByRole('heading', { name: 'Not allowed' }).waitFor();
+  await shot('customer-refused-console');
+
+  // The agent, on a desktop-sized window: the queue, the ticket with its clock, the AI draft.
+  if (process.env.AGENT_EMAIL) {
+    const agentCtx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    await agentCtx.route('**/*', (route) => {
+      const url = route.request().url();
+      if (url.startsWith(origin) || url.startsWith('data:')) return route.continue();
+      problems.push(`request left the machine: ${url}`);
+      return route.abort();
+    });
+    const agent = await agentCtx.newPage();
+    agent.on('pageerror', (e) => problems.push(`page error on ${agent.url()}: ${e.message}`));
+    await agent.goto(`${base}/app/login`);
+    await agent.getByLabel('Email').fill(process.env.AGENT_EMAIL);
+    await agent.getByLabel('Password').fill(process.env.AGENT_PASSWORD);
+    await agent.getByRole('button', { name: 'Log in' }).click();
+    await agent.getByRole('heading', { name: 'Support queues' }).waitFor();
+    await agent.screenshot({ path: `${shots}/${String(++n).padStart(2, '0')}-agent-queues.png`, fullPage: true });
+    await agent.getByRole('link', { name: 'Billing' }).click();
+    await agent.getByRole('link', { name: 'How do I export invoices?' }).click();
+    await agent.getByRole('heading', { name: 'How do I export invoices?' }).waitFor();
+    await agent.getByText('First response').waitFor();
+    // The local drafter answers within seconds; the page shows "pending" until then.
+    const approve = agent.getByRole('button', { name: 'Approve and send' });
+    for (let i = 0; i < 60 && !(await approve.isVisible()); i++) {
+      await agent.waitForTimeout(500);
+      await agent.reload();
+      await agent.getByRole('heading', { name: 'How do I export invoices?' }).waitFor();
+    }
+    await agent.screenshot({ path: `${shots}/${String(++n).padStart(2, '0')}-agent-ticket-with-draft.png`, fullPage: true });
+    const drafted = await agent.locator('#draft-body').inputValue();
+    if (!drafted.trim()) problems.push('the AI draft was empty');
+    await approve.click();
+    await agent.getByText('No draft waiting.').waitFor();
+    await agentCtx.close();
+
+    // The customer sees the answer.
+    await page.goto(`${base}${ticketUrl}`);
+    await page.locator('ol.thread li.support').first().waitFor();
+    const answer = await page.locator('ol.thread li.support .body').first().innerText();
+    if (answer.trim() !== drafted.trim()) problems.push(`the customer saw "${answer}", not the approved draft`);
+    await accessible('ticket with an answer');
+    await shot('customer-sees-answer');
+  }
 
   // Log out: the portal asks for a login again.
   await page.getByRole('button', { name: 'Log out' }).click();

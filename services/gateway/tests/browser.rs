@@ -1,4 +1,4 @@
-//! The portal in a real browser: Debian's Chromium, driven by `tests/browser/portal.mjs`
+//! The portal and the console in a real browser: Debian's Chromium, driven by `tests/browser/portal.mjs`
 //! (playwright-core, axe-core), against every service of this harness (ai-assist too). The
 //! script's own header says what the flow checks. `make test` installs Chromium and the npm
 //! packages (`scripts/install-test-tools.sh`); screenshots go to `target/browser-screenshots/portal`.
@@ -10,7 +10,7 @@ mod common;
 use std::{path::PathBuf, process::Stdio};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_customer_signs_up_pays_and_opens_a_ticket_in_the_portal_on_a_phone() {
+async fn a_new_customer_signs_up_pays_and_opens_a_ticket_and_an_agent_answers_it_with_the_ai_draft() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let browser = root.join("tests/browser");
     assert!(
@@ -24,11 +24,14 @@ async fn a_new_customer_signs_up_pays_and_opens_a_ticket_in_the_portal_on_a_phon
     let _ = std::fs::remove_dir_all(&shots);
 
     let sys = common::start_with_ai(&[]).await;
+    let agent = sys.staff("agent.browser@example.com", sb_types::Role::Agent).await;
     let out = tokio::process::Command::new("node")
         .arg(browser.join("portal.mjs"))
         .env("BASE_URL", &sys.base)
         .env("SCREENSHOT_DIR", &shots)
         .env("CHROMIUM", &chromium)
+        .env("AGENT_EMAIL", &agent.email)
+        .env("AGENT_PASSWORD", common::PASSWORD)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -39,5 +42,5 @@ async fn a_new_customer_signs_up_pays_and_opens_a_ticket_in_the_portal_on_a_phon
     assert!(out.status.success(), "the browser flow failed:\n{stderr}\n{stdout}");
     // A screenshot of every state the flow went through.
     let taken = std::fs::read_dir(&shots).unwrap().count();
-    assert!(taken >= 9, "{taken} screenshots in {}", shots.display());
+    assert!(taken >= 13, "{taken} screenshots in {}", shots.display());
 }

@@ -140,9 +140,11 @@ document.addEventListener('click', (ev) => {
 window.addEventListener('popstate', () => render());
 
 function drawNav(path) {
-  const items = session.me
-    ? [['/app/', 'Dashboard'], ['/app/billing', 'Billing'], ['/app/tickets', 'Support'], ['/app/profile', 'Profile']]
-    : [['/app/login', 'Log in'], ['/app/signup', 'Sign up']];
+  const items = !session.me
+    ? [['/app/login', 'Log in'], ['/app/signup', 'Sign up']]
+    : isStaff()
+      ? [['/app/console', 'Queues'], ['/app/profile', 'Profile']]
+      : [['/app/', 'Dashboard'], ['/app/billing', 'Billing'], ['/app/tickets', 'Support'], ['/app/profile', 'Profile']];
   const links = items.map(([href, text]) => link(href, text, { 'aria-current': current(path, href) ? 'page' : null }));
   if (session.me) links.push(h('button', { type: 'button', onclick: logOut }, 'Log out'));
   nav.replaceChildren(...links);
@@ -154,6 +156,10 @@ function drawNav(path) {
     banner.hidden = true;
     banner.replaceChildren();
   }
+}
+
+function isStaff() {
+  return !!session.me && (session.me.role === 'agent' || session.me.role === 'admin');
 }
 
 function current(path, href) {
@@ -176,7 +182,7 @@ async function logOut() {
 function show(title, ...content) {
   document.title = `${title} · Switchboard`;
   const heading = h('h1', { tabindex: '-1' }, title);
-  main.replaceChildren(heading, ...content);
+  main.replaceChildren(heading, ...content.flat().filter((c) => c !== null && c !== undefined && c !== false));
   if (show.focus) heading.focus({ preventScroll: true });
   show.focus = true;
 }
@@ -195,6 +201,9 @@ const routes = [
   [/^\/app\/tickets\/new$/, newTicket, true],
   [/^\/app\/tickets\/([0-9a-f-]{36})$/, ticket, true],
   [/^\/app\/profile$/, profile, true],
+  [/^\/app\/console$/, consoleQueues, 'staff'],
+  [/^\/app\/console\/queues\/([a-z_]+)$/, consoleQueue, 'staff'],
+  [/^\/app\/console\/tickets\/([0-9a-f-]{36})$/, consoleTicket, 'staff'],
 ];
 
 let renderSeq = 0;
@@ -216,7 +225,17 @@ async function render() {
       return;
     }
     if (!needsSession && session.me) {
-      go('/app/', true);
+      go(isStaff() ? '/app/console' : '/app/', true);
+      return;
+    }
+    if (needsSession === 'staff' && !isStaff()) {
+      drawNav(path);
+      show('Not allowed', h('p', { class: 'error', role: 'alert' }, 'This page is for support agents and admins. Your account cannot open it.'),
+        h('p', {}, link('/app/', 'Go to your dashboard'), '.'));
+      return;
+    }
+    if (isStaff() && (path === '/app/' || path === '/app')) {
+      go('/app/console', true);
       return;
     }
     drawNav(path);
@@ -568,6 +587,118 @@ async function profile() {
       },
     ),
   );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Console (agents and admins)
+
+const QUEUE_NAMES = { human_review: 'Human review (urgent)', billing: 'Billing', technical: 'Technical', account: 'Account' };
+
+function age(seconds) {
+  if (!seconds) return 'none waiting';
+  if (seconds < 90) return `${seconds} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  if (seconds < 172800) return `${Math.round(seconds / 3600)} h`;
+  return `${Math.round(seconds / 86400)} days`;
+}
+
+async function consoleQueues() {
+  const queues = await api('GET', '/v1/admin/queues');
+  show(
+    'Support queues',
+    h('div', { class: 'table-wrap' }, h('table', {},
+      h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Queue'), h('th', { scope: 'col' }, 'Open'), h('th', { scope: 'col' }, 'Unanswered'), h('th', { scope: 'col' }, 'Oldest unanswered'))),
+      h('tbody', {}, queues.map((q) => h('tr', {},
+        h('td', {}, link(`/app/console/queues/${q.queue}`, QUEUE_NAMES[q.queue] || q.queue)),
+        h('td', {}, q.open), h('td', {}, q.unanswered), h('td', {}, age(q.oldest_unanswered_seconds))))))),
+  );
+}
+
+async function consoleQueue(queue) {
+  const list = await api('GET', `/v1/admin/tickets?queue=${encodeURIComponent(queue)}&open=true`);
+  show(
+    QUEUE_NAMES[queue] || queue,
+    h('p', {}, link('/app/console', 'All queues')),
+    list.length === 0
+      ? h('p', { class: 'muted' }, 'No open tickets in this queue.')
+      : h('ul', { class: 'tickets' }, list.map((t) => h('li', {},
+        link(`/app/console/tickets/${t.id}`, t.subject), ' ', h('span', { class: `badge priority-${t.priority}` }, t.priority),
+        h('div', { class: 'small muted' }, `${t.requester_name || t.requester_email} · ${t.tier_now} plan · ${t.status.replaceAll('_', ' ')} · first response ${t.sla ? t.sla.first_response.text : 'n/a'}`)))),
+  );
+}
+
+function clockRow(name, c) {
+  return [h('dt', {}, name), h('dd', { class: `clock ${c.state}` }, c.text || c.state)];
+}
+
+async function consoleTicket(id) {
+  const v = await api('GET', `/v1/admin/tickets/${id}`);
+  const t = v.ticket;
+  const reload = () => render();
+  const offered = (v.drafts || []).find((d) => d.state === 'offered');
+  const sla = t.sla;
+  show(
+    t.subject,
+    h('p', {}, link(`/app/console/queues/${t.queue}`, `Back to ${QUEUE_NAMES[t.queue] || t.queue}`)),
+    h('section', { class: 'card', 'aria-labelledby': 'facts-h' },
+      h('h2', { id: 'facts-h' }, 'Ticket'),
+      h('dl', { class: 'facts' },
+        h('dt', {}, 'From'), h('dd', {}, `${t.requester_name} <${t.requester_email}>`),
+        h('dt', {}, 'Plan'), h('dd', {}, `${t.tier_now} (at intake: ${t.tier_at_intake})`),
+        h('dt', {}, 'Priority'), h('dd', {}, t.priority),
+        h('dt', {}, 'Queue'), h('dd', {}, QUEUE_NAMES[t.queue] || t.queue),
+        h('dt', {}, 'Status'), h('dd', {}, `${t.status.replaceAll('_', ' ')} (customer sees: ${t.customer_status.replaceAll('_', ' ')})`),
+        h('dt', {}, 'Why'), h('dd', {}, t.priority_reasons.join('; ')),
+        sla ? clockRow('First response', sla.first_response) : null,
+        sla ? clockRow('Next response', sla.next_response) : null,
+        sla ? clockRow('Resolution', sla.resolution) : null)),
+    h('h2', {}, 'Conversation'),
+    h('ol', { class: 'thread', 'aria-label': 'Messages' }, v.messages.map((m) => h('li', { class: m.author === 'agent' ? 'support' : 'you' },
+      h('div', { class: 'who' }, m.author === 'agent' ? 'Support' : 'Customer', h('span', { class: 'muted small' }, ` · ${date(m.created_at)}`)),
+      h('p', { class: 'body' }, m.body)))),
+    v.notes.length
+      ? h('section', { class: 'card internal', 'aria-labelledby': 'notes-h' },
+        h('h2', { id: 'notes-h' }, 'Internal notes (never shown to the customer)'),
+        h('ol', { class: 'thread' }, v.notes.map((n) => h('li', {}, h('div', { class: 'who' }, `Note · ${date(n.created_at)}`), h('p', { class: 'body' }, n.body)))))
+      : null,
+    h('section', { class: 'card internal', 'aria-labelledby': 'ai-h' },
+      h('h2', { id: 'ai-h' }, 'AI draft (internal until you send it)'),
+      offered
+        ? [h('p', {}, h('strong', {}, 'Summary: '), offered.summary),
+          form([field('Draft answer (edit before sending if needed)', 'body', { type: 'textarea', id: 'draft-body', required: true, maxlength: 10000 })], 'Approve and send',
+            async (data) => {
+              const body = data.get('body');
+              await api('POST', `/v1/admin/tickets/${id}/drafts/${offered.id}/approve`, body === offered.reply ? {} : { body });
+              reload();
+            },
+            [h('button', { type: 'button', class: 'secondary', onclick: async (ev) => {
+              ev.currentTarget.disabled = true;
+              await api('POST', `/v1/admin/tickets/${id}/drafts/${offered.id}/reject`, { reason: 'rejected in the console' }).catch((e) => main.prepend(errorBox(e)));
+              reload();
+            } }, 'Reject draft')])]
+        : h('p', { class: 'muted' }, v.ai_state === 'pending' ? 'AI draft pending.' : v.ai_state === 'unavailable' ? 'AI draft unavailable: answer by hand.' : v.ai_state === 'flagged' ? 'Flagged: a person must handle this ticket.' : 'No draft waiting.')),
+    h('section', { class: 'card', 'aria-labelledby': 'reply-h' },
+      h('h2', { id: 'reply-h' }, 'Answer the customer'),
+      form([field('Answer', 'body', { type: 'textarea', required: true, maxlength: 10000 })], 'Send answer', async (data) => {
+        await api('POST', `/v1/admin/tickets/${id}/messages`, { body: data.get('body') });
+        reload();
+      })),
+    h('section', { class: 'card internal', 'aria-labelledby': 'note-h' },
+      h('h2', { id: 'note-h' }, 'Add an internal note'),
+      form([field('Note (staff only)', 'body', { type: 'textarea', required: true, maxlength: 10000 })], 'Add note', async (data) => {
+        await api('POST', `/v1/admin/tickets/${id}/notes`, { body: data.get('body') });
+        reload();
+      })),
+    h('div', { class: 'actions' }, t.status === 'resolved'
+      ? h('button', { type: 'button', class: 'secondary', onclick: async () => { await api('POST', `/v1/admin/tickets/${id}/reopen`, {}).catch((e) => main.prepend(errorBox(e))); reload(); } }, 'Reopen')
+      : h('button', { type: 'button', class: 'secondary', onclick: async () => { await api('POST', `/v1/admin/tickets/${id}/resolve`).catch((e) => main.prepend(errorBox(e))); reload(); } }, 'Resolve')),
+    h('details', {}, h('summary', {}, 'Activity'),
+      h('ul', { class: 'small' }, v.activity.map((a) => h('li', {}, `${date(a.at)} ${a.action}: ${a.detail}`)))),
+  );
+  if (offered) {
+    const box = document.getElementById('draft-body');
+    if (box) box.value = offered.reply;
+  }
 }
 
 render();
