@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: the whole suite. Brings up PostgreSQL and RabbitMQ, installs the deploy-check tools,
 # builds the binaries the system tests start, runs every test in parallel, then the broker-chaos
-# tests on their own (they close every broker connection and restart the broker).
+# tests (they close every broker connection and restart the broker) and Lighthouse, one at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,5 +16,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 cargo build --workspace --bins --locked
-cargo nextest run --workspace --locked --profile ci -E 'not binary(chaos)'
-cargo nextest run --workspace --locked --profile ci -E 'binary(chaos)'
+cargo nextest run --workspace --locked --profile ci -E 'not binary(chaos) & not binary(lighthouse)'
+# One at a time, on a machine the rest of the suite has left alone: the broker-chaos test restarts
+# the broker, and Lighthouse's performance score would suffer from other tests' load.
+cargo nextest run --workspace --locked --profile ci --test-threads 1 -E 'binary(chaos) | binary(lighthouse)'

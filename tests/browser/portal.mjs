@@ -83,10 +83,33 @@ try {
   await accessible('sign up with an error');
   await shot('signup-error');
   await page.getByLabel('Password').fill('correct horse battery staple');
+  // Every layout shift from here to the dashboard counts, user-triggered ones included.
+  await page.evaluate(() => {
+    window.shiftSum = 0;
+    window.shifted = [];
+    const add = (e) => {
+      window.shiftSum += e.value;
+      for (const s of e.sources || []) {
+        const n = s.node;
+        const what = n ? (n.id ? `#${n.id}` : n.nodeName ? `${n.nodeName.toLowerCase()}${n.className ? `.${n.className}` : ''}` : String(n)) : '?';
+        window.shifted.push(`${what} ${JSON.stringify(s.previousRect)} -> ${JSON.stringify(s.currentRect)}`);
+      }
+    };
+    window.shiftObserver = new PerformanceObserver((list) => { for (const e of list.getEntries()) add(e); });
+    window.shiftObserver.observe({ type: 'layout-shift' });
+  });
   await page.getByRole('button', { name: 'Create account' }).click();
 
-  // Dashboard: unpaid, in plain words.
+  // Dashboard: unpaid, in plain words; nothing moved on the way from the form to it.
   await page.getByRole('heading', { name: 'Welcome, Ada Browser' }).waitFor();
+  // After two more frames, every shift the dashboard's render caused has an entry: take any the
+  // observer has not delivered yet as well.
+  const shift = await page.evaluate(async () => {
+    await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+    window.shiftObserver.takeRecords().forEach((e) => window.shiftSum += e.value);
+    return [window.shiftSum, window.shifted];
+  });
+  if (shift[0] !== 0) problems.push(`cumulative layout shift from sign-up to the dashboard: ${shift[0]} (${shift[1].join('; ')})`);
   if ((await status()) !== 'none') problems.push(`a new account shows access "${await status()}", not "none"`);
   await page.getByText('Unpaid: no plan yet').waitFor();
   await accessible('dashboard, unpaid');

@@ -261,9 +261,11 @@ function form(fields, submitText, onSubmit, extra = []) {
     ev.preventDefault();
     if (button.disabled) return;
     button.disabled = true;
-    status.replaceChildren();
+    // An earlier error stays until this attempt's outcome replaces it: removing it now (or when
+    // the next page is about to replace this one) would move the form under the user's pointer.
+    // A form that stays on the page after success clears it itself (`status`).
     try {
-      await onSubmit(new FormData(f));
+      await onSubmit(new FormData(f), status);
     } catch (e) {
       status.replaceChildren(errorBox(e));
     } finally {
@@ -580,9 +582,10 @@ async function profile() {
         h('p', { class: 'muted' }, `Email: ${me.user ? me.user.email : ''}`),
       ],
       'Save',
-      async (data) => {
+      async (data, status) => {
         await api('PATCH', '/v1/me', { name: data.get('name') });
         await loadMe();
+        status.replaceChildren();
         saved.replaceChildren(h('p', { class: 'success' }, 'Saved.'));
       },
     ),
