@@ -125,14 +125,12 @@ impl SameSite {
     /// `Sec-Fetch-Site` (current ones) or `Origin` (every one, on a POST) and a page cannot
     /// forge either; a request with neither is not from a browser page we served.
     fn admits(&self, headers: &HeaderMap) -> bool {
-        if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-            if site == "same-origin" {
-                return true;
-            }
+        if headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("same-origin") {
+            return true;
         }
         let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return false };
         let origin = origin.trim_end_matches('/').to_ascii_lowercase();
-        if self.allowed.iter().any(|a| *a == origin) {
+        if self.allowed.contains(&origin) {
             return true;
         }
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
