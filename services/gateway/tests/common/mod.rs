@@ -234,3 +234,43 @@ pub async fn staff_view(sys: &System, staff: &User, ticket_id: &str) -> Value {
     assert_eq!(status, 200, "{v}");
     v
 }
+
+// ---- the browser tests' runner ----
+
+/// Runs `tests/browser/<script>` with Node against this system (`BASE_URL`) plus `env`, in
+/// Debian's Chromium (`CHROMIUM`, default `/usr/bin/chromium`), and fails the test with the
+/// script's output unless it exits 0 within `limit`. Needs what `scripts/install-test-tools.sh`
+/// installs (`make test` runs it). Returns the script's standard output.
+pub async fn run_browser_script(sys: System, script: &str, env: &[(&str, String)], limit: std::time::Duration) -> String {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = root.join("tests/browser");
+    let needs = if script == "lighthouse.mjs" { "lighthouse" } else { "playwright-core" };
+    assert!(
+        dir.join("node_modules").join(needs).is_dir(),
+        "tests/browser/node_modules/{needs} is missing: run `bash scripts/install-test-tools.sh` (`make test` does)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(std::path::Path::new(&chromium).exists(), "{chromium} is missing: `make test` installs Debian's chromium");
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(dir.join(script)).env("BASE_URL", &sys.base).env("CHROMIUM", &chromium).kill_on_drop(true);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(limit, cmd.output()).await;
+    sys.stop().await;
+    let out = out.unwrap_or_else(|_| panic!("{script} took over {limit:?}")).unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{script} failed:\n{stderr}\n{stdout}");
+    stdout
+}
+
+/// Where the browser tests write screenshots and reports: `target/<name>` (or under
+/// `CARGO_TARGET_DIR`), emptied first.
+pub fn output_dir(name: &str) -> std::path::PathBuf {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let dir = target.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
