@@ -52,7 +52,17 @@ try {
   page.on('pageerror', (e) => problems.push(`page error on ${page.url()}: ${e.message}`));
 
   let n = 0;
-  const shot = async (name) => page.screenshot({ path: `${shots}/${String(++n).padStart(2, '0')}-${name}.png`, fullPage: true });
+  // Every state photographed is also read: no text a person should not see (a script's object
+  // printed as text, a raw JSON body, "undefined").
+  const readable = async (p, name) => {
+    const text = await p.locator('body').innerText();
+    const bad = text.match(/\[object \w+\]|undefined|NaN|\{"/);
+    if (bad) problems.push(`${name}: the page shows "${bad[0]}"`);
+  };
+  const shot = async (name) => {
+    await readable(page, name);
+    await page.screenshot({ path: `${shots}/${String(++n).padStart(2, '0')}-${name}.png`, fullPage: true });
+  };
   const accessible = async (what) => {
     await page.evaluate(axe);
     const r = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
@@ -170,6 +180,7 @@ try {
     await agent.getByLabel('Password').fill(process.env.AGENT_PASSWORD);
     await agent.getByRole('button', { name: 'Log in' }).click();
     await agent.getByRole('heading', { name: 'Support queues' }).waitFor();
+    await readable(agent, 'agent-queues');
     await agent.screenshot({ path: `${shots}/${String(++n).padStart(2, '0')}-agent-queues.png`, fullPage: true });
     await agent.getByRole('link', { name: 'Billing' }).click();
     await agent.getByRole('link', { name: 'How do I export invoices?' }).click();
@@ -182,11 +193,32 @@ try {
       await agent.reload();
       await agent.getByRole('heading', { name: 'How do I export invoices?' }).waitFor();
     }
+    await readable(agent, 'agent-ticket-with-draft');
     await agent.screenshot({ path: `${shots}/${String(++n).padStart(2, '0')}-agent-ticket-with-draft.png`, fullPage: true });
     const drafted = await agent.locator('#draft-body').inputValue();
     if (!drafted.trim()) problems.push('the AI draft was empty');
     await approve.click();
     await agent.getByText('No draft waiting.').waitFor();
+
+    // The customer 360: found by email, every id side by side, records in agreement.
+    await agent.getByRole('link', { name: 'Customers' }).click();
+    await agent.getByLabel('Email, name or company').fill(email);
+    await agent.getByRole('button', { name: 'Search' }).click();
+    await agent.getByRole('link', { name: 'Ada Browser' }).click();
+    await agent.getByRole('heading', { name: 'Every id' }).waitFor();
+    // The CRM catches up through events: look again until it has (the page does not poll).
+    const synced = agent.locator('[data-crm-status="synced"]');
+    for (let i = 0; i < 60 && !(await synced.count()); i++) {
+      await agent.waitForTimeout(500);
+      await agent.reload();
+      await agent.getByRole('heading', { name: 'Every id' }).waitFor();
+    }
+    if (!(await synced.count())) problems.push('the customer view never showed the CRM sync as synced');
+    await agent.getByRole('heading', { name: 'Records agree' }).waitFor();
+    const ids = await agent.locator('dl.facts').innerText();
+    if (!/cus_/.test(ids)) problems.push(`the customer view shows no Stripe customer id: ${ids}`);
+    await readable(agent, 'agent-customer-360');
+    await agent.screenshot({ path: `${shots}/${String(++n).padStart(2, '0')}-agent-customer-360.png`, fullPage: true });
     await agentCtx.close();
 
     // The customer sees the answer.

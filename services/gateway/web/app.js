@@ -18,7 +18,7 @@ function h(tag, attrs, ...children) {
     else if (v === true) el.setAttribute(k, '');
     else el.setAttribute(k, String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -143,7 +143,7 @@ function drawNav(path) {
   const items = !session.me
     ? [['/app/login', 'Log in'], ['/app/signup', 'Sign up']]
     : isStaff()
-      ? [['/app/console', 'Queues'], ['/app/profile', 'Profile']]
+      ? [['/app/console', 'Queues'], ['/app/console/customers', 'Customers'], ['/app/profile', 'Profile']]
       : [['/app/', 'Dashboard'], ['/app/billing', 'Billing'], ['/app/tickets', 'Support'], ['/app/profile', 'Profile']];
   const links = items.map(([href, text]) => link(href, text, { 'aria-current': current(path, href) ? 'page' : null }));
   if (session.me) links.push(h('button', { type: 'button', onclick: logOut }, 'Log out'));
@@ -164,6 +164,7 @@ function isStaff() {
 
 function current(path, href) {
   if (href === '/app/') return path === '/app/' || path === '/app';
+  if (href === '/app/console') return path === href || path.startsWith('/app/console/queues') || path.startsWith('/app/console/tickets');
   return path === href || path.startsWith(`${href}/`);
 }
 
@@ -204,6 +205,8 @@ const routes = [
   [/^\/app\/console$/, consoleQueues, 'staff'],
   [/^\/app\/console\/queues\/([a-z_]+)$/, consoleQueue, 'staff'],
   [/^\/app\/console\/tickets\/([0-9a-f-]{36})$/, consoleTicket, 'staff'],
+  [/^\/app\/console\/customers$/, consoleCustomers, 'staff'],
+  [/^\/app\/console\/customers\/([0-9a-f-]{36})$/, consoleCustomer, 'staff'],
 ];
 
 let renderSeq = 0;
@@ -702,6 +705,71 @@ async function consoleTicket(id) {
     const box = document.getElementById('draft-body');
     if (box) box.value = offered.reply;
   }
+}
+
+async function consoleCustomers() {
+  const q = new URLSearchParams(location.search).get('q') || '';
+  const list = await api('GET', `/v1/admin/customers?q=${encodeURIComponent(q)}`);
+  const search = h('form', { role: 'search', class: 'actions', onsubmit: (ev) => {
+    ev.preventDefault();
+    go(`/app/console/customers?q=${encodeURIComponent(new FormData(ev.currentTarget).get('q'))}`);
+  } }, h('label', {}, 'Email, name or company', h('input', { name: 'q', type: 'search', value: q })), h('button', { type: 'submit' }, 'Search'));
+  show(
+    'Customers',
+    search,
+    list.length === 0
+      ? h('p', { class: 'muted' }, q ? `No customer matches "${q}".` : 'No customers yet.')
+      : h('ul', { class: 'tickets' }, list.map((c) => h('li', {},
+        c.account ? link(`/app/console/customers/${c.account.id}`, c.account.name) : 'Account unknown',
+        h('div', { class: 'small muted' }, c.users.map((u) => `${u.name} <${u.email}>`).join(', '))))),
+  );
+}
+
+// Where the records of one customer disagree: each finding is a sentence for the agent.
+function drift(v) {
+  const found = [];
+  const a = v.access;
+  const customers = (v.users || []).filter((u) => u.role === 'customer');
+  if (a && (a.status === 'active' || a.status === 'past_due') && !a.stripe_customer_id) found.push('Access is granted but billing knows no Stripe customer for the account.');
+  for (const c of v.crm || []) {
+    if (c.status === 'failed') found.push(`CRM sync failed for ${c.email}: ${c.last_error || 'see the DLQ'}.`);
+    if (c.status === 'synced' && a && a.status === 'active' && c.lifecycle_stage && c.lifecycle_stage !== 'customer') found.push(`${c.email} pays, but the CRM has them as "${c.lifecycle_stage}".`);
+  }
+  const known = new Set((v.crm || []).map((c) => c.user_id));
+  for (const u of customers) if (v.crm && !known.has(u.id)) found.push(`${u.email} has no CRM record yet.`);
+  return found;
+}
+
+async function consoleCustomer(accountId) {
+  const v = await api('GET', `/v1/admin/customers/${accountId}`);
+  const a = v.access;
+  const flags = drift(v);
+  show(
+    v.account ? v.account.name : 'Customer',
+    h('p', {}, link('/app/console/customers', 'All customers')),
+    h('section', { class: `card state ${flags.length ? 'warn' : 'ok'}`, 'aria-labelledby': 'drift-h' },
+      h('h2', { id: 'drift-h' }, flags.length ? 'Records disagree' : 'Records agree'),
+      flags.length ? h('ul', {}, flags.map((f) => h('li', {}, f))) : h('p', {}, 'Identity, billing, the CRM and support tell the same story.')),
+    h('section', { class: 'card', 'aria-labelledby': 'ids-h' },
+      h('h2', { id: 'ids-h' }, 'Every id'),
+      h('dl', { class: 'facts' },
+        h('dt', {}, 'Account'), h('dd', {}, v.account ? v.account.id : ''),
+        (v.users || []).map((u) => [h('dt', {}, `User (${u.role})`), h('dd', {}, `${u.id} · ${u.email}`)]),
+        h('dt', {}, 'Stripe customer'), h('dd', {}, a ? a.stripe_customer_id || 'none yet' : v.access_error || ''),
+        (v.crm || []).map((c) => [h('dt', {}, `CRM contact (${c.crm || 'not seen yet'})`), h('dd', {}, `${c.crm_contact_id || 'none yet'} · ${c.email}`)]))),
+    h('section', { class: 'card', 'aria-labelledby': 'acc-h' },
+      h('h2', { id: 'acc-h' }, 'Access'),
+      a ? h('p', {}, `${a.message}${a.cause_event_type ? ` (from ${a.cause_event_type} ${a.cause_event_id})` : ''}`) : h('p', { class: 'error' }, v.access_error || 'unknown')),
+    h('section', { class: 'card', 'aria-labelledby': 'crm-h' },
+      h('h2', { id: 'crm-h' }, 'CRM sync'),
+      v.crm ? h('ul', {}, v.crm.map((c) => h('li', { 'data-crm-status': c.status }, `${c.email}: ${c.message}`))) : h('p', { class: 'error' }, v.crm_error || 'unknown')),
+    h('section', { class: 'card', 'aria-labelledby': 'tk-h' },
+      h('h2', { id: 'tk-h' }, 'Open tickets'),
+      v.tickets
+        ? (v.tickets.length ? h('ul', { class: 'tickets' }, v.tickets.map((t) => h('li', {}, link(`/app/console/tickets/${t.id}`, t.subject), ' ',
+          h('span', { class: `badge priority-${t.priority}` }, t.priority), h('div', { class: 'small muted' }, `first response ${t.sla ? t.sla.first_response.text : 'n/a'}`)))) : h('p', { class: 'muted' }, 'None.'))
+        : h('p', { class: 'error' }, v.tickets_error || 'unknown')),
+  );
 }
 
 render();
