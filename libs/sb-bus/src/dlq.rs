@@ -191,10 +191,12 @@ impl Ops {
         F: FnMut(Delivery, &str) -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<(Option<lapin::PublisherConfirm>, Acker, bool)>>,
     {
-        let total = self.count(queue).await?.unwrap_or(0);
-        if total == 0 {
-            return Ok(0);
-        }
+        // Not a reason to stop when it says 0: right after another walk (a replay or purge just
+        // before this one) a quorum queue can report 0 while it holds that walk's copies. An
+        // empty queue costs the short wait below instead.
+        let Some(total) = self.count(queue).await? else {
+            return Ok(0); // no such queue (the service never ran here)
+        };
         let ch = self.conn.create_channel().await?;
         ch.basic_qos((2 * PAGE) as u16, BasicQosOptions::default()).await?;
         let walk_id = Uuid::now_v7().to_string();
