@@ -50,7 +50,12 @@ if [ ! -x /usr/bin/chromium ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi
 log "ok: $(/usr/bin/chromium --version 2>/dev/null | head -1)"
-command -v npm >/dev/null || die "npm is missing (Node.js 18 or later with npm is needed for the browser tests)"
+if ! command -v npm >/dev/null; then
+    [ "$(id -u)" -eq 0 ] || die "npm is missing (Node.js 18 or later with npm is needed for the browser tests)"
+    log "installing Debian's nodejs and npm (browser tests)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
 LOCK=tests/browser/package-lock.json
 BSTAMP=tests/browser/node_modules/.lock.sha256
 bwant="$(sha256sum "$LOCK" | cut -d' ' -f1)"
