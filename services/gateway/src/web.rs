@@ -38,19 +38,23 @@ const SHELL: &str = include_str!("../web/index.html");
 struct Web {
     /// Served name (`app.1a2b3c4d5e6f.js`) → content type and content.
     assets: HashMap<String, (&'static str, &'static [u8])>,
+    /// File name (`app.css`) → the path it is served at.
+    paths: HashMap<&'static str, String>,
     /// The shell with each `{{name}}` replaced by the file's served path.
     shell: String,
 }
 
 static WEB: LazyLock<Web> = LazyLock::new(|| {
-    let mut assets = HashMap::new();
+    let (mut assets, mut paths) = (HashMap::new(), HashMap::new());
     let mut shell = SHELL.to_owned();
     for &(name, content_type, body) in FILES {
         let served = hashed_name(name, body);
-        shell = shell.replace(&format!("{{{{{name}}}}}"), &format!("/assets/{served}"));
+        let path = format!("/assets/{served}");
+        shell = shell.replace(&format!("{{{{{name}}}}}"), &path);
         assets.insert(served, (content_type, body));
+        paths.insert(name, path);
     }
-    Web { assets, shell }
+    Web { assets, paths, shell }
 });
 
 /// `app.js` with content `body` → `app.<first 12 hex digits of its SHA-256>.js`.
@@ -64,9 +68,8 @@ fn hashed_name(name: &str, body: &[u8]) -> String {
 }
 
 /// Where the stylesheet is served, for the gateway's server-rendered pages (local checkout).
-pub fn stylesheet() -> String {
-    let (name, _, body) = FILES.iter().find(|f| f.0 == "app.css").copied().unwrap_or(("app.css", "", b""));
-    format!("/assets/{}", hashed_name(name, body))
+pub fn stylesheet() -> &'static str {
+    WEB.paths.get("app.css").map_or("", String::as_str)
 }
 
 pub fn router() -> Router<AppState> {

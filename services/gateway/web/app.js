@@ -193,6 +193,26 @@ function errorBox(e) {
   return h('p', { class: 'error', role: 'alert' }, e instanceof ApiError ? e.message : 'Something went wrong. Please try again.');
 }
 
+// A button that runs `run` once at a time (disabled meanwhile, so a double click acts once). A
+// failure is shown in `errors` (by default at the top of the page) and the button can be used
+// again; on success `run` moves on itself (a new page, or the page drawn again).
+function actionButton(text, run, { cls, errors } = {}) {
+  const b = h('button', { type: 'button', class: cls }, text);
+  b.addEventListener('click', async () => {
+    if (b.disabled) return;
+    b.disabled = true;
+    if (errors) errors.replaceChildren();
+    try {
+      await run();
+    } catch (e) {
+      if (errors) errors.replaceChildren(errorBox(e));
+      else main.prepend(errorBox(e));
+      b.disabled = false;
+    }
+  });
+  return b;
+}
+
 const routes = [
   [/^\/app\/?$/, dashboard, true],
   [/^\/app\/login$/, login, false],
@@ -415,30 +435,18 @@ function accessCard(me, plans) {
     h('h2', { id: 'access-h' }, 'Your access'),
     h('p', { class: 'headline', 'data-status': me.access ? me.access.status : 'unknown' }, s.headline),
     h('p', {}, s.text));
-  const err = h('div', { 'aria-live': 'assertive' });
-  card.append(err);
-  const act = (fn) => async (ev) => {
-    const b = ev.currentTarget;
-    if (b.disabled) return;
-    b.disabled = true;
-    err.replaceChildren();
-    try {
-      await fn();
-    } catch (e) {
-      err.replaceChildren(errorBox(e));
-      b.disabled = false;
-    }
-  };
+  const errors = h('div', { 'aria-live': 'assertive' });
+  card.append(errors);
   if (s.action === 'checkout' && me.role === 'customer') {
     const choice = plans && plans.length > 1
       ? h('label', {}, 'Plan', h('select', { name: 'plan', id: 'plan' }, plans.map((p) => h('option', { value: p.name }, `${p.name}: ${money(p.amount, p.currency)} a month`))))
       : null;
     const only = plans && plans.length === 1 ? h('p', { class: 'muted' }, `${plans[0].name}: ${money(plans[0].amount, plans[0].currency)} a month.`) : null;
     card.append(only || '', choice || '', h('div', { class: 'actions' },
-      h('button', { type: 'button', onclick: act(() => startCheckout(choice ? choice.querySelector('select').value : '')) }, 'Choose plan and pay')));
+      actionButton('Choose plan and pay', () => startCheckout(choice ? choice.querySelector('select').value : ''), { errors })));
   }
   if (s.action === 'portal' && me.role === 'customer') {
-    card.append(h('div', { class: 'actions' }, h('button', { type: 'button', class: 'secondary', onclick: act(openPortal) }, 'Manage billing')));
+    card.append(h('div', { class: 'actions' }, actionButton('Manage billing', openPortal, { cls: 'secondary', errors })));
   }
   if (s.poll) {
     render.poll = setTimeout(() => { if (location.pathname.replace(/\/$/, '') === '/app') render(); }, 1500);
@@ -495,7 +503,7 @@ async function billing() {
       h('h2', { id: 'hist-h' }, 'Access history'),
       (b.history || []).length === 0
         ? h('p', { class: 'muted' }, 'No changes yet.')
-        : h('ul', {}, b.history.map((c) => h('li', {}, `${date(c.at || c.changed_at)} ${c.from} → ${c.to}${c.plan ? ` (${c.plan})` : ''}${c.reason ? `: ${c.reason}` : ''}`)))),
+        : h('ul', {}, b.history.map((c) => h('li', {}, `${date(c.at)} ${c.from} → ${c.to}${c.plan ? ` (${c.plan})` : ''}${c.reason ? `: ${c.reason}` : ''}`)))),
   );
 }
 
@@ -534,7 +542,7 @@ async function newTicket() {
       'Send',
       async (data) => {
         const t = await api('POST', '/v1/tickets', { subject: data.get('subject'), body: data.get('body'), category: data.get('category') }, { 'idempotency-key': key });
-        go(`/app/tickets/${t.ticket ? t.ticket.id : t.id}`);
+        go(`/app/tickets/${t.ticket.id}`);
       },
       [link('/app/tickets', 'Cancel')],
     ),
@@ -558,16 +566,10 @@ async function ticket(id) {
         await api('POST', `/v1/tickets/${id}/messages`, { body: data.get('body') });
         render();
       },
-      closed ? [] : [h('button', { type: 'button', class: 'secondary', onclick: async (ev) => {
-        ev.currentTarget.disabled = true;
-        try {
-          await api('POST', `/v1/tickets/${id}/close`);
-          render();
-        } catch (e) {
-          main.prepend(errorBox(e));
-          ev.currentTarget.disabled = false;
-        }
-      } }, 'Close ticket')],
+      closed ? [] : [actionButton('Close ticket', async () => {
+        await api('POST', `/v1/tickets/${id}/close`);
+        render();
+      }, { cls: 'secondary' })],
     ),
     h('p', {}, link('/app/tickets', 'All your tickets')),
   );
@@ -677,11 +679,10 @@ async function consoleTicket(id) {
               await api('POST', `/v1/admin/tickets/${id}/drafts/${offered.id}/approve`, body === offered.reply ? {} : { body });
               reload();
             },
-            [h('button', { type: 'button', class: 'secondary', onclick: async (ev) => {
-              ev.currentTarget.disabled = true;
-              await api('POST', `/v1/admin/tickets/${id}/drafts/${offered.id}/reject`, { reason: 'rejected in the console' }).catch((e) => main.prepend(errorBox(e)));
+            [actionButton('Reject draft', async () => {
+              await api('POST', `/v1/admin/tickets/${id}/drafts/${offered.id}/reject`, { reason: 'rejected in the console' });
               reload();
-            } }, 'Reject draft')])]
+            }, { cls: 'secondary' })])]
         : h('p', { class: 'muted' }, v.ai_state === 'pending' ? 'AI draft pending.' : v.ai_state === 'unavailable' ? 'AI draft unavailable: answer by hand.' : v.ai_state === 'flagged' ? 'Flagged: a person must handle this ticket.' : 'No draft waiting.')),
     h('section', { class: 'card', 'aria-labelledby': 'reply-h' },
       h('h2', { id: 'reply-h' }, 'Answer the customer'),
@@ -696,8 +697,8 @@ async function consoleTicket(id) {
         reload();
       })),
     h('div', { class: 'actions' }, t.status === 'resolved'
-      ? h('button', { type: 'button', class: 'secondary', onclick: async () => { await api('POST', `/v1/admin/tickets/${id}/reopen`, {}).catch((e) => main.prepend(errorBox(e))); reload(); } }, 'Reopen')
-      : h('button', { type: 'button', class: 'secondary', onclick: async () => { await api('POST', `/v1/admin/tickets/${id}/resolve`).catch((e) => main.prepend(errorBox(e))); reload(); } }, 'Resolve')),
+      ? actionButton('Reopen', async () => { await api('POST', `/v1/admin/tickets/${id}/reopen`, {}); reload(); }, { cls: 'secondary' })
+      : actionButton('Resolve', async () => { await api('POST', `/v1/admin/tickets/${id}/resolve`); reload(); }, { cls: 'secondary' })),
     h('details', {}, h('summary', {}, 'Activity'),
       h('ul', { class: 'small' }, v.activity.map((a) => h('li', {}, `${date(a.at)} ${a.action}: ${a.detail}`)))),
   );
