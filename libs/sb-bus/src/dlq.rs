@@ -52,6 +52,8 @@ pub struct QueueDepth {
     pub queue: String,
     /// `None` when the queue does not exist (the service has never started under this prefix).
     pub messages: Option<u32>,
+    /// Consumers attached (`None` when the queue does not exist).
+    pub consumers: Option<u32>,
 }
 
 /// A parked message as an operator sees it.
@@ -70,21 +72,47 @@ pub struct Parked {
 }
 
 /// Which parked messages an action applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
     All,
     Event(Uuid),
     Account(Uuid),
+    /// Every parked message of one versioned event type (e.g. `billing.access.changed.v1`).
+    EventType(String),
 }
 
 impl Selector {
-    fn matches(self, p: &Parked) -> bool {
+    pub fn matches(&self, p: &Parked) -> bool {
         match self {
             Selector::All => true,
-            Selector::Event(id) => p.event_id == Some(id),
-            Selector::Account(id) => p.account_id == Some(id),
+            Selector::Event(id) => p.event_id == Some(*id),
+            Selector::Account(id) => p.account_id == Some(*id),
+            Selector::EventType(t) => p.event_type.as_deref() == Some(t.as_str()),
         }
     }
+
+    /// In words, for confirmations and audit lines: "ALL parked messages of crm-sync".
+    pub fn describe(&self, service: &str) -> String {
+        match self {
+            Selector::All => format!("ALL parked messages of {service}"),
+            Selector::Event(id) => format!("the parked message of event {id} in {service}"),
+            Selector::Account(id) => format!("every parked message of account {id} in {service}"),
+            Selector::EventType(t) => format!("every parked {t} message in {service}"),
+        }
+    }
+}
+
+/// What a replay or purge would touch, looked at without changing anything.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    /// Parked messages looked at (all of them, unless there were more than the preview's cap).
+    pub looked_at: usize,
+    /// How many of those the selector matches.
+    pub matched: usize,
+    /// The first matching ones, oldest first.
+    pub messages: Vec<Parked>,
+    /// True when the DLQ held more than the preview looks at: `matched` counts only those.
+    pub partial: bool,
 }
 
 fn describe(d: &Delivery) -> Parked {
@@ -130,11 +158,16 @@ impl Ops {
 
     /// Message count of a queue without creating it (`None` if it does not exist).
     async fn count(&self, queue: &str) -> lapin::Result<Option<u32>> {
+        Ok(self.stat(queue).await?.map(|(messages, _)| messages))
+    }
+
+    /// Message and consumer counts of a queue without creating it (`None` if it does not exist).
+    async fn stat(&self, queue: &str) -> lapin::Result<Option<(u32, u32)>> {
         // A passive declare of a missing queue closes the channel, so each check gets its own.
         let ch = self.conn.create_channel().await?;
         let res = ch.queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await;
         let _ = ch.close(200, "".into()).await;
-        Ok(res.ok().map(|q| q.message_count()))
+        Ok(res.ok().map(|q| (q.message_count(), q.consumer_count())))
     }
 
     /// Work, retry and DLQ depths for the given services (all six when empty).
@@ -147,8 +180,14 @@ impl Ops {
             queues.extend(n.rung_queues().into_iter().map(|(q, _)| ("retry", q.to_owned())));
             queues.push(("dlq", n.dlq.clone()));
             for (role, queue) in queues {
-                let messages = self.count(&queue).await?;
-                out.push(QueueDepth { service: svc.to_owned(), role: role.to_owned(), queue, messages });
+                let stat = self.stat(&queue).await?;
+                out.push(QueueDepth {
+                    service: svc.to_owned(),
+                    role: role.to_owned(),
+                    queue,
+                    messages: stat.map(|s| s.0),
+                    consumers: stat.map(|s| s.1),
+                });
             }
         }
         Ok(out)
@@ -177,6 +216,32 @@ impl Ops {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         Ok(out)
+    }
+
+    /// What a replay or purge with `which` would touch: looks at up to `cap` parked messages
+    /// (unacknowledged, on a private channel; closing it puts them all back, so nothing moves)
+    /// and returns how many match, with the first `limit` of them.
+    pub async fn preview(&self, service: &str, which: &Selector, limit: usize, cap: usize) -> anyhow::Result<Preview> {
+        let n = self.names(service)?;
+        let ch = self.conn.create_channel().await?;
+        let mut preview = Preview { looked_at: 0, matched: 0, messages: Vec::new(), partial: false };
+        loop {
+            if preview.looked_at >= cap {
+                preview.partial = ch.basic_get(n.dlq.as_str().into(), BasicGetOptions { no_ack: false }).await?.is_some();
+                break;
+            }
+            let Some(m) = ch.basic_get(n.dlq.as_str().into(), BasicGetOptions { no_ack: false }).await? else { break };
+            preview.looked_at += 1;
+            let parked = describe(&m.delivery);
+            if which.matches(&parked) {
+                preview.matched += 1;
+                if preview.messages.len() < limit {
+                    preview.messages.push(parked);
+                }
+            }
+        }
+        ch.close(200, "previewed".into()).await?;
+        Ok(preview)
     }
 
     /// Walks every message in `queue` once, in order, streaming on a private channel with a
@@ -252,18 +317,24 @@ impl Ops {
         let publisher = Publisher::open(&self.conn, &self.cfg).await?;
         let (work, dlq) = (n.work.clone(), n.dlq.clone());
         self.walk(&n.dlq, |d, walk| {
-            let (publisher, work, dlq) = (publisher.clone(), work.clone(), dlq.clone());
-            let keep_props = publisher::with_headers(&d.properties, &[(headers::WALK, lstr(walk.to_owned()))], &[]);
+            let (publisher, work, dlq, which, walk) = (publisher.clone(), work.clone(), dlq.clone(), which.clone(), walk.to_owned());
+            let keep_props = publisher::with_headers(&d.properties, &[(headers::WALK, lstr(walk.clone()))], &[]);
             async move {
                 if !which.matches(&describe(&d)) {
                     let keep = publisher.start_to_queue(&dlq, &d.data, keep_props).await?;
                     return Ok((Some(keep), d.acker, false));
                 }
+                // The copy carries this walk's id too: if the service parks it again while the
+                // walk is still going (it fails the same way), the walk meets it at the DLQ's tail
+                // as one of its own and ends there, instead of replaying it over and over.
                 let props = publisher::with_headers(
                     &d.properties,
-                    &[(headers::ATTEMPT, AMQPValue::LongLongInt(0)), (headers::REPLAYED_AT, lstr(chrono::Utc::now().to_rfc3339()))],
                     &[
-                        headers::WALK,
+                        (headers::ATTEMPT, AMQPValue::LongLongInt(0)),
+                        (headers::REPLAYED_AT, lstr(chrono::Utc::now().to_rfc3339())),
+                        (headers::WALK, lstr(walk)),
+                    ],
+                    &[
                         headers::REASON,
                         headers::FAILED_AT,
                         headers::NOT_BEFORE,
@@ -295,7 +366,7 @@ impl Ops {
         let publisher = Publisher::open(&self.conn, &self.cfg).await?;
         let dlq = n.dlq.clone();
         self.walk(&n.dlq, |d, walk| {
-            let (publisher, dlq) = (publisher.clone(), dlq.clone());
+            let (publisher, dlq, which) = (publisher.clone(), dlq.clone(), which.clone());
             let keep_props = publisher::with_headers(&d.properties, &[(headers::WALK, lstr(walk.to_owned()))], &[]);
             async move {
                 if which.matches(&describe(&d)) {

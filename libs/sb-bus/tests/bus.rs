@@ -232,6 +232,44 @@ async fn a_permanent_failure_lands_in_the_dlq_once_and_replay_applies_it_exactly
 }
 
 #[tokio::test]
+async fn a_replay_while_the_failure_persists_replays_each_message_once_and_a_preview_moves_nothing() {
+    let cfg = bus_config("replayloop");
+    let db = database("replayloop").await;
+    let handler = Recorder::default();
+    handler.reject.store(true, Ordering::SeqCst);
+    let calls = handler.calls.clone();
+    let consumer = start_consumer(&cfg, &db.pool, handler).await;
+    let (_conn, publisher) = publisher(&cfg).await;
+    let env = event(None);
+    publisher.publish(&env, &Default::default()).await.unwrap();
+    wait_total(&consumer.stats, 1, "the first delivery").await;
+
+    let ops = Ops::connect(cfg.clone()).await.unwrap();
+    // A preview by type matches it and by another type does not; the DLQ keeps it.
+    let p = ops.preview(SERVICE, &Selector::EventType(TEST_EVENT.into()), 10, 1_000).await.unwrap();
+    assert_eq!((p.looked_at, p.matched, p.partial, p.messages.len()), (1, 1, false, 1));
+    assert_eq!(p.messages[0].event_id, Some(env.id));
+    let p = ops.preview(SERVICE, &Selector::EventType("other.event.v1".into()), 10, 1_000).await.unwrap();
+    assert_eq!((p.looked_at, p.matched), (1, 0));
+    assert_eq!(ops.show(SERVICE, 10).await.unwrap().len(), 1, "a preview moves nothing");
+
+    // Still failing: the replayed copy is parked again while the walk goes on. The walk meets it as
+    // its own and stops (it used to replay it again and again until the DLQ happened to look empty).
+    assert_eq!(ops.replay(SERVICE, Selector::EventType(TEST_EVENT.into())).await.unwrap(), 1);
+    wait_for(Duration::from_secs(30), "the replayed event parked again", || async {
+        (consumer.stats.parked.load(Ordering::SeqCst) == 2).then_some(())
+    })
+    .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "handled once first, once after the replay");
+    let parked = ops.show(SERVICE, 10).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].event_id, Some(env.id));
+    ops.close().await;
+    consumer.stop().await;
+    cleanup(&cfg).await;
+}
+
+#[tokio::test]
 async fn garbage_and_unknown_types_are_parked_not_dropped_and_purge_needs_a_selector_match() {
     let cfg = bus_config("garbage");
     let db = database("garbage").await;

@@ -103,22 +103,22 @@ struct Which {
     /// The messages of one account.
     #[arg(long, value_name = "ACCOUNT_ID")]
     account: Option<Uuid>,
+    /// The messages of one versioned event type, e.g. billing.access.changed.v1.
+    #[arg(long, value_name = "EVENT_TYPE")]
+    event_type: Option<String>,
 }
 
 impl Which {
     fn selector(&self) -> Selector {
-        match (self.event, self.account) {
-            (Some(id), _) => Selector::Event(id),
-            (_, Some(id)) => Selector::Account(id),
+        match (self.event, self.account, &self.event_type) {
+            (Some(id), _, _) => Selector::Event(id),
+            (_, Some(id), _) => Selector::Account(id),
+            (_, _, Some(t)) => Selector::EventType(t.clone()),
             _ => Selector::All,
         }
     }
     fn describe(&self, service: &str) -> String {
-        match self.selector() {
-            Selector::All => format!("ALL parked messages of {service}"),
-            Selector::Event(id) => format!("the parked message of event {id} in {service}"),
-            Selector::Account(id) => format!("every parked message of account {id} in {service}"),
-        }
+        self.selector().describe(service)
     }
 }
 
