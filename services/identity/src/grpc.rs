@@ -12,6 +12,7 @@ use crate::{
     domain::{Account, Email, Grant, Password, Role, Session, User, UserId, parse_name},
     error::IdentityError,
     service::{Identity, SignUp},
+    store::AuditRecord,
 };
 
 pub struct IdentityService {
@@ -72,6 +73,19 @@ fn id<T: std::str::FromStr<Err = sb_types::Invalid>>(raw: &str) -> Result<T, Sta
 
 fn limit(requested: u32, default: i64, max: i64) -> i64 {
     if requested == 0 { default } else { i64::from(requested).min(max) }
+}
+
+fn audit_pb(a: AuditRecord) -> pb::AuditEntry {
+    let s = |id: Option<String>| id.unwrap_or_default();
+    pb::AuditEntry {
+        id: a.id.to_string(),
+        at: Some(ts(a.at)),
+        actor_user_id: s(a.actor_user_id.map(|i| i.to_string())),
+        action: a.action,
+        target_user_id: s(a.target_user_id.map(|i| i.to_string())),
+        account_id: s(a.account_id.map(|i| i.to_string())),
+        detail_json: a.detail.to_string(),
+    }
 }
 
 fn err(e: IdentityError) -> Status {
@@ -215,21 +229,15 @@ impl pb::identity_server::Identity for IdentityService {
         let r = req.into_inner();
         let user = if r.user_id.is_empty() { None } else { Some(id(&r.user_id)?) };
         let rows = self.identity.audit_log(&admin, user, limit(r.limit, 100, 1000)).await.map_err(err)?;
-        let s = |id: Option<String>| id.unwrap_or_default();
-        Ok(Response::new(pb::ListAuditResponse {
-            entries: rows
-                .into_iter()
-                .map(|a| pb::AuditEntry {
-                    id: a.id.to_string(),
-                    at: Some(ts(a.at)),
-                    actor_user_id: s(a.actor_user_id.map(|i| i.to_string())),
-                    action: a.action,
-                    target_user_id: s(a.target_user_id.map(|i| i.to_string())),
-                    account_id: s(a.account_id.map(|i| i.to_string())),
-                    detail_json: a.detail.to_string(),
-                })
-                .collect(),
-        }))
+        Ok(Response::new(pb::ListAuditResponse { entries: rows.into_iter().map(audit_pb).collect() }))
+    }
+
+    async fn record_audit(&self, req: Request<pb::RecordAuditRequest>) -> Result<Response<pb::AuditEntry>, Status> {
+        let admin: Admin = self.authorize(&req).await?;
+        let r = req.into_inner();
+        let account = if r.account_id.is_empty() { None } else { Some(id(&r.account_id)?) };
+        let a = self.identity.record_audit(&admin, &r.action, account, &r.detail_json).await.map_err(err)?;
+        Ok(Response::new(audit_pb(a)))
     }
 
     async fn list_mailbox(&self, req: Request<pb::ListMailboxRequest>) -> Result<Response<pb::ListMailboxResponse>, Status> {

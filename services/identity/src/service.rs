@@ -20,13 +20,16 @@ use uuid::Uuid;
 
 use crate::{
     config::IdentityConfig,
-    domain::{self, Account, Email, Grant, Password, Principal, Role, Session, User, UserId, token},
+    domain::{self, Account, AccountId, Email, Grant, Password, Principal, Role, Session, User, UserId, token},
     error::IdentityError,
     password::Hasher,
     store::{self, Audit, AuditRecord},
 };
 
 type Result<T> = std::result::Result<T, IdentityError>;
+
+/// Actions other services' admin routes record through [`Identity::record_audit`].
+pub const RECORDED_ACTIONS: &[&str] = &["ops.replay", "ops.purge", "billing.refund", "billing.export"];
 
 /// A sign-up, checked against the rules.
 #[derive(Debug)]
@@ -300,6 +303,27 @@ impl Identity {
     pub async fn audit_log(&self, _admin: &Admin, user: Option<UserId>, limit: i64) -> Result<Vec<AuditRecord>> {
         let mut conn = self.pool.acquire().await?;
         Ok(store::list_audit(&mut conn, user, limit).await?)
+    }
+
+    /// Records an action an admin takes through another service (an operator action on parked
+    /// messages, a refund, an export) in the audit log, with the admin as actor. Only the actions
+    /// in [`RECORDED_ACTIONS`]; the detail is a JSON object of at most 4 KiB.
+    pub async fn record_audit(&self, admin: &Admin, action: &str, account: Option<AccountId>, detail: &str) -> Result<AuditRecord> {
+        let action = RECORDED_ACTIONS
+            .iter()
+            .find(|a| **a == action)
+            .ok_or_else(|| domain::Invalid::new("action", format!("must be one of {}", RECORDED_ACTIONS.join(", "))))?;
+        if detail.len() > 4096 {
+            return Err(domain::Invalid::new("detail_json", "at most 4096 bytes").into());
+        }
+        let detail: serde_json::Value = match serde_json::from_str(detail) {
+            Ok(v @ serde_json::Value::Object(_)) => v,
+            _ => return Err(domain::Invalid::new("detail_json", "must be a JSON object").into()),
+        };
+        let audit = Audit { actor: Some(admin.0.user_id), action, target: None, account, client_ip: None, detail };
+        let record = store::audit(&mut *self.pool.acquire().await?, audit).await?;
+        info!(admin = %admin.0.user_id, action, "action recorded in the audit log");
+        Ok(record)
     }
 
     pub async fn mailbox(&self, _admin: &Admin, to: Option<&str>, limit: i64) -> Result<Vec<sb_mail::StoredEmail>> {

@@ -240,9 +240,10 @@ pub async fn search_customers(conn: &mut PgConnection, query: &str, limit: i64) 
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
-pub async fn audit(conn: &mut PgConnection, a: Audit<'_>) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO audit_log (id, actor_user_id, action, target_user_id, account_id, client_ip, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+pub async fn audit(conn: &mut PgConnection, a: Audit<'_>) -> sqlx::Result<AuditRecord> {
+    sqlx::query_as(
+        "INSERT INTO audit_log (id, actor_user_id, action, target_user_id, account_id, client_ip, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)
+         RETURNING id, at, actor_user_id, action, target_user_id, account_id, detail",
     )
     .bind(Uuid::now_v7())
     .bind(a.actor)
@@ -251,9 +252,8 @@ pub async fn audit(conn: &mut PgConnection, a: Audit<'_>) -> sqlx::Result<()> {
     .bind(a.account)
     .bind(a.client_ip)
     .bind(a.detail)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_one(conn)
+    .await
 }
 
 pub async fn list_audit(conn: &mut PgConnection, user: Option<UserId>, limit: i64) -> sqlx::Result<Vec<AuditRecord>> {
