@@ -31,6 +31,8 @@ pub struct GatewayConfig {
     pub dev_webhook_secret: bool,
     /// Largest accepted Stripe webhook body, in bytes.
     pub stripe_webhook_max_bytes: usize,
+    /// The RabbitMQ management dashboard, linked from the operations view.
+    pub rabbitmq_dashboard_url: String,
 }
 
 impl GatewayConfig {
@@ -52,6 +54,10 @@ impl GatewayConfig {
         let crm_sync_url = grpc_url("CRM_SYNC_URL", "http://127.0.0.1:50053")?;
         let support_url = grpc_url("SUPPORT_URL", "http://127.0.0.1:50054")?;
         let ai_url = grpc_url("AI_URL", "http://127.0.0.1:50055")?;
+        let rabbitmq_dashboard_url = env.own("RABBITMQ_DASHBOARD_URL").map_or_else(|| "http://127.0.0.1:15672".to_owned(), |(_, v)| v);
+        if !(rabbitmq_dashboard_url.starts_with("http://") || rabbitmq_dashboard_url.starts_with("https://")) {
+            return Err(ConfigError { var: env.var_name("RABBITMQ_DASHBOARD_URL"), reason: "must be an http:// or https:// URL".into() });
+        }
         let cors_origins = match env.own("CORS_ORIGINS") {
             Some((var, v)) => {
                 let list: Vec<String> = v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect();
@@ -96,6 +102,7 @@ impl GatewayConfig {
             stripe_webhook_secrets,
             dev_webhook_secret,
             stripe_webhook_max_bytes,
+            rabbitmq_dashboard_url,
         })
     }
 }

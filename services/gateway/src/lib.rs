@@ -56,11 +56,18 @@ pub struct AppState {
     service_token: SecretString,
     /// The gateway's own database (Stripe webhook receipts and the outbox).
     pool: PgPool,
+    /// The bus, for the admin operations routes (queue depths, parked messages).
+    bus: sb_bus::config::BusConfig,
 }
 
 impl AppState {
     pub fn identity(&self) -> IdentityClient<Channel> {
         self.identity.clone()
+    }
+
+    /// The bus under this deployment's prefix, for the operations routes.
+    pub fn bus(&self) -> &sb_bus::config::BusConfig {
+        &self.bus
     }
 
     pub fn billing(&self) -> BillingClient<Channel> {
@@ -95,7 +102,12 @@ impl AppState {
 }
 
 /// The API router with its middleware: request ids, body limit, CORS, security headers.
-pub fn api(cfg: config::GatewayConfig, service_token: SecretString, pool: PgPool) -> anyhow::Result<Router> {
+pub fn api(
+    cfg: config::GatewayConfig,
+    service_token: SecretString,
+    pool: PgPool,
+    bus: sb_bus::config::BusConfig,
+) -> anyhow::Result<Router> {
     let channel = |url: &str| -> anyhow::Result<Channel> {
         Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
             .connect_timeout(Duration::from_secs(3))
@@ -116,7 +128,7 @@ pub fn api(cfg: config::GatewayConfig, service_token: SecretString, pool: PgPool
         .allow_credentials(true)
         .max_age(Duration::from_secs(600));
     let body_limit = cfg.body_limit;
-    let state = AppState { cfg, identity, billing, crm, support, ai, service_token, pool };
+    let state = AppState { cfg, identity, billing, crm, support, ai, service_token, pool, bus };
     let request_id = HeaderName::from_static("x-request-id");
     let headers = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -129,6 +141,7 @@ pub fn api(cfg: config::GatewayConfig, service_token: SecretString, pool: PgPool
     let mut router = Router::new()
         .merge(routes::portal::router())
         .merge(routes::admin::router())
+        .merge(routes::ops::router())
         .merge(routes::ai::router())
         .merge(routes::billing::router())
         .merge(routes::crm::router())
@@ -160,7 +173,7 @@ pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
         );
     }
     let mut parts = Parts::bare(config, pool);
-    parts.http = api(cfg, config.service_token.clone(), pool.clone())?;
+    parts.http = api(cfg, config.service_token.clone(), pool.clone(), config.bus.clone())?;
     Ok(parts)
 }
 

@@ -1,12 +1,6 @@
-//! The OpenAPI document (`/openapi.json`) and a docs page (`/docs`) that renders it.
+//! The OpenAPI document (`/openapi.json`); `web` serves the docs page (`/docs`) that renders it.
 
-use axum::{
-    Json, Router,
-    extract::State,
-    http::{HeaderValue, header},
-    response::{Html, IntoResponse},
-    routing::get,
-};
+use axum::{Json, Router, extract::State, response::IntoResponse, routing::get};
 use utoipa::{
     Modify, OpenApi,
     openapi::{
@@ -19,7 +13,7 @@ use utoipa::{
 use crate::{
     AppState,
     error::Problem,
-    routes::{AccountOut, UserOut, admin, ai, billing, crm, portal, support, webhook},
+    routes::{AccountOut, UserOut, admin, ai, billing, crm, ops, portal, support, webhook},
 };
 
 struct SessionAuth;
@@ -37,8 +31,9 @@ impl Modify for SessionAuth {
     paths(
         status, portal::sign_up, portal::log_in, portal::log_out, portal::get_me, portal::update_me, portal::get_account, portal::get_user,
         admin::list_customers, admin::get_customer, admin::revoke_sessions, admin::impersonate, admin::list_audit, admin::list_mailbox,
+        ops::list_queues, ops::list_parked, ops::replay, ops::purge,
         webhook::receive_stripe_webhook,
-        billing::list_plans, billing::get_own_billing, billing::get_account_billing, billing::create_checkout, billing::create_portal,
+        billing::list_plans, billing::get_own_billing, billing::get_account_billing, billing::export_account_billing, billing::create_checkout, billing::create_portal,
         billing::local_checkout_page, billing::confirm_local_checkout, billing::local_portal_page, billing::cancel_local_subscription,
         billing::local_done, billing::local_cancelled,
         crm::list_contact_book,
@@ -171,14 +166,6 @@ fn served(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-const DOCS_PAGE: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Switchboard API</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body><redoc spec-url="/openapi.json"></redoc>
-<script src="https://cdn.redoc.ly/redoc/latest/bundles/redoc.standalone.js"></script>
-<noscript>The machine-readable description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
-</body></html>"#;
-
 /// The document, with the plan names billing sells today as the values a checkout may name (left
 /// open, and said so, when billing cannot be asked).
 async fn openapi_json(State(app): State<AppState>) -> impl IntoResponse {
@@ -193,16 +180,6 @@ async fn openapi_json(State(app): State<AppState>) -> impl IntoResponse {
         }
     }
     Json(doc)
-}
-
-async fn docs() -> impl IntoResponse {
-    let mut resp = Html(DOCS_PAGE).into_response();
-    // The docs page loads its renderer from the CDN; every other route keeps the strict policy.
-    resp.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; script-src https://cdn.redoc.ly; style-src 'unsafe-inline' https://fonts.googleapis.com; font-src https://fonts.gstatic.com; img-src data: https:; connect-src 'self'; worker-src blob:"),
-    );
-    resp
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -220,5 +197,5 @@ pub async fn status() -> Json<StatusOut> {
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(openapi_json)).route("/docs", get(docs)).route("/v1/status", get(status))
+    Router::new().route("/openapi.json", get(openapi_json)).route("/v1/status", get(status))
 }

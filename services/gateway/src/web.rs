@@ -26,14 +26,20 @@ use crate::{AppState, error::ApiError};
 pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
                             base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// The app's files: name, content type, content.
+/// The app's files and the API docs page's: name, content type, content. The docs UI is Swagger
+/// UI, vendored from the npm package `swagger-ui-dist` (version and checksums:
+/// `scripts/vendor-docs-ui.sh`, `web/vendor/swagger-ui/SHA256SUMS`).
 const FILES: &[(&str, &str, &[u8])] = &[
     ("app.js", "text/javascript; charset=utf-8", include_bytes!("../web/app.js")),
     ("app.css", "text/css; charset=utf-8", include_bytes!("../web/app.css")),
     ("icon.svg", "image/svg+xml", include_bytes!("../web/icon.svg")),
+    ("docs.js", "text/javascript; charset=utf-8", include_bytes!("../web/docs.js")),
+    ("swagger-ui-bundle.js", "text/javascript; charset=utf-8", include_bytes!("../web/vendor/swagger-ui/swagger-ui-bundle.js")),
+    ("swagger-ui.css", "text/css; charset=utf-8", include_bytes!("../web/vendor/swagger-ui/swagger-ui.css")),
 ];
 
 const SHELL: &str = include_str!("../web/index.html");
+const DOCS: &str = include_str!("../web/docs.html");
 
 struct Web {
     /// Served name (`app.1a2b3c4d5e6f.js`) → content type and content.
@@ -42,19 +48,22 @@ struct Web {
     paths: HashMap<&'static str, String>,
     /// The shell with each `{{name}}` replaced by the file's served path.
     shell: String,
+    /// The API docs page, likewise.
+    docs: String,
 }
 
 static WEB: LazyLock<Web> = LazyLock::new(|| {
     let (mut assets, mut paths) = (HashMap::new(), HashMap::new());
-    let mut shell = SHELL.to_owned();
+    let (mut shell, mut docs) = (SHELL.to_owned(), DOCS.to_owned());
     for &(name, content_type, body) in FILES {
         let served = hashed_name(name, body);
         let path = format!("/assets/{served}");
         shell = shell.replace(&format!("{{{{{name}}}}}"), &path);
+        docs = docs.replace(&format!("{{{{{name}}}}}"), &path);
         assets.insert(served, (content_type, body));
         paths.insert(name, path);
     }
-    Web { assets, paths, shell }
+    Web { assets, paths, shell, docs }
 });
 
 /// `app.js` with content `body` → `app.<first 12 hex digits of its SHA-256>.js`.
@@ -79,12 +88,23 @@ pub fn router() -> Router<AppState> {
         .route("/app/", get(shell))
         .route("/app/{*path}", get(shell))
         .route("/assets/{name}", get(asset))
+        .route("/docs", get(docs))
         .layer(CompressionLayer::new())
 }
 
 /// The app shell; the app itself decides what to show for the path (and shows "not found").
 async fn shell() -> Response {
     let mut resp = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], WEB.shell.clone()).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    resp
+}
+
+/// The API reference: `/openapi.json` rendered by the vendored Swagger UI, under the same policy
+/// as every page (nothing from elsewhere, no inline script or style).
+async fn docs() -> Response {
+    let mut resp = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], WEB.docs.clone()).into_response();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
@@ -105,13 +125,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_shell_names_every_file_by_its_content_hash() {
+    fn the_pages_name_every_file_by_its_content_hash() {
         for &(name, _, body) in FILES {
             let served = hashed_name(name, body);
-            assert!(WEB.shell.contains(&format!("/assets/{served}")), "the shell does not name {name}");
+            let named = format!("/assets/{served}");
+            assert!(WEB.shell.contains(&named) || WEB.docs.contains(&named), "no page names {name}");
             assert!(WEB.assets.contains_key(&served));
         }
         assert!(!WEB.shell.contains("{{"), "a placeholder in index.html names no file");
+        assert!(!WEB.docs.contains("{{"), "a placeholder in docs.html names no file");
         assert_ne!(hashed_name("a.js", b"1"), hashed_name("a.js", b"2"));
     }
 }

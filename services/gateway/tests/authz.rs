@@ -88,6 +88,7 @@ async fn every_route_answers_every_viewpoint_as_the_matrix_says() {
         ("customer.closing_ticket_id", tickets[1].clone()),
         ("victim.ticket_id", tickets[2].clone()),
         ("unknown.draft_id", uuid::Uuid::now_v7().to_string()),
+        ("ops.service", "billing".to_owned()),
         ("web.stylesheet", gateway::web::stylesheet().trim_start_matches("/assets/").to_owned()),
     ]
     .into();

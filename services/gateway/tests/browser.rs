@@ -25,3 +25,24 @@ async fn a_new_customer_signs_up_pays_and_opens_a_ticket_and_an_agent_answers_it
     let taken = std::fs::read_dir(&shots).unwrap().count();
     assert!(taken >= 13, "{taken} screenshots in {}", shots.display());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_purges_a_parked_message_reads_the_mailbox_exports_billing_and_acts_as_a_customer() {
+    let shots = common::output_dir("browser-screenshots/console");
+    let sys = common::start(&[], &[]).await;
+    let admin = sys.staff("admin.browser@example.com", sb_types::Role::Admin).await;
+    let agent = sys.staff("agent.console@example.com", sb_types::Role::Agent).await;
+    let customer = sys.signup("grace.customer@example.com").await;
+    common::pay_pro(&sys, &customer).await;
+    common::park_unreadable(&sys, &customer.account_id).await;
+    let env = [
+        ("SCREENSHOT_DIR", shots.display().to_string()),
+        ("ADMIN_EMAIL", admin.email.clone()),
+        ("AGENT_EMAIL", agent.email.clone()),
+        ("PASSWORD", common::PASSWORD.to_owned()),
+        ("CUSTOMER_EMAIL", customer.email.clone()),
+    ];
+    common::run_browser_script(sys, "console.mjs", &env, Duration::from_secs(120)).await;
+    let taken = std::fs::read_dir(&shots).unwrap().count();
+    assert!(taken >= 9, "{taken} screenshots in {}", shots.display());
+}

@@ -65,6 +65,20 @@ async fn the_portal_is_served_with_hashed_cached_compressed_files_under_a_strict
         assert_eq!(r.headers()[header::CONTENT_TYPE], "application/problem+json", "{bad}");
     }
 
+    // The API reference: the vendored docs UI from this gateway, under the same policy, naming
+    // nothing from elsewhere.
+    let r = web.get(sys.url("/docs")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_strict(&csp(&r));
+    let docs = r.text().await.unwrap();
+    assert!(!docs.contains("http://") && !docs.contains("https://") && !docs.contains("<script>"), "{docs}");
+    let files: Vec<&str> = docs.split('"').filter(|s| s.starts_with("/assets/")).collect();
+    for prefix in ["/assets/swagger-ui-bundle.", "/assets/swagger-ui.", "/assets/docs."] {
+        let name = files.iter().find(|f| f.starts_with(prefix)).unwrap_or_else(|| panic!("/docs names no {prefix}: {files:?}"));
+        let r = web.get(sys.url(name)).header(header::ACCEPT_ENCODING, "gzip").send().await.unwrap();
+        assert_eq!((r.status(), r.headers()[header::CONTENT_ENCODING].to_str().unwrap()), (StatusCode::OK, "gzip"), "{name}");
+    }
+
     // The local checkout pages share the stylesheet and the policy (no inline style any more).
     let u = sys.signup("web-csp@example.com").await;
     let (status, c) = common::send(web.post(sys.url("/v1/billing/checkout")).bearer_auth(&u.token)).await;

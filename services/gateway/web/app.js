@@ -72,8 +72,28 @@ function sentence(s) {
   return /[.!?]$/.test(first) ? first : `${first}.`;
 }
 
+// An admin acting as a customer: the impersonation session's token, kept for this tab only
+// (sessionStorage) and sent as a Bearer token, so the admin's own cookie session is untouched and
+// every other tab stays the admin's. It lives at most the impersonation's lifetime (15 minutes by
+// default); the page's CSP runs no script but ours.
+const IMPERSONATION_KEY = 'sb_impersonation';
+function impersonation() {
+  try {
+    return JSON.parse(sessionStorage.getItem(IMPERSONATION_KEY) || 'null');
+  } catch {
+    return null;
+  }
+}
+function endImpersonation() {
+  sessionStorage.removeItem(IMPERSONATION_KEY);
+  session.me = null;
+  session.loaded = false;
+}
+
 async function api(method, path, body, headers = {}) {
   const init = { method, headers: { accept: 'application/json', ...headers }, credentials: 'same-origin' };
+  const acting = impersonation();
+  if (acting) init.headers.authorization = `Bearer ${acting.token}`;
   if (body !== undefined) {
     init.headers['content-type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -89,7 +109,10 @@ async function api(method, path, body, headers = {}) {
   const data = type.includes('json') ? await r.json().catch(() => null) : null;
   if (!r.ok) {
     const err = new ApiError(messageFor(r.status, data, r.headers.get('retry-after')), r.status, data && data.code);
-    if (r.status === 401 && !path.startsWith('/v1/login') && !path.startsWith('/v1/signup')) {
+    if (r.status === 401 && acting) {
+      // The impersonation ended (expired or revoked): back to the admin's own session.
+      endImpersonation();
+    } else if (r.status === 401 && !path.startsWith('/v1/login') && !path.startsWith('/v1/signup')) {
       session.me = null;
       document.cookie = 'sb_signed_in=; Path=/; Max-Age=0; SameSite=Strict';
     }
@@ -106,7 +129,7 @@ const session = { me: null, loaded: false };
 // The gateway sets `sb_signed_in=1` (no secret) beside the HttpOnly session cookie: without it
 // there is no session to ask about.
 function maybeSignedIn() {
-  return document.cookie.split(';').some((c) => c.trim() === 'sb_signed_in=1');
+  return !!impersonation() || document.cookie.split(';').some((c) => c.trim() === 'sb_signed_in=1');
 }
 
 async function loadMe() {
@@ -143,19 +166,40 @@ function drawNav(path) {
   const items = !session.me
     ? [['/app/login', 'Log in'], ['/app/signup', 'Sign up']]
     : isStaff()
-      ? [['/app/console', 'Queues'], ['/app/console/customers', 'Customers'], ['/app/profile', 'Profile']]
+      ? [['/app/console', 'Queues'], ['/app/console/customers', 'Customers'],
+        ...(isAdmin() ? [['/app/console/ops', 'Operations'], ['/app/console/mailbox', 'Mailbox']] : []), ['/app/profile', 'Profile']]
       : [['/app/', 'Dashboard'], ['/app/billing', 'Billing'], ['/app/tickets', 'Support'], ['/app/profile', 'Profile']];
   const links = items.map(([href, text]) => link(href, text, { 'aria-current': current(path, href) ? 'page' : null }));
-  if (session.me) links.push(h('button', { type: 'button', onclick: logOut }, 'Log out'));
+  if (session.me && !impersonation()) links.push(h('button', { type: 'button', onclick: logOut }, 'Log out'));
   nav.replaceChildren(...links);
   const imp = session.me && session.me.impersonated_by;
   if (imp) {
     banner.hidden = false;
-    banner.replaceChildren(`You are viewing the portal as ${session.me.user ? session.me.user.email : 'this user'}, on behalf of ${imp.name || imp.email}. Everything you do is recorded in the audit log.`);
+    const acting = impersonation();
+    banner.replaceChildren(
+      `You are viewing the portal as ${session.me.user ? session.me.user.email : 'this user'}, on behalf of ${imp.name || imp.email}. Everything you do is recorded in the audit log. `,
+      acting ? h('button', { type: 'button', class: 'secondary', onclick: stopImpersonating }, 'Stop acting as this customer') : null);
   } else {
     banner.hidden = true;
     banner.replaceChildren();
   }
+}
+
+function isAdmin() {
+  return !!session.me && session.me.role === 'admin';
+}
+
+// Ends the impersonation session (identity revokes it; the admin's own cookie session stays)
+// and goes back to the customer in the console.
+async function stopImpersonating() {
+  const acting = impersonation();
+  try {
+    await api('POST', '/v1/logout');
+  } catch {
+    // Expired already: nothing to end.
+  }
+  endImpersonation();
+  go(acting && acting.account_id ? `/app/console/customers/${acting.account_id}` : '/app/console');
 }
 
 function isStaff() {
@@ -165,6 +209,7 @@ function isStaff() {
 function current(path, href) {
   if (href === '/app/') return path === '/app/' || path === '/app';
   if (href === '/app/console') return path === href || path.startsWith('/app/console/queues') || path.startsWith('/app/console/tickets');
+  if (href === '/app/console/ops') return path === href || path.startsWith('/app/console/ops/');
   return path === href || path.startsWith(`${href}/`);
 }
 
@@ -227,6 +272,9 @@ const routes = [
   [/^\/app\/console\/tickets\/([0-9a-f-]{36})$/, consoleTicket, 'staff'],
   [/^\/app\/console\/customers$/, consoleCustomers, 'staff'],
   [/^\/app\/console\/customers\/([0-9a-f-]{36})$/, consoleCustomer, 'staff'],
+  [/^\/app\/console\/ops$/, consoleOps, 'admin'],
+  [/^\/app\/console\/ops\/([a-z-]+)$/, consoleParked, 'admin'],
+  [/^\/app\/console\/mailbox$/, consoleMailbox, 'admin'],
 ];
 
 let renderSeq = 0;
@@ -251,10 +299,12 @@ async function render() {
       go(isStaff() ? '/app/console' : '/app/', true);
       return;
     }
-    if (needsSession === 'staff' && !isStaff()) {
+    if ((needsSession === 'staff' && !isStaff()) || (needsSession === 'admin' && !isAdmin())) {
       drawNav(path);
-      show('Not allowed', h('p', { class: 'error', role: 'alert' }, 'This page is for support agents and admins. Your account cannot open it.'),
-        h('p', {}, link('/app/', 'Go to your dashboard'), '.'));
+      show('Not allowed', h('p', { class: 'error', role: 'alert' }, needsSession === 'admin'
+        ? 'This page is for admins. Your account cannot open it.'
+        : 'This page is for support agents and admins. Your account cannot open it.'),
+      h('p', {}, link(isStaff() ? '/app/console' : '/app/', isStaff() ? 'Go to the console' : 'Go to your dashboard'), '.'));
       return;
     }
     if (isStaff() && (path === '/app/' || path === '/app')) {
@@ -299,7 +349,12 @@ function form(fields, submitText, onSubmit, extra = []) {
 }
 
 function field(label, name, attrs = {}, hint) {
-  const control = attrs.type === 'textarea' ? h('textarea', { name, ...attrs, type: null }) : h('input', { name, ...attrs });
+  const { options, ...rest } = attrs;
+  const control = attrs.type === 'textarea'
+    ? h('textarea', { name, ...rest, type: null })
+    : attrs.type === 'select'
+      ? h('select', { name, ...rest, type: null }, (options || []).map(([value, text]) => h('option', { value }, text)))
+      : h('input', { name, ...rest });
   return h('label', {}, label, hint ? h('span', { class: 'hint' }, hint) : null, control);
 }
 
@@ -742,7 +797,12 @@ function drift(v) {
 }
 
 async function consoleCustomer(accountId) {
-  const v = await api('GET', `/v1/admin/customers/${accountId}`);
+  const [v, billed] = await Promise.all([
+    api('GET', `/v1/admin/customers/${accountId}`),
+    api('GET', `/v1/accounts/${accountId}/billing`).then((b) => ({ b }), (e) => ({ e })),
+  ]);
+  const bill = billed.b;
+  const billError = billed.e;
   const a = v.access;
   const flags = drift(v);
   show(
@@ -770,6 +830,166 @@ async function consoleCustomer(accountId) {
         ? (v.tickets.length ? h('ul', { class: 'tickets' }, v.tickets.map((t) => h('li', {}, link(`/app/console/tickets/${t.id}`, t.subject), ' ',
           h('span', { class: `badge priority-${t.priority}` }, t.priority), h('div', { class: 'small muted' }, `first response ${t.sla ? t.sla.first_response.text : 'n/a'}`)))) : h('p', { class: 'muted' }, 'None.'))
         : h('p', { class: 'error' }, v.tickets_error || 'unknown')),
+    billingHistory(accountId, bill, billError),
+    isAdmin() ? actAsCustomer(v) : null,
+  );
+}
+
+// The account's invoices and access changes, newest first; admins can download them as CSV.
+function billingHistory(accountId, bill, billError) {
+  return h('section', { class: 'card', 'aria-labelledby': 'bill-h' },
+    h('h2', { id: 'bill-h' }, 'Billing history'),
+    billError ? errorBox(billError) : [
+      bill.invoices.length === 0
+        ? h('p', { class: 'muted' }, 'No invoices.')
+        : h('div', { class: 'table-wrap' }, h('table', {},
+          h('caption', { class: 'muted small' }, 'Invoices'),
+          h('thead', {}, h('tr', {}, ['Date', 'Invoice', 'Status', 'Paid'].map((c) => h('th', { scope: 'col' }, c)))),
+          h('tbody', {}, bill.invoices.map((i) => h('tr', {}, h('td', {}, date(i.created)), h('td', {}, i.id), h('td', {}, i.status), h('td', {}, money(i.amount_paid, i.currency))))))),
+      bill.history.length === 0
+        ? h('p', { class: 'muted' }, 'No access changes.')
+        : h('ul', { class: 'small' }, bill.history.map((c) => h('li', {}, `${date(c.at)}: ${c.from} → ${c.to} (${c.reason}; ${c.cause_event_type} ${c.cause_event_id})`))),
+      isAdmin() ? h('p', {}, h('a', { href: `/v1/admin/accounts/${accountId}/billing/export`, download: `billing-${accountId}.csv` }, 'Download billing history (CSV)')) : null,
+    ]);
+}
+
+// Admins: act as one of the account's customers, with a reason (audited); this tab shows the
+// portal as they see it, under a banner, until "Stop acting as this customer".
+function actAsCustomer(v) {
+  const customers = (v.users || []).filter((u) => u.role === 'customer');
+  if (customers.length === 0) return null;
+  return h('section', { class: 'card internal', 'aria-labelledby': 'imp-h' },
+    h('h2', { id: 'imp-h' }, 'Act as a customer'),
+    h('p', { class: 'small' }, 'Opens the portal in this tab as the customer sees it, for 15 minutes. The reason and everything you do are recorded in the audit log.'),
+    form([
+      field('Customer', 'user_id', { type: 'select', options: customers.map((u) => [u.id, `${u.name} <${u.email}>`]) }),
+      field('Reason', 'reason', { required: true, maxlength: 200 }, 'For example: reproducing ticket 1234'),
+    ], 'Act as this customer', async (data) => {
+      const grant = await api('POST', `/v1/admin/users/${data.get('user_id')}/impersonate`, { reason: data.get('reason') });
+      sessionStorage.setItem(IMPERSONATION_KEY, JSON.stringify({ token: grant.token, account_id: v.account ? v.account.id : null }));
+      session.me = null;
+      session.loaded = false;
+      go('/app/');
+    }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations (admins): queues, parked messages, replay and purge
+
+const SERVICE_NAMES = ['gateway', 'identity', 'billing', 'crm-sync', 'support-router', 'ai-assist'];
+
+function count(n) {
+  return n === null || n === undefined ? 'missing' : String(n);
+}
+
+async function consoleOps() {
+  const o = await api('GET', '/v1/admin/ops/queues');
+  show(
+    'Operations',
+    h('p', {}, 'Every service\'s queues. Parked messages (DLQ) waited through every retry or cannot be applied as sent; open a service to see why, then replay or purge them. ',
+      h('a', { href: o.dashboard_url, rel: 'noopener', target: '_blank' }, 'RabbitMQ dashboard'), '.'),
+    h('div', { class: 'table-wrap' }, h('table', {},
+      h('thead', {}, h('tr', {}, ['Service', 'Waiting', 'Consumers', 'Retrying', 'Parked (DLQ)'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, o.services.map((s) => {
+        const retrying = s.retry.reduce((n, q) => n + (q.messages || 0), 0);
+        const parked = s.dlq.messages;
+        return h('tr', { 'data-service': s.service },
+          h('th', { scope: 'row' }, s.service),
+          h('td', {}, count(s.work.messages)),
+          h('td', { class: s.work.consumers === 0 ? 'error' : null }, s.work.consumers === 0 ? '0 (nothing consuming)' : count(s.work.consumers)),
+          h('td', {}, String(retrying)),
+          h('td', {}, parked ? link(`/app/console/ops/${s.service}`, `${parked} parked`, { class: 'error' }) : link(`/app/console/ops/${s.service}`, count(parked))));
+      })))),
+  );
+}
+
+function parkedItem(p) {
+  return h('li', {},
+    h('div', {}, h('strong', {}, p.event_type || 'unreadable message'), ` · ${p.attempts} attempt${p.attempts === 1 ? '' : 's'}${p.failed_at ? ` · parked ${date(p.failed_at)}` : ''}`),
+    h('div', { class: 'error small' }, p.reason),
+    h('div', { class: 'small muted' }, `event ${p.event_id || 'unknown'}${p.account_id ? ` · account ${p.account_id}` : ''}`),
+    h('details', {}, h('summary', {}, 'Original event'), h('pre', { class: 'small' }, JSON.stringify(p.body, null, 2))));
+}
+
+function selectionFields() {
+  return [
+    h('fieldset', {}, h('legend', {}, 'Which messages'),
+      ...[['all', 'All of this service\'s parked messages'], ['event_id', 'One event (event id)'], ['account_id', 'One account\'s (account id)'], ['event_type', 'One event type']]
+        .map(([value, text], i) => h('label', { class: 'inline' }, h('input', { type: 'radio', name: 'which', value, checked: i === 0 }), ` ${text}`))),
+    field('Event id, account id or event type (unless all)', 'value', { maxlength: 200 }),
+  ];
+}
+
+function selection(data) {
+  const which = data.get('which');
+  const value = String(data.get('value') || '').trim();
+  if (which === 'all') return { all: true };
+  if (!value) throw new ApiError('Enter the event id, account id or event type to select.', 422, 'validation_failed');
+  return { [which]: value };
+}
+
+async function consoleParked(service) {
+  if (!SERVICE_NAMES.includes(service)) {
+    show('Not found', h('p', { class: 'error', role: 'alert' }, `There is no service called ${service}.`), h('p', {}, link('/app/console/ops', 'All services')));
+    return;
+  }
+  const parked = await api('GET', `/v1/admin/ops/services/${service}/parked?limit=50`);
+  const result = h('div', { 'aria-live': 'polite', id: 'ops-result' });
+  const act = (action) => async (data, status) => {
+    const body = { ...selection(data), dry_run: data.get('mode') !== 'do' };
+    if (action === 'purge' && !body.dry_run) body.confirm = String(data.get('confirm') || '').trim();
+    const r = await api('POST', `/v1/admin/ops/services/${service}/${action}`, body);
+    status.replaceChildren();
+    if (r.dry_run) {
+      result.replaceChildren(h('section', { class: 'card', 'aria-labelledby': 'dry-h' },
+        h('h2', { id: 'dry-h' }, `Dry run: ${r.matched} message${r.matched === 1 ? '' : 's'} would be ${action === 'replay' ? 'replayed' : 'deleted'}`),
+        h('p', { class: 'small' }, `${r.selection}; looked at ${r.looked_at}${r.partial ? ' (the DLQ holds more than a dry run reads)' : ''}. Nothing changed.`),
+        r.messages.length ? h('ol', { class: 'tickets' }, r.messages.map(parkedItem)) : null));
+    } else {
+      result.replaceChildren(h('p', { class: 'notice', role: 'status' }, `${action === 'replay' ? 'Replayed' : 'Deleted'} ${r.matched}: ${r.selection}.`));
+      const left = await api('GET', `/v1/admin/ops/services/${service}/parked?limit=50`);
+      list.replaceChildren(...(left.length ? left.map(parkedItem) : [h('li', { class: 'muted' }, 'Nothing parked.')]));
+    }
+  };
+  const mode = (doText) => h('fieldset', {}, h('legend', {}, 'Run'),
+    h('label', { class: 'inline' }, h('input', { type: 'radio', name: 'mode', value: 'dry', checked: true }), ' Dry run first: show what it would touch'),
+    h('label', { class: 'inline' }, h('input', { type: 'radio', name: 'mode', value: 'do' }), ` ${doText}`));
+  const list = h('ol', { class: 'tickets', 'aria-label': 'Parked messages' },
+    parked.length ? parked.map(parkedItem) : [h('li', { class: 'muted' }, 'Nothing parked.')]);
+  show(
+    `Parked messages: ${service}`,
+    h('p', {}, link('/app/console/ops', 'All services')),
+    result,
+    h('section', { class: 'card', 'aria-labelledby': 'replay-h' },
+      h('h2', { id: 'replay-h' }, 'Replay'),
+      h('p', { class: 'small' }, 'Puts the messages back on the service\'s work queue with a fresh retry ladder; an event already applied is not applied twice.'),
+      form([...selectionFields(), mode('Replay now')], 'Replay', act('replay'))),
+    h('section', { class: 'card', 'aria-labelledby': 'purge-h' },
+      h('h2', { id: 'purge-h' }, 'Purge'),
+      h('p', { class: 'small' }, 'Deletes the messages for good. To purge, type the service name to confirm.'),
+      form([...selectionFields(), mode('Delete now'), field(`Type ${service} to confirm`, 'confirm', { maxlength: 40, autocomplete: 'off' })], 'Purge', act('purge'))),
+    h('h2', {}, `Oldest ${parked.length} parked`),
+    list,
+  );
+}
+
+async function consoleMailbox() {
+  const to = new URLSearchParams(location.search).get('to') || '';
+  const mails = await api('GET', `/v1/admin/mailbox?limit=100${to ? `&to=${encodeURIComponent(to)}` : ''}`);
+  const search = h('form', { role: 'search', class: 'actions', onsubmit: (ev) => {
+    ev.preventDefault();
+    go(`/app/console/mailbox?to=${encodeURIComponent(new FormData(ev.currentTarget).get('to'))}`);
+  } }, h('label', {}, 'Recipient', h('input', { name: 'to', type: 'search', value: to })), h('button', { type: 'submit' }, 'Filter'));
+  show(
+    'Mailbox',
+    h('p', { class: 'small' }, 'Emails Switchboard recorded instead of sending (no SMTP server configured), newest first.'),
+    search,
+    mails.length === 0
+      ? h('p', { class: 'muted' }, to ? `No email to ${to}.` : 'No email recorded yet.')
+      : h('ol', { class: 'tickets', 'aria-label': 'Emails' }, mails.map((m) => h('li', {},
+        h('details', {}, h('summary', {}, h('strong', {}, m.subject), ` to ${m.to} · ${date(m.created_at)}`),
+          h('p', { class: 'small muted' }, `template ${m.template}`),
+          h('pre', { class: 'mail' }, m.text_body))))),
   );
 }
 

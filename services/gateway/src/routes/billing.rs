@@ -222,6 +222,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/billing/plans", get(list_plans))
         .route("/v1/billing", get(get_own_billing))
         .route("/v1/accounts/{account_id}/billing", get(get_account_billing))
+        .route("/v1/admin/accounts/{account_id}/billing/export", get(export_account_billing))
         .route("/v1/billing/checkout", post(create_checkout))
         .route("/v1/billing/portal", post(create_portal))
         .route("/billing/local/checkout/{session_id}", get(local_checkout_page).post(confirm_local_checkout))
@@ -296,6 +297,88 @@ pub async fn get_account_billing(
     let account_id = path_id("account", &account_id)?;
     let view = app.billing().get_billing(app.on_behalf_of(&session, pb::GetBillingRequest { account_id })).await?;
     Ok(Json(view.into_inner().into()))
+}
+
+/// A spreadsheet cell as written: one that a spreadsheet would run as a formula (`=`, `+`, `-`,
+/// `@`, tab, carriage return first) gets a leading `'`, so an exported Stripe or plan value can
+/// never execute in the admin's spreadsheet.
+fn cell(v: &str) -> String {
+    match v.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{v}"),
+        _ => v.to_owned(),
+    }
+}
+
+/// The account's billing records as CSV, one line per invoice and per access change.
+pub fn billing_csv(view: &BillingOut) -> anyhow::Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(["record", "at", "id", "status", "plan", "amount_due", "amount_paid", "currency", "detail"])?;
+    let at = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
+    for i in &view.invoices {
+        w.write_record([
+            "invoice".to_owned(),
+            at(i.created),
+            cell(&i.id),
+            cell(&i.status),
+            String::new(),
+            i.amount_due.to_string(),
+            i.amount_paid.to_string(),
+            cell(&i.currency),
+            cell(&format!("subscription {}", i.subscription_id)),
+        ])?;
+    }
+    for h in &view.history {
+        w.write_record([
+            "access_change".to_owned(),
+            at(h.at),
+            cell(&h.cause_event_id),
+            format!("{} -> {}", h.from, h.to),
+            cell(&h.plan),
+            String::new(),
+            String::new(),
+            String::new(),
+            cell(&format!("{} ({})", h.reason, h.cause_event_type)),
+        ])?;
+    }
+    Ok(w.into_inner()?)
+}
+
+/// An account's billing history as CSV (admin; audited): its latest 50 invoices and 50 access
+/// changes, each access change with the Stripe event behind it.
+#[utoipa::path(get, path = "/v1/admin/accounts/{account_id}/billing/export", tag = "admin", security(("session" = [])),
+    params(("account_id" = uuid::Uuid, Path, description = "account UUID")),
+    responses((status = 200, description = "CSV with a header line", content_type = "text/csv", body = String),
+              (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn export_account_billing(
+    State(app): State<AppState>,
+    crate::auth::Guarded(session, _): crate::auth::AdminSession,
+    Path(account_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let account_id = path_id("account", &account_id)?;
+    let view: BillingOut = app
+        .billing()
+        .get_billing(app.on_behalf_of(&session, pb::GetBillingRequest { account_id: account_id.clone() }))
+        .await?
+        .into_inner()
+        .into();
+    let detail = serde_json::json!({"invoices": view.invoices.len(), "access_changes": view.history.len()}).to_string();
+    app.identity()
+        .record_audit(session.request(sb_proto::identity::v1::RecordAuditRequest {
+            action: "billing.export".into(),
+            account_id: account_id.clone(),
+            detail_json: detail,
+        }))
+        .await
+        .map_err(|s| ApiError::upstream("identity", s))?;
+    let body = billing_csv(&view).map_err(ApiError::internal)?;
+    let disposition = format!("attachment; filename=\"billing-{account_id}.csv\"");
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
 }
 
 /// Starts a checkout for the caller's own account (customers only; never while impersonating).

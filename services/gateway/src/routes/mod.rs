@@ -4,6 +4,7 @@ pub mod admin;
 pub mod ai;
 pub mod billing;
 pub mod crm;
+pub mod ops;
 pub mod portal;
 pub mod support;
 pub mod webhook;

@@ -3,7 +3,7 @@
 use axum::{
     Json, Router,
     extract::{Path, State},
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -164,11 +164,22 @@ pub async fn log_in(State(app): State<AppState>, Origin(origin): Origin, ApiJson
 /// End the current session.
 #[utoipa::path(post, path = "/v1/logout", tag = "portal", security(("session" = [])),
     responses((status = 204), (status = 401, body = Problem)))]
-pub async fn log_out(State(app): State<AppState>, session: Session) -> Result<Response, ApiError> {
+pub async fn log_out(State(app): State<AppState>, headers: HeaderMap, session: Session) -> Result<Response, ApiError> {
     app.identity().log_out(session.request(pb::LogOutRequest {})).await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    resp.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("sb_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"));
-    resp.headers_mut().append(header::SET_COOKIE, HeaderValue::from_static("sb_signed_in=; Path=/; SameSite=Strict; Max-Age=0"));
+    // A session presented as `Authorization: Bearer` (an API client, or an admin's tab acting as
+    // a customer) ends alone: the browser's own cookie session is another one and stays.
+    if !headers.contains_key(header::AUTHORIZATION) {
+        let ended = [
+            format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+            format!("{SIGNED_IN_COOKIE}=; Path=/; SameSite=Strict; Max-Age=0"),
+        ];
+        for c in ended {
+            if let Ok(v) = HeaderValue::from_str(&c) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+    }
     Ok(resp)
 }
 

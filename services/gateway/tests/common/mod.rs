@@ -217,6 +217,21 @@ pub async fn pay_pro(sys: &System, user: &User) {
     .await;
 }
 
+/// Parks one unreadable `stripe.event.received.v1` in billing's DLQ (billing cannot read its
+/// payload: a permanent failure) and returns its event id.
+pub async fn park_unreadable(sys: &System, account: &str) -> String {
+    let account: uuid::Uuid = account.parse().unwrap();
+    let env = sb_bus::Envelope::raw("gateway", "stripe.event.received.v1", json!({"not": "a Stripe event"})).with_account(account);
+    let id = env.id.to_string();
+    let before = sys.billing.dlq_depth().await;
+    sys.billing.publish(&env).await;
+    sb_testkit::wait_for(std::time::Duration::from_secs(30), "the unreadable event parked in billing's DLQ", || async {
+        (sys.billing.dlq_depth().await > before).then_some(())
+    })
+    .await;
+    id
+}
+
 pub async fn open_ticket(sys: &System, user: &User, subject: &str, body: &str, category: &str) -> Value {
     let (status, v) = send(
         sys.web

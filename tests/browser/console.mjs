@@ -1,0 +1,169 @@
+// The admin's console in a real browser (Debian's Chromium driven by playwright-core), against a
+// running Switchboard whose address is BASE_URL, with one unreadable event parked in billing's
+// DLQ and a paying customer (CUSTOMER_EMAIL) already there. An admin (ADMIN_EMAIL) sees the
+// parked message in the operations view, runs a dry run of a replay (nothing moves), purges it
+// with the service's name as confirmation, reads the customer's welcome email in the embedded
+// mailbox, downloads the customer's billing history as CSV, and acts as the customer under an
+// always-visible banner until they stop. An agent (AGENT_EMAIL) is refused the operations view
+// and offered neither the export nor impersonation, then reads the API reference at /docs (the
+// vendored Swagger UI; its own markup is not checked with axe). Fails on any request that leaves the machine,
+// any CSP violation or console error, any unexpected error answer and any serious accessibility
+// violation (axe-core); a screenshot of each state goes to SCREENSHOT_DIR.
+//
+//   BASE_URL=... ADMIN_EMAIL=... AGENT_EMAIL=... PASSWORD=... CUSTOMER_EMAIL=... node tests/browser/console.mjs
+
+import { readFileSync, mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { chromium } from 'playwright-core';
+
+const require = createRequire(import.meta.url);
+const base = process.env.BASE_URL;
+const shots = process.env.SCREENSHOT_DIR || 'screenshots';
+for (const v of ['BASE_URL', 'ADMIN_EMAIL', 'AGENT_EMAIL', 'PASSWORD', 'CUSTOMER_EMAIL']) {
+  if (!process.env[v]) throw new Error(`${v} is not set`);
+}
+mkdirSync(shots, { recursive: true });
+const axe = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+const origin = new URL(base).origin;
+const customerEmail = process.env.CUSTOMER_EMAIL;
+
+const problems = [];
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox'] });
+let n = 0;
+
+async function open(email) {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
+  await ctx.route('**/*', (route) => {
+    const url = route.request().url();
+    if (url.startsWith(origin) || url.startsWith('data:')) return route.continue();
+    problems.push(`request left the machine: ${url}`);
+    return route.abort();
+  });
+  const page = await ctx.newPage();
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(`console error on ${page.url()}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`page error on ${page.url()}: ${e.message}`));
+  page.on('response', (r) => {
+    if (r.status() >= 400) problems.push(`unexpected ${r.status()} for ${r.request().method()} ${new URL(r.url()).pathname}`);
+  });
+  await page.goto(`${base}/app/login`);
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill(process.env.PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('heading', { name: 'Support queues', exact: true }).waitFor();
+  return { ctx, page };
+}
+
+async function shot(page, name, { a11y = true } = {}) {
+  const text = await page.locator('body').innerText();
+  const bad = text.match(/\[object \w+\]|undefined|NaN|\{"/);
+  if (bad) problems.push(`${name}: the page shows "${bad[0]}"`);
+  if (a11y) {
+    await page.evaluate(axe);
+    const r = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+    for (const v of r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')) {
+      problems.push(`accessibility (${name}): ${v.id}: ${v.help} (${v.nodes.map((x) => x.target.join(' ')).join(', ')})`);
+    }
+  }
+  await page.screenshot({ path: `${shots}/${String(++n).padStart(2, '0')}-${name}.png`, fullPage: true });
+}
+
+try {
+  const { ctx, page } = await open(process.env.ADMIN_EMAIL);
+
+  // Operations: billing's DLQ holds the parked message.
+  await page.getByRole('link', { name: 'Operations' }).click();
+  await page.getByRole('heading', { name: 'Operations', exact: true }).waitFor();
+  const billingRow = page.locator('tr[data-service="billing"]');
+  await billingRow.getByRole('link', { name: '1 parked' }).waitFor();
+  await shot(page, 'ops-overview');
+  await billingRow.getByRole('link', { name: '1 parked' }).click();
+  await page.getByRole('heading', { name: 'Parked messages: billing', exact: true }).waitFor();
+  await page.getByText('stripe.event.received.v1').first().waitFor();
+  await shot(page, 'ops-parked');
+
+  // A dry run of a replay by event type: the count, the message, and nothing moved.
+  const replay = page.locator('section', { has: page.getByRole('heading', { name: 'Replay', exact: true }) });
+  await replay.getByLabel('One event type').check();
+  await replay.getByLabel(/Event id, account id or event type/).fill('stripe.event.received.v1');
+  await replay.getByRole('button', { name: 'Replay' }).click();
+  await page.getByRole('heading', { name: 'Dry run: 1 message would be replayed', exact: true }).waitFor();
+  await shot(page, 'ops-replay-dry-run');
+
+  // Purge for good, confirmed by typing the service's name.
+  const purge = page.locator('section', { has: page.getByRole('heading', { name: 'Purge', exact: true }) });
+  await purge.getByLabel('Delete now').check();
+  await purge.getByLabel('Type billing to confirm').fill('billing');
+  await purge.getByRole('button', { name: 'Purge' }).click();
+  await page.getByText('Deleted 1: ALL parked messages of billing.').waitFor();
+  await page.getByText('Nothing parked.').waitFor();
+  await shot(page, 'ops-purged');
+
+  // The embedded mailbox: the customer's welcome email.
+  await page.getByRole('link', { name: 'Mailbox' }).click();
+  await page.getByRole('heading', { name: 'Mailbox', exact: true }).waitFor();
+  await page.getByLabel('Recipient').fill(customerEmail);
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await page.locator('ol.tickets li').first().waitFor();
+  await page.locator('ol.tickets li summary').first().click();
+  await shot(page, 'mailbox');
+
+  // The customer 360: billing history, its CSV, and acting as the customer.
+  await page.getByRole('link', { name: 'Customers' }).click();
+  await page.getByLabel('Email, name or company').fill(customerEmail);
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.locator('ul.tickets li a').first().click();
+  await page.getByRole('heading', { name: 'Billing history', exact: true }).waitFor();
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'Download billing history (CSV)' }).click()]);
+  const csv = readFileSync(await download.path(), 'utf8');
+  if (!csv.startsWith('record,at,id,status,plan,amount_due,amount_paid,currency,detail')) problems.push(`the CSV starts ${csv.slice(0, 80)}`);
+  if (!/ -> active,/.test(csv)) problems.push('the CSV has no access change to active');
+  await shot(page, 'customer-billing-history');
+  const act = page.locator('section', { has: page.getByRole('heading', { name: 'Act as a customer', exact: true }) });
+  await act.getByLabel('Reason').fill('checking what the customer sees (browser test)');
+  await act.getByRole('button', { name: 'Act as this customer' }).click();
+  const banner = page.locator('#banner');
+  await banner.getByText(`You are viewing the portal as ${customerEmail}`).waitFor();
+  await page.getByRole('heading', { name: /^Welcome/ }).waitFor();
+  await shot(page, 'impersonating-dashboard');
+  await page.getByRole('link', { name: 'Billing', exact: true }).click();
+  await page.getByRole('heading', { name: 'Billing', exact: true }).waitFor();
+  if (!(await banner.isVisible())) problems.push('the impersonation banner disappeared on another page');
+  await page.getByRole('button', { name: 'Stop acting as this customer' }).click();
+  await page.getByRole('heading', { name: 'Billing history', exact: true }).waitFor();
+  if (await banner.isVisible()) problems.push('the banner stayed after impersonation ended');
+  await page.getByRole('link', { name: 'Operations' }).waitFor();
+  await shot(page, 'impersonation-ended');
+  await ctx.close();
+
+  // An agent: no operations view, no export, no impersonation.
+  const agent = await open(process.env.AGENT_EMAIL);
+  if (await agent.page.getByRole('link', { name: 'Operations' }).count()) problems.push('an agent is offered the operations view');
+  await agent.page.goto(`${base}/app/console/ops`);
+  await agent.page.getByRole('heading', { name: 'Not allowed', exact: true }).waitFor();
+  await agent.page.getByText('This page is for admins.').waitFor();
+  await shot(agent.page, 'agent-refused-operations');
+  await agent.page.getByRole('link', { name: 'Customers' }).click();
+  await agent.page.getByLabel('Email, name or company').fill(customerEmail);
+  await agent.page.getByRole('button', { name: 'Search' }).click();
+  await agent.page.locator('ul.tickets li a').first().click();
+  await agent.page.getByRole('heading', { name: 'Billing history', exact: true }).waitFor();
+  if (await agent.page.getByRole('link', { name: 'Download billing history (CSV)' }).count()) problems.push('an agent is offered the billing export');
+  if (await agent.page.getByRole('heading', { name: 'Act as a customer', exact: true }).count()) problems.push('an agent is offered impersonation');
+  // The API reference: served by the gateway itself, under the same policy, nothing from elsewhere.
+  await agent.page.goto(`${base}/docs`);
+  await agent.page.getByText('/v1/signup').first().waitFor();
+  await agent.page.getByText('/v1/admin/ops/queues').first().waitFor();
+  await shot(agent.page, 'api-docs', { a11y: false });
+  await agent.ctx.close();
+} catch (e) {
+  problems.push(`flow failed: ${e.message}`);
+} finally {
+  await browser.close();
+}
+if (problems.length) {
+  console.error(problems.join('\n'));
+  process.exit(1);
+}
+console.log(`console flow ok; screenshots in ${shots}`);
