@@ -1,8 +1,8 @@
 // The admin's console in a real browser (Debian's Chromium driven by playwright-core), against a
 // running Switchboard whose address is BASE_URL, with one unreadable event parked in billing's
 // DLQ and a paying customer (CUSTOMER_EMAIL) already there. An admin (ADMIN_EMAIL) sees the
-// parked message in the operations view, runs a dry run of a replay (nothing moves), purges it
-// with the service's name as confirmation, reads the customer's welcome email in the embedded
+// parked message in the operations view, runs a dry run of a replay (nothing moves), replays it
+// (billing parks it again), purges it with the service's name as confirmation, reads the customer's welcome email in the embedded
 // mailbox, downloads the customer's billing history as CSV, and acts as the customer under an
 // always-visible banner until they stop. An agent (AGENT_EMAIL) is refused the operations view
 // and offered neither the export nor impersonation, then reads the API reference at /docs (the
@@ -90,6 +90,19 @@ try {
   await replay.getByRole('button', { name: 'Replay' }).click();
   await page.getByRole('heading', { name: 'Dry run: 1 message would be replayed', exact: true }).waitFor();
   await shot(page, 'ops-replay-dry-run');
+  // Replay it for real: billing still cannot read it, so it is parked again (once).
+  await replay.getByLabel('Replay now').check();
+  await replay.getByRole('button', { name: 'Replay' }).click();
+  await page.getByText('Replayed 1: every parked stripe.event.received.v1 message in billing.').waitFor();
+  await shot(page, 'ops-replayed');
+  // Billing parks it again within moments; the page does not poll, so look again until it shows.
+  const parkedAgain = page.locator('ol[aria-label="Parked messages"] li strong');
+  for (let i = 0; i < 60 && !(await parkedAgain.count()); i++) {
+    await page.waitForTimeout(500);
+    await page.reload();
+    await page.getByRole('heading', { name: 'Parked messages: billing', exact: true }).waitFor();
+  }
+  if (!(await parkedAgain.count())) problems.push('the replayed message never came back to the DLQ');
 
   // Purge for good, confirmed by typing the service's name.
   const purge = page.locator('section', { has: page.getByRole('heading', { name: 'Purge', exact: true }) });
@@ -135,6 +148,18 @@ try {
   if (await banner.isVisible()) problems.push('the banner stayed after impersonation ended');
   await page.getByRole('link', { name: 'Operations' }).waitFor();
   await shot(page, 'impersonation-ended');
+
+  // Every staff page, opened by its address, draws its page (no outside request, no error).
+  const customerPage = new URL(page.url()).pathname;
+  for (const path of ['/app/console', '/app/console/queues/billing', '/app/console/customers', customerPage, '/app/console/ops',
+    '/app/console/ops/billing', '/app/console/mailbox', '/app/profile']) {
+    await page.goto(`${base}${path}`);
+    await page.locator('main h1').waitFor();
+    const title = await page.locator('main h1').innerText();
+    if (/Something went wrong|Not allowed|Page not found/.test(title)) problems.push(`${path} shows "${title}"`);
+  }
+  await page.goto(`${base}/app/no/such/page`);
+  await page.getByRole('heading', { name: 'Page not found', exact: true }).waitFor();
   await ctx.close();
 
   // An agent: no operations view, no export, no impersonation.

@@ -230,6 +230,21 @@ try {
     await shot('customer-sees-answer');
   }
 
+  // Every customer page, opened by its address, draws its page; another account's ticket is "not
+  // found" in words, never its content.
+  for (const path of ['/app/', '/app/billing', '/app/tickets', '/app/tickets/new', '/app/profile']) {
+    await page.goto(`${base}${path}`);
+    await page.locator('main h1').waitFor();
+    const title = await page.locator('main h1').innerText();
+    if (/Something went wrong|Not allowed|Page not found/.test(title)) problems.push(`${path} shows "${title}"`);
+  }
+  if (process.env.OTHER_TICKET_ID) {
+    expected.push([404, `GET /v1/tickets/${process.env.OTHER_TICKET_ID}`]);
+    await page.goto(`${base}/app/tickets/${process.env.OTHER_TICKET_ID}`);
+    await page.getByText('We could not find that. It may have been removed, or it belongs to another account.').waitFor();
+    await shot('other-accounts-ticket-refused');
+  }
+
   // Log out: the portal asks for a login again.
   await page.getByRole('button', { name: 'Log out' }).click();
   await page.getByRole('heading', { name: 'Log in' }).waitFor();

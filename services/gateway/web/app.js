@@ -320,6 +320,10 @@ async function render() {
       return;
     }
     drawNav(path);
+    if (e instanceof ApiError && e.status === 404) {
+      show('Not found', errorBox(e), h('p', {}, link(isStaff() ? '/app/console' : '/app/', isStaff() ? 'Go to the console' : 'Go to your dashboard'), '.'));
+      return;
+    }
     show('Something went wrong', errorBox(e), h('p', {}, h('button', { type: 'button', onclick: () => render() }, 'Try again')));
   }
 }
