@@ -12,65 +12,14 @@
 //
 //   BASE_URL=... ADMIN_EMAIL=... AGENT_EMAIL=... PASSWORD=... CUSTOMER_EMAIL=... node tests/browser/console.mjs
 
-import { readFileSync, mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { chromium } from 'playwright-core';
+import { readFileSync } from 'node:fs';
+import { env, start } from './harness.mjs';
 
-const require = createRequire(import.meta.url);
-const base = process.env.BASE_URL;
-const shots = process.env.SCREENSHOT_DIR || 'screenshots';
-for (const v of ['BASE_URL', 'ADMIN_EMAIL', 'AGENT_EMAIL', 'PASSWORD', 'CUSTOMER_EMAIL']) {
-  if (!process.env[v]) throw new Error(`${v} is not set`);
-}
-mkdirSync(shots, { recursive: true });
-const axe = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
-const origin = new URL(base).origin;
-const customerEmail = process.env.CUSTOMER_EMAIL;
+const { ADMIN_EMAIL, AGENT_EMAIL, PASSWORD, CUSTOMER_EMAIL } = env('ADMIN_EMAIL', 'AGENT_EMAIL', 'PASSWORD', 'CUSTOMER_EMAIL');
+const { base, problems, open, shot, until, run } = await start();
 
-const problems = [];
-const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox'] });
-let n = 0;
-
-async function open(email) {
-  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
-  await ctx.route('**/*', (route) => {
-    const url = route.request().url();
-    if (url.startsWith(origin) || url.startsWith('data:')) return route.continue();
-    problems.push(`request left the machine: ${url}`);
-    return route.abort();
-  });
-  const page = await ctx.newPage();
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(`console error on ${page.url()}: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`page error on ${page.url()}: ${e.message}`));
-  page.on('response', (r) => {
-    if (r.status() >= 400) problems.push(`unexpected ${r.status()} for ${r.request().method()} ${new URL(r.url()).pathname}`);
-  });
-  await page.goto(`${base}/app/login`);
-  await page.getByLabel('Email').fill(email);
-  await page.getByLabel('Password').fill(process.env.PASSWORD);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.getByRole('heading', { name: 'Support queues', exact: true }).waitFor();
-  return { ctx, page };
-}
-
-async function shot(page, name, { a11y = true } = {}) {
-  const text = await page.locator('body').innerText();
-  const bad = text.match(/\[object \w+\]|undefined|NaN|\{"/);
-  if (bad) problems.push(`${name}: the page shows "${bad[0]}"`);
-  if (a11y) {
-    await page.evaluate(axe);
-    const r = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
-    for (const v of r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')) {
-      problems.push(`accessibility (${name}): ${v.id}: ${v.help} (${v.nodes.map((x) => x.target.join(' ')).join(', ')})`);
-    }
-  }
-  await page.screenshot({ path: `${shots}/${String(++n).padStart(2, '0')}-${name}.png`, fullPage: true });
-}
-
-try {
-  const { ctx, page } = await open(process.env.ADMIN_EMAIL);
+await run(async () => {
+  const { ctx, page } = await open(ADMIN_EMAIL, PASSWORD);
 
   // Operations: billing's DLQ holds the parked message.
   await page.getByRole('link', { name: 'Operations' }).click();
@@ -97,12 +46,9 @@ try {
   await shot(page, 'ops-replayed');
   // Billing parks it again within moments; the page does not poll, so look again until it shows.
   const parkedAgain = page.locator('ol[aria-label="Parked messages"] li strong');
-  for (let i = 0; i < 60 && !(await parkedAgain.count()); i++) {
-    await page.waitForTimeout(500);
-    await page.reload();
-    await page.getByRole('heading', { name: 'Parked messages: billing', exact: true }).waitFor();
+  if (!(await until(page, parkedAgain, page.getByRole('heading', { name: 'Parked messages: billing', exact: true })))) {
+    problems.push('the replayed message never came back to the DLQ');
   }
-  if (!(await parkedAgain.count())) problems.push('the replayed message never came back to the DLQ');
 
   // Purge for good, confirmed by typing the service's name.
   const purge = page.locator('section', { has: page.getByRole('heading', { name: 'Purge', exact: true }) });
@@ -116,7 +62,7 @@ try {
   // The embedded mailbox: the customer's welcome email.
   await page.getByRole('link', { name: 'Mailbox' }).click();
   await page.getByRole('heading', { name: 'Mailbox', exact: true }).waitFor();
-  await page.getByLabel('Recipient').fill(customerEmail);
+  await page.getByLabel('Recipient').fill(CUSTOMER_EMAIL);
   await page.getByRole('button', { name: 'Filter' }).click();
   await page.locator('ol.tickets li').first().waitFor();
   await page.locator('ol.tickets li summary').first().click();
@@ -124,7 +70,7 @@ try {
 
   // The customer 360: billing history, its CSV, and acting as the customer.
   await page.getByRole('link', { name: 'Customers' }).click();
-  await page.getByLabel('Email, name or company').fill(customerEmail);
+  await page.getByLabel('Email, name or company').fill(CUSTOMER_EMAIL);
   await page.getByRole('button', { name: 'Search' }).click();
   await page.locator('ul.tickets li a').first().click();
   await page.getByRole('heading', { name: 'Billing history', exact: true }).waitFor();
@@ -137,7 +83,7 @@ try {
   await act.getByLabel('Reason').fill('checking what the customer sees (browser test)');
   await act.getByRole('button', { name: 'Act as this customer' }).click();
   const banner = page.locator('#banner');
-  await banner.getByText(`You are viewing the portal as ${customerEmail}`).waitFor();
+  await banner.getByText(`You are viewing the portal as ${CUSTOMER_EMAIL}`).waitFor();
   await page.getByRole('heading', { name: /^Welcome/ }).waitFor();
   await shot(page, 'impersonating-dashboard');
   await page.getByRole('link', { name: 'Billing', exact: true }).click();
@@ -163,14 +109,14 @@ try {
   await ctx.close();
 
   // An agent: no operations view, no export, no impersonation.
-  const agent = await open(process.env.AGENT_EMAIL);
+  const agent = await open(AGENT_EMAIL, PASSWORD);
   if (await agent.page.getByRole('link', { name: 'Operations' }).count()) problems.push('an agent is offered the operations view');
   await agent.page.goto(`${base}/app/console/ops`);
   await agent.page.getByRole('heading', { name: 'Not allowed', exact: true }).waitFor();
   await agent.page.getByText('This page is for admins.').waitFor();
   await shot(agent.page, 'agent-refused-operations');
   await agent.page.getByRole('link', { name: 'Customers' }).click();
-  await agent.page.getByLabel('Email, name or company').fill(customerEmail);
+  await agent.page.getByLabel('Email, name or company').fill(CUSTOMER_EMAIL);
   await agent.page.getByRole('button', { name: 'Search' }).click();
   await agent.page.locator('ul.tickets li a').first().click();
   await agent.page.getByRole('heading', { name: 'Billing history', exact: true }).waitFor();
@@ -182,13 +128,4 @@ try {
   await agent.page.getByText('/v1/admin/ops/queues').first().waitFor();
   await shot(agent.page, 'api-docs', { a11y: false });
   await agent.ctx.close();
-} catch (e) {
-  problems.push(`flow failed: ${e.message}`);
-} finally {
-  await browser.close();
-}
-if (problems.length) {
-  console.error(problems.join('\n'));
-  process.exit(1);
-}
-console.log(`console flow ok; screenshots in ${shots}`);
+}, 'console flow ok');

@@ -277,28 +277,7 @@ pub async fn replay(
     ApiJson(body): ApiJson<SelectIn>,
 ) -> Result<Json<OpsActionOut>, ApiError> {
     let service = service_name(&service)?;
-    let which = selector(&body)?;
-    let selection = which.describe(service);
-    let ops = connect(&app).await?;
-    let out = if body.dry_run {
-        ops.preview(service, &which, 50, PREVIEW_CAP).await.map(|p| dry_run(p, selection))
-    } else {
-        if let Err(e) = audit(&app, &session, "ops.replay", service, &which).await {
-            ops.close().await;
-            return Err(e);
-        }
-        tracing::info!(service, selection = %selection, "replaying parked messages (admin)");
-        ops.replay(service, which).await.map(|n| OpsActionOut {
-            dry_run: false,
-            matched: n,
-            looked_at: None,
-            partial: None,
-            messages: vec![],
-            selection,
-        })
-    };
-    ops.close().await;
-    Ok(Json(out.map_err(bus_failed)?))
+    run(&app, &session, service, &body, Action::Replay).await
 }
 
 /// Deletes the selected parked messages for good, or with `dry_run` shows what would be deleted
@@ -324,23 +303,44 @@ pub async fn purge(
             Some(format!("a purge deletes for good: set confirm to {service:?} to delete {selection}")),
         ));
     }
-    let ops = connect(&app).await?;
+    run(&app, &session, service, &body, Action::Purge).await
+}
+
+#[derive(Clone, Copy)]
+enum Action {
+    Replay,
+    Purge,
+}
+
+/// A replay or purge: the dry run (nothing moves, nothing to audit), or the audit entry first and
+/// then the walk.
+async fn run(
+    app: &AppState,
+    session: &crate::auth::Session,
+    service: &'static str,
+    body: &SelectIn,
+    action: Action,
+) -> Result<Json<OpsActionOut>, ApiError> {
+    let which = selector(body)?;
+    let selection = which.describe(service);
+    let (audited, verb) = match action {
+        Action::Replay => ("ops.replay", "replaying"),
+        Action::Purge => ("ops.purge", "purging"),
+    };
+    let ops = connect(app).await?;
     let out = if body.dry_run {
         ops.preview(service, &which, 50, PREVIEW_CAP).await.map(|p| dry_run(p, selection))
     } else {
-        if let Err(e) = audit(&app, &session, "ops.purge", service, &which).await {
+        if let Err(e) = audit(app, session, audited, service, &which).await {
             ops.close().await;
             return Err(e);
         }
-        tracing::info!(service, selection = %selection, "purging parked messages (admin)");
-        ops.purge(service, which).await.map(|n| OpsActionOut {
-            dry_run: false,
-            matched: n,
-            looked_at: None,
-            partial: None,
-            messages: vec![],
-            selection,
-        })
+        tracing::info!(service, selection = %selection, "{verb} parked messages (admin)");
+        let done = match action {
+            Action::Replay => ops.replay(service, which).await,
+            Action::Purge => ops.purge(service, which).await,
+        };
+        done.map(|n| OpsActionOut { dry_run: false, matched: n, looked_at: None, partial: None, messages: vec![], selection })
     };
     ops.close().await;
     Ok(Json(out.map_err(bus_failed)?))
