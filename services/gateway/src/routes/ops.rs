@@ -277,7 +277,7 @@ pub async fn replay(
     ApiJson(body): ApiJson<SelectIn>,
 ) -> Result<Json<OpsActionOut>, ApiError> {
     let service = service_name(&service)?;
-    run(&app, &session, service, &body, Action::Replay).await
+    run(&app, &session, service, selector(&body)?, body.dry_run, Action::Replay).await
 }
 
 /// Deletes the selected parked messages for good, or with `dry_run` shows what would be deleted
@@ -303,7 +303,7 @@ pub async fn purge(
             Some(format!("a purge deletes for good: set confirm to {service:?} to delete {selection}")),
         ));
     }
-    run(&app, &session, service, &body, Action::Purge).await
+    run(&app, &session, service, which, body.dry_run, Action::Purge).await
 }
 
 #[derive(Clone, Copy)]
@@ -318,17 +318,17 @@ async fn run(
     app: &AppState,
     session: &crate::auth::Session,
     service: &'static str,
-    body: &SelectIn,
+    which: Selector,
+    dry: bool,
     action: Action,
 ) -> Result<Json<OpsActionOut>, ApiError> {
-    let which = selector(body)?;
     let selection = which.describe(service);
     let (audited, verb) = match action {
         Action::Replay => ("ops.replay", "replaying"),
         Action::Purge => ("ops.purge", "purging"),
     };
     let ops = connect(app).await?;
-    let out = if body.dry_run {
+    let out = if dry {
         ops.preview(service, &which, 50, PREVIEW_CAP).await.map(|p| dry_run(p, selection))
     } else {
         if let Err(e) = audit(app, session, audited, service, &which).await {
