@@ -3,9 +3,10 @@
 // DLQ and a paying customer (CUSTOMER_EMAIL) already there. An admin (ADMIN_EMAIL) sees the
 // parked message in the operations view, runs a dry run of a replay (nothing moves), replays it
 // (billing parks it again), purges it with the service's name as confirmation, reads the customer's welcome email in the embedded
-// mailbox, downloads the customer's billing history as CSV, and acts as the customer under an
-// always-visible banner until they stop. An agent (AGENT_EMAIL) is refused the operations view
-// and offered neither the export nor impersonation, then reads the API reference at /docs (the
+// mailbox, downloads the customer's billing history as CSV, acts as the customer under an
+// always-visible banner until they stop, and refunds the customer's payment with a double click
+// (one refund; the access ends, per the default refund policy). An agent (AGENT_EMAIL) is refused
+// the operations view and offered neither the export, a refund nor impersonation, then reads the API reference at /docs (the
 // vendored Swagger UI; its own markup is not checked with axe). Fails on any request that leaves the machine,
 // any CSP violation or console error, any unexpected error answer and any serious accessibility
 // violation (axe-core); a screenshot of each state goes to SCREENSHOT_DIR.
@@ -95,6 +96,22 @@ await run(async () => {
   await page.getByRole('link', { name: 'Operations' }).waitFor();
   await shot(page, 'impersonation-ended');
 
+  // A refund, double-clicked: one refund is made; the access follows the policy (a full refund
+  // ends it) once billing has applied Stripe's charge.refunded.
+  const refundForm = page.locator('section', { has: page.getByRole('heading', { name: 'Refund a payment', exact: true }) });
+  await refundForm.getByLabel('Reason').fill('charged twice (browser test)');
+  await shot(page, 'refund-form');
+  await refundForm.getByRole('button', { name: 'Refund', exact: true }).dblclick();
+  await page.locator('tr[data-refund-status="succeeded"]').waitFor();
+  const accessSection = page.locator('section', { has: page.getByRole('heading', { name: 'Access', exact: true }) });
+  if (!(await until(page, accessSection.getByText(/^Access ended: charge refunded/), page.getByRole('heading', { name: 'Billing history', exact: true })))) {
+    problems.push('the access did not end after the full refund');
+  }
+  const refundRows = await page.locator('tr[data-refund-status]').count();
+  if (refundRows !== 1) problems.push(`a double click made ${refundRows} refunds`);
+  if (await page.getByRole('heading', { name: 'Refund a payment', exact: true }).count()) problems.push('a refunded payment is still offered for a refund');
+  await shot(page, 'refund-access-ended');
+
   // Every staff page, opened by its address, draws its page (no outside request, no error).
   const customerPage = new URL(page.url()).pathname;
   for (const path of ['/app/console', '/app/console/queues/billing', '/app/console/customers', customerPage, '/app/console/ops',
@@ -122,6 +139,17 @@ await run(async () => {
   await agent.page.getByRole('heading', { name: 'Billing history', exact: true }).waitFor();
   if (await agent.page.getByRole('link', { name: 'Download billing history (CSV)' }).count()) problems.push('an agent is offered the billing export');
   if (await agent.page.getByRole('heading', { name: 'Act as a customer', exact: true }).count()) problems.push('an agent is offered impersonation');
+  if (await agent.page.getByRole('heading', { name: 'Refund a payment', exact: true }).count()) problems.push('an agent is offered a refund');
+  // Asked directly from the console's own page, the API refuses the agent's role too (not the
+  // cross-site check): 403 "forbidden". That one 403 is expected, so it is not a problem.
+  const refundPath = new URL(agent.page.url()).pathname.replace('/app/console/customers/', '/v1/admin/accounts/') + '/billing/refunds';
+  const refused = await agent.page.evaluate(async (path) => {
+    const r = await fetch(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ invoice_id: 'in_x', reason: 'agent tries' }) });
+    return `${r.status} ${(await r.json()).code}`;
+  }, refundPath);
+  if (refused !== '403 forbidden') problems.push(`an agent's refund answered ${refused}, not 403 forbidden`);
+  const expected = problems.indexOf(`unexpected 403 for POST ${refundPath}`);
+  if (expected >= 0) problems.splice(expected, 1);
   // The API reference: served by the gateway itself, under the same policy, nothing from elsewhere.
   await agent.page.goto(`${base}/docs`);
   await agent.page.getByText('/v1/signup').first().waitFor();

@@ -2,11 +2,12 @@
 // pages, in Debian's Chromium, with every outside host unreachable. Fails unless performance,
 // accessibility and best practices each score at least MIN_SCORE (0.95) on every page.
 //
-//   BASE_URL=... CUSTOMER_COOKIE='sb_session=...; sb_signed_in=1' AGENT_COOKIE=... TICKET_ID=...
-//   node tests/browser/lighthouse.mjs
+//   BASE_URL=... CUSTOMER_COOKIE='sb_session=...; sb_signed_in=1' AGENT_COOKIE=... ADMIN_COOKIE=...
+//   TICKET_ID=... ACCOUNT_ID=... node tests/browser/lighthouse.mjs
 //
-// Pages: the login page (anonymous), the dashboard, billing and a ticket (the customer) and the
-// console's ticket queues (an agent). Each report's scores are printed; the JSON reports go to
+// Pages: the login page (anonymous), the dashboard, billing and a ticket (the customer), the
+// console's ticket queues (an agent), and the customer 360 with its billing history and refund
+// form, and the operations view (an admin). Each report's scores are printed; the JSON reports go to
 // REPORT_DIR when it is set.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -25,6 +26,8 @@ const pages = [
   ['billing', '/app/billing', process.env.CUSTOMER_COOKIE],
   ['ticket', `/app/tickets/${process.env.TICKET_ID}`, process.env.CUSTOMER_COOKIE],
   ['console', '/app/console', process.env.AGENT_COOKIE],
+  ['customer', `/app/console/customers/${process.env.ACCOUNT_ID}`, process.env.ADMIN_COOKIE],
+  ['operations', '/app/console/ops', process.env.ADMIN_COOKIE],
 ];
 
 const chrome = await chromeLauncher.launch({

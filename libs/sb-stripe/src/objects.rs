@@ -181,6 +181,31 @@ pub fn charge(id: &str, customer: &str, amount: i64, amount_refunded: i64, creat
     )
 }
 
+/// A paid `invoice_payment`: the payment intent that paid `invoice` (how invoices name their
+/// payments since Stripe's 2025-03 API; an invoice no longer carries `charge`).
+pub fn invoice_payment(id: &str, invoice: &str, payment_intent: &str, amount: i64, created: i64) -> Value {
+    build(
+        include_str!("../fixtures/invoice_payment.json"),
+        json!({
+            "id": id, "invoice": invoice, "created": created, "currency": "usd", "livemode": false,
+            "amount_requested": amount, "amount_paid": amount, "status": "paid",
+            "payment": {"type": "payment_intent", "payment_intent": payment_intent},
+            "status_transitions": {"canceled_at": null, "paid_at": created},
+        }),
+    )
+}
+
+/// A `refund` of `amount` of `charge` (made through `payment_intent`, if any).
+pub fn refund(id: &str, charge: &str, payment_intent: Option<&str>, amount: i64, status: &str, created: i64) -> Value {
+    build(
+        include_str!("../fixtures/refund.json"),
+        json!({
+            "id": id, "charge": charge, "payment_intent": payment_intent, "amount": amount, "currency": "usd",
+            "status": status, "created": created, "reason": "requested_by_customer",
+        }),
+    )
+}
+
 /// A `customer` carrying the Switchboard account id in its metadata.
 pub fn customer(id: &str, email: &str, account_id: &str, created: i64) -> Value {
     build(
@@ -216,6 +241,8 @@ mod tests {
             include_str!("../fixtures/charge.json"),
             include_str!("../fixtures/customer.json"),
             include_str!("../fixtures/billing_portal_session.json"),
+            include_str!("../fixtures/invoice_payment.json"),
+            include_str!("../fixtures/refund.json"),
         ] {
             assert!(!template(raw).is_empty());
         }
@@ -233,5 +260,7 @@ mod tests {
         assert_eq!(priced["lines"]["data"][0]["pricing"]["price_details"]["price"], "price_1");
         assert_eq!(priced["lines"]["data"][0]["parent"]["subscription_item_details"]["subscription"], "sub_1");
         assert_eq!(charge("ch_1", "cus_1", 900, 900, 1)["refunded"], true);
+        assert_eq!(invoice_payment("inpay_1", "in_1", "pi_1", 900, 1)["payment"]["payment_intent"], "pi_1");
+        assert_eq!(refund("re_1", "ch_1", Some("pi_1"), 900, "succeeded", 1)["object"], "refund");
     }
 }

@@ -30,6 +30,13 @@
 //!   everything not canceled), `customer`, `price`, `limit` (1–100, default 10), `starting_after`,
 //!   `has_more`. `GET /v1/subscriptions/{id}`.
 //! - `GET /v1/customers/{id}`.
+//! - `GET /v1/invoice_payments` — `invoice` (required), `status`: the payments
+//!   [`FakeStripe::put_invoice_payment`] registered.
+//! - `POST /v1/refunds` — `payment_intent` or `charge` of a registered payment, `amount` (default:
+//!   what is left), `reason`, `metadata`; refuses more than is left (`amount_too_large`) and a
+//!   payment refunded in full (`charge_already_refunded`). With an `Idempotency-Key` Stripe's way:
+//!   the same key and parameters replay the first answer (`Idempotent-Replayed: true`), the same
+//!   key with other parameters is an `idempotency_error`.
 //!
 //! Unknown ids answer Stripe's `resource_missing` (404 on retrieval, 400 as a parameter); unknown
 //! routes answer 404.
@@ -104,6 +111,23 @@ struct Failure {
     path_prefix: Option<String>,
 }
 
+/// The first request made with an idempotency key: its path and form, and the answer given.
+struct FirstUse {
+    path: String,
+    form: Vec<(String, String)>,
+    answer: Answer,
+}
+
+/// An invoice paid through a payment intent and its charge, and how much was refunded of it.
+struct PaidInvoice {
+    invoice_payment: Value,
+    invoice: String,
+    payment_intent: String,
+    charge: String,
+    amount: i64,
+    refunded: i64,
+}
+
 #[derive(Default)]
 struct Store {
     /// In insertion order; listed newest `created` first.
@@ -111,6 +135,10 @@ struct Store {
     customers: HashMap<String, Value>,
     checkout_sessions: Vec<Value>,
     portal_sessions: Vec<Value>,
+    payments: Vec<PaidInvoice>,
+    refunds: Vec<Value>,
+    /// Idempotency key → the request first made with it and the answer given.
+    idempotent: HashMap<String, FirstUse>,
     requests: Vec<Recorded>,
     failure: Option<Failure>,
     required_key: Option<String>,
@@ -281,6 +309,27 @@ impl FakeStripe {
         self.shared.lock().checkout_sessions.clone()
     }
 
+    /// Records that `invoice` was paid `amount` through payment intent `payment_intent` (charge
+    /// `charge`), as Stripe's `invoice_payments` list shows it.
+    pub fn put_invoice_payment(&self, invoice: &str, payment_intent: &str, charge: &str, amount: i64) {
+        let mut st = self.shared.lock();
+        st.counter += 1;
+        let id = format!("inpay_fake{:06}", st.counter);
+        st.payments.push(PaidInvoice {
+            invoice_payment: objects::invoice_payment(&id, invoice, payment_intent, amount, now()),
+            invoice: invoice.to_owned(),
+            payment_intent: payment_intent.to_owned(),
+            charge: charge.to_owned(),
+            amount,
+            refunded: 0,
+        });
+    }
+
+    /// The refunds created so far, as returned (a replayed answer is not a new refund).
+    pub fn refunds(&self) -> Vec<Value> {
+        self.shared.lock().refunds.clone()
+    }
+
     /// The portal sessions created so far, as returned.
     pub fn portal_sessions(&self) -> Vec<Value> {
         self.shared.lock().portal_sessions.clone()
@@ -361,6 +410,7 @@ impl StripeError {
 }
 
 /// The answer to one request: status, JSON body, extra headers.
+#[derive(Clone)]
 struct Answer {
     status: StatusCode,
     body: Value,
@@ -521,6 +571,8 @@ fn route(st: &mut Store, rec: &Recorded, base: &str) -> Result<Answer, StripeErr
             .find(|(i, _)| i == id)
             .map(|(_, v)| ok(v.clone()))
             .ok_or_else(|| StripeError::no_such("subscription", id, 404, "id")),
+        ("GET", ["v1", "invoice_payments"]) => list_invoice_payments(st, rec),
+        ("POST", ["v1", "refunds"]) => idempotent(st, rec, create_refund),
         ("GET", ["v1", "customers", id]) => {
             st.customers.get(*id).cloned().map(ok).ok_or_else(|| StripeError::no_such("customer", id, 404, "id"))
         }
@@ -534,6 +586,115 @@ fn route(st: &mut Store, rec: &Recorded, base: &str) -> Result<Answer, StripeErr
             None,
         )),
     }
+}
+
+/// Stripe's idempotency: a POST with a key seen before replays the first answer when the path and
+/// parameters are the same, and is refused when they are not.
+fn idempotent(
+    st: &mut Store,
+    rec: &Recorded,
+    create: fn(&mut Store, &Recorded) -> Result<Answer, StripeError>,
+) -> Result<Answer, StripeError> {
+    let Some(key) = rec.idempotency_key.clone() else { return create(st, rec) };
+    if let Some(FirstUse { path, form, answer }) = st.idempotent.get(&key) {
+        if *path != rec.path || *form != rec.form {
+            let mut e = StripeError::invalid(
+                400,
+                None,
+                format!(
+                    "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{key}' if you meant to execute a different request."
+                ),
+                None,
+            );
+            e.kind = "idempotency_error";
+            return Err(e);
+        }
+        let mut replay = answer.clone();
+        replay.headers.push(("idempotent-replayed", "true".into()));
+        return Ok(replay);
+    }
+    let answer = create(st, rec).unwrap_or_else(Answer::from);
+    st.idempotent.insert(key, FirstUse { path: rec.path.clone(), form: rec.form.clone(), answer: answer.clone() });
+    Ok(answer)
+}
+
+fn list_invoice_payments(st: &Store, rec: &Recorded) -> Result<Answer, StripeError> {
+    let invoice = rec.param("invoice").ok_or_else(|| StripeError::missing_param("invoice"))?;
+    let status = rec.param("status");
+    let data: Vec<Value> = st
+        .payments
+        .iter()
+        .filter(|p| p.invoice == invoice && status.is_none_or(|s| s == "paid"))
+        .map(|p| p.invoice_payment.clone())
+        .collect();
+    Ok(ok(objects::list("/v1/invoice_payments", data, false)))
+}
+
+fn create_refund(st: &mut Store, rec: &Recorded) -> Result<Answer, StripeError> {
+    let found = match (rec.param("payment_intent"), rec.param("charge")) {
+        (Some(pi), _) => st
+            .payments
+            .iter()
+            .position(|p| p.payment_intent == pi)
+            .ok_or_else(|| StripeError::no_such("payment_intent", pi, 400, "payment_intent")),
+        (None, Some(ch)) => {
+            st.payments.iter().position(|p| p.charge == ch).ok_or_else(|| StripeError::no_such("charge", ch, 400, "charge"))
+        }
+        (None, None) => Err(StripeError::invalid(
+            400,
+            Some("parameter_missing"),
+            "One of the following params should be provided for this request: payment_intent or charge.",
+            None,
+        )),
+    }?;
+    let amount = match rec.param("amount") {
+        None => None,
+        Some(raw) => Some(
+            raw.parse::<i64>()
+                .ok()
+                .filter(|a| *a > 0)
+                .ok_or_else(|| StripeError::invalid(400, Some("parameter_invalid_integer"), "Invalid positive integer", Some("amount")))?,
+        ),
+    };
+    if let Some(reason) = rec.param("reason")
+        && !matches!(reason, "duplicate" | "fraudulent" | "requested_by_customer")
+    {
+        return Err(StripeError::invalid(
+            400,
+            None,
+            "Invalid reason: must be one of duplicate, fraudulent, or requested_by_customer",
+            Some("reason"),
+        ));
+    }
+    let p = &st.payments[found];
+    let left = p.amount - p.refunded;
+    if left <= 0 {
+        return Err(StripeError::invalid(
+            400,
+            Some("charge_already_refunded"),
+            format!("Charge {} has already been refunded.", p.charge),
+            None,
+        ));
+    }
+    let amount = amount.unwrap_or(left);
+    if amount > left {
+        return Err(StripeError::invalid(
+            400,
+            Some("amount_too_large"),
+            format!("Refund amount ({amount}) is greater than unrefunded amount on charge ({left})"),
+            Some("amount"),
+        ));
+    }
+    st.counter += 1;
+    let id = format!("re_fake{:06}", st.counter);
+    let p = &mut st.payments[found];
+    p.refunded += amount;
+    let refund = objects::with(
+        objects::refund(&id, &p.charge, Some(&p.payment_intent), amount, "succeeded", now()),
+        json!({"metadata": metadata(rec, "metadata"), "reason": opt(rec.param("reason"))}),
+    );
+    st.refunds.push(refund.clone());
+    Ok(ok(refund))
 }
 
 /// `metadata[k]=v` (or `<prefix>[metadata][k]=v`) pairs as an object.
@@ -924,5 +1085,48 @@ mod tests {
         let unknown = web.get(format!("{}/v1/nope", stripe.base_url())).bearer_auth("sk_test_only_this").send().await.unwrap();
         assert_eq!(unknown.status(), 404);
         stripe.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn refunds_replay_under_their_idempotency_key_and_never_exceed_the_payment() {
+        let stripe = FakeStripe::start().await.unwrap();
+        stripe.put_invoice_payment("in_1", "pi_1", "ch_1", 900);
+        let web = reqwest::Client::new();
+        let refund = |key: &'static str, form: &'static [(&'static str, &'static str)]| {
+            web.post(format!("{}/v1/refunds", stripe.base_url())).bearer_auth("sk_test_x").header("idempotency-key", key).form(form).send()
+        };
+        let listed: Value = web
+            .get(format!("{}/v1/invoice_payments?invoice=in_1&status=paid", stripe.base_url()))
+            .bearer_auth("sk_test_x")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed["data"][0]["payment"]["payment_intent"], "pi_1");
+
+        let first = refund("k1", &[("payment_intent", "pi_1"), ("amount", "400")]).await.unwrap();
+        assert_eq!(first.status(), 200);
+        let first: Value = first.json().await.unwrap();
+        assert_eq!(
+            (first["charge"].as_str(), first["amount"].as_i64(), first["status"].as_str()),
+            (Some("ch_1"), Some(400), Some("succeeded"))
+        );
+        let again = refund("k1", &[("payment_intent", "pi_1"), ("amount", "400")]).await.unwrap();
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
+        assert_eq!(again.json::<Value>().await.unwrap()["id"], first["id"]);
+        let other = refund("k1", &[("payment_intent", "pi_1"), ("amount", "100")]).await.unwrap();
+        assert_eq!(other.status(), 400);
+        assert_eq!(other.json::<Value>().await.unwrap()["error"]["type"], "idempotency_error");
+        assert_eq!(stripe.refunds().len(), 1);
+
+        let too_much = refund("k2", &[("payment_intent", "pi_1"), ("amount", "600")]).await.unwrap();
+        assert_eq!(too_much.json::<Value>().await.unwrap()["error"]["code"], "amount_too_large");
+        let rest: Value = refund("k3", &[("charge", "ch_1")]).await.unwrap().json().await.unwrap();
+        assert_eq!(rest["amount"], 500);
+        let none_left = refund("k4", &[("payment_intent", "pi_1")]).await.unwrap();
+        assert_eq!(none_left.json::<Value>().await.unwrap()["error"]["code"], "charge_already_refunded");
+        assert_eq!(stripe.refunds().len(), 2);
     }
 }

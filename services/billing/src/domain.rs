@@ -9,7 +9,7 @@
 use std::{collections::HashMap, fmt, str::FromStr, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
-pub use sb_types::{AccessStatus, AccountId, Invalid};
+pub use sb_types::{AccessStatus, AccountId, Invalid, UserId};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -241,6 +241,119 @@ words!(
         Unlinked => "unlinked",
     }
 );
+
+words!(
+    /// Where a refund billing was asked to issue stands: `requested` until Stripe answered (the
+    /// intent is recorded first), then Stripe's refund status.
+    RefundStatus, "refund status", {
+        Requested => "requested",
+        Pending => "pending",
+        RequiresAction => "requires_action",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Canceled => "canceled",
+    }
+);
+
+impl RefundStatus {
+    /// Whether the refund takes (or may still take) money back, so counts against what is left
+    /// to refund of its payment.
+    pub fn counts(self) -> bool {
+        match self {
+            Self::Requested | Self::Pending | Self::RequiresAction | Self::Succeeded => true,
+            Self::Failed | Self::Canceled => false,
+        }
+    }
+}
+
+/// The longest reason an admin may give for a refund (Stripe's limit for a metadata value).
+pub const REFUND_REASON_MAX: usize = 500;
+/// The longest idempotency key a refund request may carry (Stripe's limit).
+pub const IDEMPOTENCY_KEY_MAX: usize = 255;
+
+/// An admin's request for a refund, as checked: the reason is kept in the audit log, with the
+/// refund and in Stripe's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundAsk {
+    pub account: AccountId,
+    pub invoice_id: String,
+    /// Minor units; `None` refunds what is left of the payment.
+    pub amount: Option<i64>,
+    pub reason: String,
+    pub idempotency_key: String,
+    pub requested_by: UserId,
+}
+
+impl RefundAsk {
+    /// Checks each field, naming the first that breaks a rule.
+    pub fn new(
+        account: AccountId,
+        invoice_id: &str,
+        amount: i64,
+        reason: &str,
+        idempotency_key: &str,
+        requested_by: UserId,
+    ) -> Result<Self, Invalid> {
+        let invoice_id = invoice_id.trim();
+        if !invoice_id.starts_with("in_") || invoice_id.len() > 255 || invoice_id.chars().any(|c| !c.is_ascii_alphanumeric() && c != '_') {
+            return Err(Invalid::new("invoice_id", "must be a Stripe invoice id (in_...)"));
+        }
+        let amount = match amount {
+            0 => None,
+            a if a > 0 => Some(a),
+            _ => return Err(Invalid::new("amount", "must be a positive number of cents (or 0 for what is left)")),
+        };
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(Invalid::new("reason", "say why the payment is refunded (kept in the audit log)"));
+        }
+        if reason.chars().count() > REFUND_REASON_MAX {
+            return Err(Invalid::new("reason", format!("at most {REFUND_REASON_MAX} characters")));
+        }
+        let key = idempotency_key.trim();
+        if key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX || !key.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(Invalid::new("idempotency_key", format!("1 to {IDEMPOTENCY_KEY_MAX} printable ASCII characters")));
+        }
+        Ok(Self {
+            account,
+            invoice_id: invoice_id.to_owned(),
+            amount,
+            reason: reason.to_owned(),
+            idempotency_key: key.to_owned(),
+            requested_by,
+        })
+    }
+}
+
+/// A refund billing was asked to issue, and what became of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefundRequest {
+    /// Also the `Idempotency-Key` Stripe gets, so asking Stripe again never refunds twice.
+    pub id: uuid::Uuid,
+    pub idempotency_key: String,
+    pub account_id: AccountId,
+    pub invoice_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub reason: String,
+    pub requested_by: UserId,
+    pub status: RefundStatus,
+    /// Stripe's refund (`re_...`), once Stripe answered.
+    pub stripe_refund_id: Option<String>,
+    pub charge_id: Option<String>,
+    /// Why Stripe refused, in Stripe's words.
+    pub failure: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl RefundRequest {
+    /// Whether `ask` is this request again (same key, same refund), rather than a different
+    /// refund reusing its key.
+    pub fn repeats(&self, ask: &RefundAsk) -> bool {
+        self.account_id == ask.account && self.invoice_id == ask.invoice_id && ask.amount.is_none_or(|a| a == self.amount)
+    }
+}
 
 /// Which kind of source stated a subscription's status: at equal time and status, the
 /// subscription object itself is the most direct witness.

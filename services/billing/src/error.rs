@@ -25,6 +25,10 @@ pub enum BillingError {
     CheckoutExpired,
     #[error("Stripe is configured; local checkout is off")]
     LocalCheckoutOff,
+    #[error("nothing to refund: {0}")]
+    NothingToRefund(String),
+    #[error("idempotency_key: already used for a different refund; send a new key for a new refund")]
+    IdempotencyKeyReused,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error(transparent)]
@@ -37,8 +41,11 @@ impl From<BillingError> for Status {
     fn from(e: BillingError) -> Self {
         let msg = e.to_string();
         match e {
-            BillingError::Invalid(_) | BillingError::UnknownPlan { .. } => Status::invalid_argument(msg),
+            BillingError::Invalid(_) | BillingError::UnknownPlan { .. } | BillingError::IdempotencyKeyReused => {
+                Status::invalid_argument(msg)
+            }
             BillingError::AlreadyActive
+            | BillingError::NothingToRefund(_)
             | BillingError::NoCustomer
             | BillingError::NoLiveSubscription
             | BillingError::CheckoutExpired

@@ -32,6 +32,8 @@ fn failure(e: BillingError) -> HandlerError {
         | BillingError::NoLiveSubscription
         | BillingError::CheckoutExpired
         | BillingError::LocalCheckoutOff
+        | BillingError::NothingToRefund(_)
+        | BillingError::IdempotencyKeyReused
         | BillingError::NotFound(_)) => HandlerError::permanent(e),
     }
 }

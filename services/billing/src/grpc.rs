@@ -4,12 +4,12 @@
 
 use chrono::{DateTime, Utc};
 use sb_proto::billing::v1::{self as pb, billing_server};
-use sb_runtime::caller::{AnyCaller, ServiceAuth};
+use sb_runtime::caller::{Admin, AnyCaller, Caller, ServiceAuth};
 use secrecy::SecretString;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{AccessStatus, AccountId, Checkout, Invalid},
+    domain::{AccessStatus, AccountId, Checkout, Invalid, RefundAsk, RefundRequest},
     error::BillingError,
     service::{AccountAccess, Billing},
 };
@@ -79,6 +79,24 @@ fn local_checkout_pb(c: Checkout) -> pb::LocalCheckout {
     }
 }
 
+/// A refund as `staff` or a customer sees it (the reason and requester are staff-only).
+fn refund_pb(r: RefundRequest, staff: bool) -> pb::Refund {
+    pb::Refund {
+        id: r.id.to_string(),
+        account_id: r.account_id.to_string(),
+        invoice_id: r.invoice_id,
+        amount: r.amount,
+        currency: r.currency,
+        status: r.status.as_str().to_owned(),
+        reason: if staff { r.reason } else { String::new() },
+        requested_by: if staff { r.requested_by.to_string() } else { String::new() },
+        stripe_refund_id: r.stripe_refund_id.unwrap_or_default(),
+        charge_id: r.charge_id.unwrap_or_default(),
+        failure: r.failure.unwrap_or_default(),
+        created: Some(ts(r.created_at)),
+    }
+}
+
 impl BillingService {
     pub fn new(billing: Billing, service_token: &SecretString) -> Self {
         Self { billing, auth: ServiceAuth::new(service_token) }
@@ -117,6 +135,10 @@ impl billing_server::Billing for BillingService {
     async fn get_billing(&self, req: Request<pb::GetBillingRequest>) -> Result<Response<pb::BillingView>, Status> {
         let AnyCaller(caller) = self.auth.authorize(&req)?;
         let account = caller.read(account_id(&req.get_ref().account_id)?)?;
+        let staff = match &caller {
+            Caller::User(p) => p.is_staff(),
+            Caller::Service(_) => true,
+        };
         let view = self.billing.billing(account).await.map_err(err)?;
         Ok(Response::new(pb::BillingView {
             access: Some(access_pb(view.access)),
@@ -159,6 +181,7 @@ impl billing_server::Billing for BillingService {
                     at: Some(ts(h.at)),
                 })
                 .collect(),
+            refunds: view.refunds.into_iter().map(|r| refund_pb(r, staff)).collect(),
         }))
     }
 
@@ -204,5 +227,14 @@ impl billing_server::Billing for BillingService {
         let account = caller.act_for(account_id(&req.get_ref().account_id)?)?;
         let subscription_id = self.billing.cancel_local_subscription(account).await.map_err(err)?;
         Ok(Response::new(pb::CancelLocalSubscriptionResponse { subscription_id }))
+    }
+
+    async fn refund_payment(&self, req: Request<pb::RefundPaymentRequest>) -> Result<Response<pb::Refund>, Status> {
+        let Admin(admin) = self.auth.authorize(&req)?;
+        let r = req.into_inner();
+        let ask = RefundAsk::new(account_id(&r.account_id)?, &r.invoice_id, r.amount, &r.reason, &r.idempotency_key, admin.user_id)
+            .map_err(|e| err(e.into()))?;
+        let refund = self.billing.refund(ask).await.map_err(err)?;
+        Ok(Response::new(refund_pb(refund, true)))
     }
 }

@@ -116,6 +116,19 @@ pub fn subscription_cancelled(sub: &StoredSubscription, account: AccountId, now:
     webhook(id, "customer.subscription.deleted", now, object)
 }
 
+/// The charge that paid a local invoice (`in_local_…` → `ch_local_…`).
+pub fn charge_for(invoice_id: &str) -> String {
+    format!("ch_local_{}", invoice_id.trim_start_matches("in_local_").trim_start_matches("in_"))
+}
+
+/// A local refund's id (`re_local_…`), and the `charge.refunded` Stripe sends for it: the
+/// charge of `amount` with `amount_refunded` refunded so far (this refund included).
+pub fn charge_refunded(invoice_id: &str, customer: &str, amount: i64, amount_refunded: i64, now: DateTime<Utc>) -> (String, LocalWebhook) {
+    let suffix = random_suffix(24);
+    let charge = objects::charge(&charge_for(invoice_id), customer, amount, amount_refunded, now.timestamp());
+    (format!("re_local_{suffix}"), webhook(format!("evt_local_{suffix}_ref"), "charge.refunded", now.timestamp(), charge))
+}
+
 /// Stripe-like backoff after `attempts` failed deliveries: 1 s, 2 s, 4 s, ... up to an hour.
 pub fn backoff(attempts: i32) -> Duration {
     Duration::from_secs_f64(2f64.powi(attempts.clamp(0, 12)).min(3600.0))

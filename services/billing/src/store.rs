@@ -9,7 +9,7 @@ use sqlx::{PgConnection, Row, postgres::PgRow};
 
 use crate::domain::{
     Access, AccessChange, AccountFacts, AccountId, Checkout, Derived, DueWebhook, EventOutcome, Invalid, Invoice, InvoiceFact,
-    LocalWebhook, RefundFact, StoredSubscription, SubscriptionFact,
+    LocalWebhook, RefundFact, RefundRequest, RefundStatus, StoredSubscription, SubscriptionFact,
 };
 
 /// A column holding one of the domain's words.
@@ -408,19 +408,19 @@ pub async fn invoices(conn: &mut PgConnection, account: AccountId, limit: i64) -
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Invoice {
-                id: r.try_get("id")?,
-                subscription_id: optional_text(r, "subscription_id")?,
-                status: word(r, "status")?,
-                amount_due: r.try_get("amount_due")?,
-                amount_paid: r.try_get("amount_paid")?,
-                currency: r.try_get("currency")?,
-                as_of: r.try_get("as_of")?,
-            })
-        })
-        .collect()
+    rows.iter().map(invoice_row).collect()
+}
+
+fn invoice_row(r: &PgRow) -> sqlx::Result<Invoice> {
+    Ok(Invoice {
+        id: r.try_get("id")?,
+        subscription_id: optional_text(r, "subscription_id")?,
+        status: word(r, "status")?,
+        amount_due: r.try_get("amount_due")?,
+        amount_paid: r.try_get("amount_paid")?,
+        currency: r.try_get("currency")?,
+        as_of: r.try_get("as_of")?,
+    })
 }
 
 fn checkout_row(r: &PgRow) -> sqlx::Result<Checkout> {
@@ -545,4 +545,133 @@ pub async fn live_subscription(conn: &mut PgConnection, account: AccountId) -> s
 pub async fn all_subscriptions(conn: &mut PgConnection) -> sqlx::Result<Vec<StoredSubscription>> {
     let rows = sqlx::query("SELECT * FROM subscriptions ORDER BY id").fetch_all(conn).await?;
     rows.iter().map(subscription_row).collect()
+}
+
+/// The account's invoice `id` with its Stripe customer, locked until the transaction ends
+/// (refunds of one payment are decided one at a time). `None` when the account has no such invoice.
+pub async fn lock_account_invoice(conn: &mut PgConnection, account: AccountId, id: &str) -> sqlx::Result<Option<(Invoice, String)>> {
+    let row = sqlx::query(
+        "SELECT i.* FROM invoices i JOIN customers c USING (stripe_customer_id)
+         WHERE i.id = $1 AND c.account_id = $2 FOR UPDATE OF i",
+    )
+    .bind(id)
+    .bind(account)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(|r| Ok((invoice_row(r)?, r.try_get("stripe_customer_id")?))).transpose()
+}
+
+/// What refunds of the invoice's payment take (or may still take), in minor units.
+pub async fn refunds_counted(conn: &mut PgConnection, invoice_id: &str) -> sqlx::Result<i64> {
+    let counted: Vec<&str> = RefundStatus::ALL.iter().filter(|s| s.counts()).map(|s| s.as_str()).collect();
+    sqlx::query_scalar("SELECT COALESCE(SUM(amount), 0)::bigint FROM refund_requests WHERE invoice_id = $1 AND status = ANY($2)")
+        .bind(invoice_id)
+        .bind(&counted)
+        .fetch_one(conn)
+        .await
+}
+
+fn refund_request_row(r: &PgRow) -> sqlx::Result<RefundRequest> {
+    Ok(RefundRequest {
+        id: r.try_get("id")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        account_id: r.try_get("account_id")?,
+        invoice_id: r.try_get("invoice_id")?,
+        amount: r.try_get("amount")?,
+        currency: r.try_get("currency")?,
+        reason: r.try_get("reason")?,
+        requested_by: r.try_get("requested_by")?,
+        status: word(r, "status")?,
+        stripe_refund_id: optional_text(r, "stripe_refund_id")?,
+        charge_id: optional_text(r, "charge_id")?,
+        failure: optional_text(r, "failure")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// Records a refund request unless one with its idempotency key exists. True when recorded.
+pub async fn insert_refund_request(conn: &mut PgConnection, r: &RefundRequest) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO refund_requests (id, idempotency_key, account_id, invoice_id, amount, currency, reason, requested_by, status,
+             stripe_refund_id, charge_id, failure, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(r.id)
+    .bind(&r.idempotency_key)
+    .bind(r.account_id)
+    .bind(&r.invoice_id)
+    .bind(r.amount)
+    .bind(&r.currency)
+    .bind(&r.reason)
+    .bind(r.requested_by)
+    .bind(r.status.as_str())
+    .bind(r.stripe_refund_id.as_deref().unwrap_or(""))
+    .bind(r.charge_id.as_deref().unwrap_or(""))
+    .bind(r.failure.as_deref().unwrap_or(""))
+    .bind(r.created_at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn refund_request_by_key(conn: &mut PgConnection, key: &str) -> sqlx::Result<Option<RefundRequest>> {
+    let row = sqlx::query("SELECT * FROM refund_requests WHERE idempotency_key = $1").bind(key).fetch_optional(conn).await?;
+    row.as_ref().map(refund_request_row).transpose()
+}
+
+/// Stripe's answer to a refund request (or its refusal, as `failed` with Stripe's words). A
+/// settled request is never moved back.
+pub async fn refund_answered(
+    conn: &mut PgConnection,
+    id: uuid::Uuid,
+    status: RefundStatus,
+    stripe_refund_id: &str,
+    charge_id: &str,
+    failure: &str,
+) -> sqlx::Result<Option<RefundRequest>> {
+    let row = sqlx::query(
+        "UPDATE refund_requests SET status = $2, stripe_refund_id = $3, charge_id = $4, failure = $5, asking_until = NULL, updated_at = now()
+         WHERE id = $1 RETURNING *",
+    )
+    .bind(id)
+    .bind(status.as_str())
+    .bind(stripe_refund_id)
+    .bind(charge_id)
+    .bind(failure)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(refund_request_row).transpose()
+}
+
+/// Takes the turn to ask Stripe about a request still `requested`, for `lease` (a concurrent
+/// attempt for the same request then waits instead of asking too). False when another attempt
+/// has the turn.
+pub async fn claim_refund_turn(conn: &mut PgConnection, id: uuid::Uuid, lease: Duration) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE refund_requests SET asking_until = now() + make_interval(secs => $2), updated_at = now()
+         WHERE id = $1 AND status = 'requested' AND (asking_until IS NULL OR asking_until < now())",
+    )
+    .bind(id)
+    .bind(lease.as_secs_f64())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Stripe did not answer: the next attempt may ask at once.
+pub async fn release_refund_turn(conn: &mut PgConnection, id: uuid::Uuid) -> sqlx::Result<()> {
+    sqlx::query("UPDATE refund_requests SET asking_until = NULL, updated_at = now() WHERE id = $1").bind(id).execute(conn).await?;
+    Ok(())
+}
+
+/// The account's refund requests, newest first.
+pub async fn refund_requests(conn: &mut PgConnection, account: AccountId, limit: i64) -> sqlx::Result<Vec<RefundRequest>> {
+    let rows = sqlx::query("SELECT * FROM refund_requests WHERE account_id = $1 ORDER BY created_at DESC LIMIT $2")
+        .bind(account)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(refund_request_row).collect()
 }

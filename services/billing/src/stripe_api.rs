@@ -13,12 +13,18 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use stripe_billing::{
     billing_portal_session::CreateBillingPortalSession,
+    invoice_payment::{ListInvoicePayment, ListInvoicePaymentStatus},
     subscription::{ListSubscription, ListSubscriptionStatus, RetrieveSubscription},
 };
 use stripe_checkout::checkout_session::{CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData};
-use stripe_client_core::{CustomizedStripeRequest, StripeClient, StripeClientErr, StripeMethod};
-use stripe_core::customer::{RetrieveCustomer, RetrieveCustomerReturned};
-use stripe_shared::{CheckoutSessionMode, Subscription};
+use stripe_client_core::{
+    CustomizedStripeRequest, IdempotencyKey, RequestStrategy, StripeClient, StripeClientErr, StripeMethod, StripeRequest,
+};
+use stripe_core::{
+    customer::{RetrieveCustomer, RetrieveCustomerReturned},
+    refund::{CreateRefund, CreateRefundReason},
+};
+use stripe_shared::{CheckoutSessionMode, InvoicesPaymentsInvoicePaymentAssociatedPaymentType, Subscription};
 
 use crate::domain::{AccountId, Invalid, Plan, Source, SubscriptionFact, account_metadata, fact_rank, metadata_account, timestamp};
 
@@ -94,8 +100,10 @@ impl StripeClient for Transport {
     type Err = ApiError;
 
     async fn execute(&self, req: CustomizedStripeRequest) -> Result<Bytes, ApiError> {
-        // billing never customizes requests (no connected accounts, the client's own timeout).
-        let (req, _overrides) = req.into_pieces();
+        // billing customizes a request only with an idempotency key (no connected accounts, the
+        // client's own timeout).
+        let (req, overrides) = req.into_pieces();
+        let idempotency_key = overrides.request_strategy.and_then(|s| s.get_key());
         let mut url = format!("{}/v1{}", self.base, req.path);
         if let Some(q) = req.query.filter(|q| !q.is_empty()) {
             url.push('?');
@@ -111,6 +119,9 @@ impl StripeClient for Transport {
             .request(method, url)
             .bearer_auth(self.key.expose_secret())
             .header("stripe-version", stripe_shared::version::VERSION.as_str());
+        if let Some(key) = idempotency_key {
+            call = call.header("idempotency-key", key.as_str());
+        }
         if let Some(body) = req.body {
             call = call.header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body);
         }
@@ -128,6 +139,24 @@ fn without_url(e: reqwest::Error) -> String {
 
 pub struct StripeApi {
     transport: Transport,
+}
+
+/// The payment of an invoice a refund takes money back from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payment {
+    PaymentIntent(String),
+    /// A charge made without a payment intent (older integrations).
+    Charge(String),
+}
+
+/// A refund Stripe made (or is making).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedRefund {
+    pub id: String,
+    /// Stripe's status: pending, requires_action, succeeded, failed or canceled.
+    pub status: String,
+    pub charge: Option<String>,
+    pub failure_reason: Option<String>,
 }
 
 /// A created checkout session.
@@ -197,6 +226,46 @@ impl StripeApi {
         Ok(match RetrieveCustomer::new(customer).send(&self.transport).await? {
             RetrieveCustomerReturned::Customer(c) => c.metadata.as_ref().and_then(metadata_account),
             RetrieveCustomerReturned::DeletedCustomer(_) => None,
+        })
+    }
+
+    /// The paid payment of an invoice (API versions since 2025-03 link them through
+    /// `invoice_payments`; an invoice no longer names its charge). `None` when it has none.
+    pub async fn invoice_payment(&self, invoice: &str) -> Result<Option<Payment>, ApiError> {
+        let page =
+            ListInvoicePayment::new().invoice(invoice).status(ListInvoicePaymentStatus::Paid).limit(10).send(&self.transport).await?;
+        Ok(page.data.iter().find_map(|p| match p.payment.type_ {
+            InvoicesPaymentsInvoicePaymentAssociatedPaymentType::PaymentIntent => {
+                p.payment.payment_intent.as_ref().map(|pi| Payment::PaymentIntent(pi.id().to_string()))
+            }
+            InvoicesPaymentsInvoicePaymentAssociatedPaymentType::Charge => {
+                p.payment.charge.as_ref().map(|c| Payment::Charge(c.id().to_string()))
+            }
+            _ => None,
+        }))
+    }
+
+    /// Refunds `amount` of `payment`, with `key` as the `Idempotency-Key`: asking again with the
+    /// same key answers the same refund and never refunds twice.
+    pub async fn create_refund(
+        &self,
+        payment: &Payment,
+        amount: i64,
+        metadata: std::collections::HashMap<String, String>,
+        key: &str,
+    ) -> Result<CreatedRefund, ApiError> {
+        let key = IdempotencyKey::new(key).map_err(|e| ApiError::Refused(format!("idempotency key: {e}")))?;
+        let mut req = CreateRefund::new().amount(amount).reason(CreateRefundReason::RequestedByCustomer).metadata(metadata);
+        req = match payment {
+            Payment::PaymentIntent(pi) => req.payment_intent(pi.as_str()),
+            Payment::Charge(ch) => req.charge(ch.as_str()),
+        };
+        let r = req.customize().request_strategy(RequestStrategy::Idempotent(key)).send(&self.transport).await?;
+        Ok(CreatedRefund {
+            id: r.id.to_string(),
+            status: r.status.unwrap_or_else(|| "pending".to_owned()),
+            charge: r.charge.as_ref().map(|c| c.id().to_string()),
+            failure_reason: r.failure_reason,
         })
     }
 

@@ -13,7 +13,7 @@ use billing::domain::AccountId;
 use common::{BillingTest, PUBLIC_URL, TestService, as_service, as_user, customer, impersonating, now, staff, stripe_event};
 use sb_bus::{Event, events::AccessChanged};
 use sb_proto::billing::v1::{self as pb, AccessStatus};
-use sb_runtime::caller::Role;
+use sb_runtime::caller::{Principal, Role, UserId};
 use sb_stripe::objects::{self, CheckoutSpec, SubscriptionSpec};
 use sb_testkit::{service::WAIT, stripe::FakeStripe, wait_for};
 use serde_json::{Value, json};
@@ -524,6 +524,148 @@ async fn the_reconcile_command_reports_repairs_and_refuses_without_a_key() {
         "{}",
         text(&out.stdout)
     );
+    billing.stop().await;
+    stripe.shutdown().await;
+}
+
+fn refund_req(account: AccountId, invoice: &str, amount: i64, reason: &str, key: &str) -> pb::RefundPaymentRequest {
+    pb::RefundPaymentRequest {
+        account_id: account.to_string(),
+        invoice_id: invoice.into(),
+        amount,
+        reason: reason.into(),
+        idempotency_key: key.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_refunds_through_stripe_once_per_key_and_access_follows_stripes_charge_refunded() {
+    let (stripe, billing) = start_with_fake().await;
+    let mut c = billing.client();
+    let account = AccountId::new();
+    let a = account.to_string();
+    let t0 = now() - 60;
+    // Paid in Stripe: the subscription, its invoice (paid through a payment intent), the checkout.
+    stripe.put_customer(objects::customer("cus_refund", "ada@example.com", &a, t0));
+    stripe.put_subscription(sub("sub_refund", "cus_refund", &a, "active", STARTER_PRICE, t0));
+    stripe.put_invoice_payment("in_refund", "pi_refund", "ch_refund", 1900);
+    let completed = objects::checkout_session(&CheckoutSpec {
+        id: "cs_test_refund",
+        account_id: &a,
+        customer: "cus_refund",
+        subscription: "sub_refund",
+        created: t0,
+        amount_total: 1900,
+        email: "ada@example.com",
+    });
+    billing.publish_stripe_event(stripe_event("checkout.session.completed", t0, completed).1).await;
+    for (id, paid) in [("in_refund", true), ("in_unpaid", false), ("in_elsewhere", true)] {
+        let invoice = objects::invoice(&objects::InvoiceSpec {
+            id,
+            customer: "cus_refund",
+            subscription: "sub_refund",
+            account_id: &a,
+            status: if paid { "paid" } else { "open" },
+            created: if paid { t0 } else { t0 - 30 },
+            amount: 1900,
+            attempt_count: 1,
+            price: STARTER_PRICE,
+        });
+        let (event_type, at) = if paid { ("invoice.paid", t0) } else { ("invoice.payment_failed", t0 - 30) };
+        billing.publish_stripe_event(stripe_event(event_type, at, invoice).1).await;
+    }
+    billing.wait_access(account, AccessStatus::Active).await;
+    wait_for(WAIT, "the three invoices", || {
+        let mut c = billing.client();
+        async move {
+            let view = c.get_billing(as_service(pb::GetBillingRequest { account_id: account.to_string() })).await.ok()?.into_inner();
+            (view.invoices.len() == 3).then_some(())
+        }
+    })
+    .await;
+    stripe.clear_requests();
+    let admin = staff(Role::Admin);
+
+    // Refused before Stripe is asked.
+    let refusals = [
+        (refund_req(account, "in_refund", 0, "duplicate charge", "k0"), staff(Role::Agent), Code::PermissionDenied),
+        (refund_req(account, "in_refund", 0, "duplicate charge", "k0"), customer(account), Code::PermissionDenied),
+        (
+            refund_req(account, "in_refund", 0, "duplicate charge", "k0"),
+            Principal { impersonator: Some(UserId::new()), ..admin.clone() },
+            Code::PermissionDenied,
+        ),
+        (refund_req(account, "in_refund", 0, "  ", "k0"), admin.clone(), Code::InvalidArgument),
+        (refund_req(account, "in_refund", -5, "duplicate charge", "k0"), admin.clone(), Code::InvalidArgument),
+        (refund_req(account, "in_refund", 0, "duplicate charge", ""), admin.clone(), Code::InvalidArgument),
+        (refund_req(account, "in_refund", 1901, "duplicate charge", "k0"), admin.clone(), Code::InvalidArgument),
+        (refund_req(account, "in_nope", 0, "duplicate charge", "k0"), admin.clone(), Code::NotFound),
+        (refund_req(AccountId::new(), "in_refund", 0, "duplicate charge", "k0"), admin.clone(), Code::NotFound),
+        (refund_req(account, "in_unpaid", 0, "duplicate charge", "k0"), admin.clone(), Code::FailedPrecondition),
+    ];
+    for (req, who, code) in refusals {
+        let err = c.refund_payment(as_user(req.clone(), &who)).await.unwrap_err();
+        assert_eq!(err.code(), code, "{req:?} as {who:?}: {err:?}");
+    }
+    assert!(stripe.requests().is_empty(), "Stripe was asked: {:?}", stripe.requests());
+
+    // Stripe is down: the intent stays recorded as requested; asking again with the same key sends
+    // the same Idempotency-Key.
+    stripe.fail_next_on("/v1/refunds", 1, 503);
+    let err = c.refund_payment(as_user(refund_req(account, "in_refund", 500, "double charge", "k1"), &admin)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let view = c.get_billing(as_service(pb::GetBillingRequest { account_id: a.clone() })).await.unwrap().into_inner();
+    assert_eq!((view.refunds.len(), view.refunds[0].status.as_str()), (1, "requested"), "{:?}", view.refunds);
+    let first = c.refund_payment(as_user(refund_req(account, "in_refund", 500, "double charge", "k1"), &admin)).await.unwrap().into_inner();
+    assert_eq!((first.status.as_str(), first.amount, first.charge_id.as_str()), ("succeeded", 500, "ch_refund"), "{first:?}");
+    assert_eq!(first.id, view.refunds[0].id);
+    let sent = stripe.requests_to("POST", "/v1/refunds");
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    for r in &sent {
+        assert_eq!(r.idempotency_key.as_deref(), Some(first.id.as_str()), "{r:?}");
+        assert_eq!(
+            (r.param("payment_intent"), r.param("amount"), r.param("reason")),
+            (Some("pi_refund"), Some("500"), Some("requested_by_customer"))
+        );
+        assert_eq!((r.param("metadata[account_id]"), r.param("metadata[reason]")), (Some(a.as_str()), Some("double charge")));
+    }
+    assert_eq!(stripe.refunds().len(), 1);
+
+    // A double click on "refund the rest": two requests at once with one key make one refund.
+    let ask = || {
+        let mut c = billing.client();
+        let admin = admin.clone();
+        async move { c.refund_payment(as_user(refund_req(account, "in_refund", 0, "customer left", "k2"), &admin)).await }
+    };
+    let (one, two) = tokio::join!(ask(), ask());
+    let (one, two) = (one.unwrap().into_inner(), two.unwrap().into_inner());
+    assert_eq!(one.id, two.id);
+    assert_eq!(one.amount, 1400, "the rest of the payment");
+    assert_eq!(stripe.refunds().len(), 2, "{:?}", stripe.refunds());
+    // Nothing is left; a key reused for another refund is refused.
+    let err = c.refund_payment(as_user(refund_req(account, "in_refund", 0, "again", "k3"), &admin)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let err = c.refund_payment(as_user(refund_req(account, "in_elsewhere", 0, "again", "k2"), &admin)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    // Stripe refuses (it knows no payment of this invoice): recorded as failed, with why.
+    let refused = c.refund_payment(as_user(refund_req(account, "in_elsewhere", 0, "goodwill", "k4"), &admin)).await.unwrap().into_inner();
+    assert_eq!(refused.status, "failed", "{refused:?}");
+    assert!(refused.failure.contains("no paid payment"), "{refused:?}");
+    assert_eq!(stripe.refunds().len(), 2);
+
+    // Access follows Stripe's charge.refunded (full refund, default policy): revoked.
+    let charge = objects::charge("ch_refund", "cus_refund", 1900, 1900, now());
+    billing.publish_stripe_event(stripe_event("charge.refunded", now(), charge).1).await;
+    let access = billing.wait_access(account, AccessStatus::Revoked).await;
+    assert_eq!(access.cause_event_type, "charge.refunded");
+
+    // The customer sees the refunds, without the staff's reasons.
+    let own = c.get_billing(as_user(pb::GetBillingRequest { account_id: a.clone() }, &customer(account))).await.unwrap().into_inner();
+    assert_eq!(own.refunds.len(), 3);
+    assert!(own.refunds.iter().all(|r| r.reason.is_empty() && r.requested_by.is_empty()), "{:?}", own.refunds);
+    let staff_view = c.get_billing(as_user(pb::GetBillingRequest { account_id: a }, &staff(Role::Agent))).await.unwrap().into_inner();
+    assert_eq!(staff_view.refunds[0].reason, "goodwill");
+    assert_eq!(staff_view.refunds[0].requested_by, admin.user_id.to_string());
     billing.stop().await;
     stripe.shutdown().await;
 }

@@ -33,7 +33,7 @@ impl Modify for SessionAuth {
         admin::list_customers, admin::get_customer, admin::revoke_sessions, admin::impersonate, admin::list_audit, admin::list_mailbox,
         ops::list_queues, ops::list_parked, ops::replay, ops::purge,
         webhook::receive_stripe_webhook,
-        billing::list_plans, billing::get_own_billing, billing::get_account_billing, billing::export_account_billing, billing::create_checkout, billing::create_portal,
+        billing::list_plans, billing::get_own_billing, billing::get_account_billing, billing::export_account_billing, billing::refund_payment, billing::create_checkout, billing::create_portal,
         billing::local_checkout_page, billing::confirm_local_checkout, billing::local_portal_page, billing::cancel_local_subscription,
         billing::local_done, billing::local_cancelled,
         crm::list_contact_book,

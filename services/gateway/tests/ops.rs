@@ -155,6 +155,68 @@ async fn the_billing_export_is_csv_for_admins_only_audited_and_formula_safe() {
     sys.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_refund_is_made_once_per_key_audited_and_access_follows_the_policy() {
+    let sys = start(&[], &[]).await;
+    let admin = sys.staff("refund-admin@switchboard.test", Role::Admin).await;
+    let agent = sys.staff("refund-agent@switchboard.test", Role::Agent).await;
+    let customer = sys.signup("refund-customer@example.com").await;
+    pay_pro(&sys, &customer).await;
+    let billing_url = sys.url(&format!("/v1/accounts/{}/billing", customer.account_id));
+    let invoice_id = sb_testkit::wait_for(Duration::from_secs(30), "the local checkout's invoice", || async {
+        let (_, billing) = send(sys.web.get(&billing_url).bearer_auth(&admin.token)).await;
+        billing["invoices"][0]["id"].as_str().map(str::to_owned)
+    })
+    .await;
+    let url = sys.url(&format!("/v1/admin/accounts/{}/billing/refunds", customer.account_id));
+    let body = json!({"invoice_id": invoice_id, "reason": "charged twice"});
+    for who in [&agent, &customer] {
+        let r = sys.web.post(&url).bearer_auth(&who.token).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    let r = sys.web.post(&url).bearer_auth(&admin.token).json(&json!({"invoice_id": invoice_id, "reason": " "})).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("reason"));
+    let r = sys.web.post(&url).bearer_auth(&admin.token).json(&json!({"invoice_id": "in_nope", "reason": "x"})).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let (_, billing) = send(sys.web.get(&billing_url).bearer_auth(&admin.token)).await;
+    assert_eq!(billing["refunds"], json!([]), "nothing refunded by refused requests");
+
+    // A double click: the same Idempotency-Key twice at once refunds once.
+    let click = || sys.web.post(&url).bearer_auth(&admin.token).header("idempotency-key", "console-form-1").json(&body).send();
+    let (one, two) = tokio::join!(click(), click());
+    let (one, two) = (one.unwrap(), two.unwrap());
+    assert_eq!((one.status(), two.status()), (reqwest::StatusCode::CREATED, reqwest::StatusCode::CREATED));
+    let (one, two): (Value, Value) = (one.json().await.unwrap(), two.json().await.unwrap());
+    assert_eq!(one["id"], two["id"]);
+    assert_eq!((one["status"].as_str(), one["amount"].as_i64()), (Some("succeeded"), Some(4900)), "{one}");
+    // Nothing is left to refund.
+    let r = sys.web.post(&url).bearer_auth(&admin.token).header("idempotency-key", "console-form-2").json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+
+    // Access follows the local checkout's charge.refunded (a full refund revokes, by default).
+    let access = sb_testkit::wait_for(Duration::from_secs(30), "access revoked by the refund", || async {
+        let (_, billing) = send(sys.web.get(&billing_url).bearer_auth(&admin.token)).await;
+        Some(billing["access"].clone()).filter(|a| a["status"] == "revoked")
+    })
+    .await;
+    assert_eq!(access["cause_event_type"], "charge.refunded");
+    let (_, billing) = send(sys.web.get(&billing_url).bearer_auth(&admin.token)).await;
+    assert_eq!(billing["refunds"].as_array().unwrap().len(), 1, "{billing}");
+    assert_eq!(billing["refunds"][0]["reason"], "charged twice");
+    let (_, own) = send(sys.web.get(sys.url("/v1/billing")).bearer_auth(&customer.token)).await;
+    assert_eq!((own["refunds"][0]["amount"].as_i64(), own["refunds"][0]["reason"].as_str()), (Some(4900), Some("")));
+    // Each request that reached billing is audited with its key (the double click twice, the
+    // refused third, the unknown invoice); the one without a reason was refused before.
+    let audit = audit_actions(&sys, &admin).await;
+    let refunds: Vec<&Value> = audit.iter().filter(|a| a["action"] == "billing.refund").collect();
+    assert_eq!(refunds.len(), 4, "{audit:?}");
+    assert!(refunds.iter().all(|a| a["account_id"] == customer.account_id.as_str() && a["detail"]["reason"] != " "));
+    let keys: Vec<&str> = refunds.iter().filter_map(|a| a["detail"]["idempotency_key"].as_str()).collect();
+    assert_eq!(keys.iter().filter(|k| **k == "console-form-1").count(), 2, "{keys:?}");
+    sys.stop().await;
+}
+
 #[test]
 fn exported_cells_never_start_a_formula() {
     let view = gateway::routes::billing::BillingOut {
@@ -170,6 +232,7 @@ fn exported_cells_never_start_a_formula() {
             created: None,
         }],
         history: vec![],
+        refunds: vec![],
     };
     let csv = String::from_utf8(gateway::routes::billing::billing_csv(&view).unwrap()).unwrap();
     let row = csv.lines().nth(1).unwrap();

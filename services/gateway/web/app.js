@@ -557,7 +557,11 @@ async function billing() {
         ? h('p', { class: 'muted' }, 'No invoices yet.')
         : h('div', { class: 'table-wrap' }, h('table', {},
           h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Date'), h('th', { scope: 'col' }, 'Amount'), h('th', { scope: 'col' }, 'Status'))),
-          h('tbody', {}, invoices.map((i) => h('tr', {}, h('td', {}, date(i.created)), h('td', {}, money(i.amount_paid || i.amount_due, i.currency)), h('td', {}, i.status))))))),
+          h('tbody', {}, invoices.map((i) => {
+            const refunded = refundedOf(b, i.id);
+            return h('tr', {}, h('td', {}, date(i.created)), h('td', {}, money(i.amount_paid || i.amount_due, i.currency)),
+              h('td', {}, i.status, refunded > 0 ? ` · ${money(refunded, i.currency)} refunded` : ''));
+          }))))),
     h('section', { class: 'card', 'aria-labelledby': 'hist-h' },
       h('h2', { id: 'hist-h' }, 'Access history'),
       (b.history || []).length === 0
@@ -839,8 +843,26 @@ async function consoleCustomer(accountId) {
   );
 }
 
-// The account's invoices and access changes, newest first; admins can download them as CSV.
+// A refund that takes (or may still take) money back: everything but failed and canceled ones.
+const REFUND_COUNTS = new Set(['requested', 'pending', 'requires_action', 'succeeded']);
+
+function refundedOf(bill, invoiceId) {
+  return (bill.refunds || []).filter((r) => r.invoice_id === invoiceId && REFUND_COUNTS.has(r.status)).reduce((n, r) => n + r.amount, 0);
+}
+
+const REFUND_STATUS = {
+  requested: 'requested; Stripe has not answered yet (refunding again with the same form is safe)',
+  pending: 'pending at Stripe',
+  requires_action: 'waiting for the customer at Stripe',
+  succeeded: 'refunded',
+  failed: 'refused by Stripe',
+  canceled: 'canceled',
+};
+
+// The account's invoices, refunds and access changes, newest first; admins can refund a payment
+// and download everything as CSV.
 function billingHistory(accountId, bill, billError) {
+  const refunds = billError ? [] : bill.refunds || [];
   return h('section', { class: 'card', 'aria-labelledby': 'bill-h' },
     h('h2', { id: 'bill-h' }, 'Billing history'),
     billError ? errorBox(billError) : [
@@ -848,13 +870,48 @@ function billingHistory(accountId, bill, billError) {
         ? h('p', { class: 'muted' }, 'No invoices.')
         : h('div', { class: 'table-wrap' }, h('table', {},
           h('caption', { class: 'muted small' }, 'Invoices'),
-          h('thead', {}, h('tr', {}, ['Date', 'Invoice', 'Status', 'Paid'].map((c) => h('th', { scope: 'col' }, c)))),
-          h('tbody', {}, bill.invoices.map((i) => h('tr', {}, h('td', {}, date(i.created)), h('td', {}, i.id), h('td', {}, i.status), h('td', {}, money(i.amount_paid, i.currency))))))),
+          h('thead', {}, h('tr', {}, ['Date', 'Invoice', 'Status', 'Paid', 'Refunded'].map((c) => h('th', { scope: 'col' }, c)))),
+          h('tbody', {}, bill.invoices.map((i) => h('tr', { 'data-invoice': i.id }, h('td', {}, date(i.created)), h('td', {}, i.id), h('td', {}, i.status),
+            h('td', {}, money(i.amount_paid, i.currency)), h('td', {}, money(refundedOf(bill, i.id), i.currency))))))),
+      refunds.length === 0 ? null : h('div', { class: 'table-wrap' }, h('table', {},
+        h('caption', { class: 'muted small' }, 'Refunds'),
+        h('thead', {}, h('tr', {}, ['Date', 'Invoice', 'Amount', 'Status', 'Reason'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, refunds.map((r) => h('tr', { 'data-refund-status': r.status }, h('td', {}, date(r.created)), h('td', {}, r.invoice_id),
+          h('td', {}, money(r.amount, r.currency)), h('td', {}, REFUND_STATUS[r.status] || r.status, r.failure ? `: ${r.failure}` : ''), h('td', {}, r.reason)))))),
       bill.history.length === 0
         ? h('p', { class: 'muted' }, 'No access changes.')
-        : h('ul', { class: 'small' }, bill.history.map((c) => h('li', {}, `${date(c.at)}: ${c.from} → ${c.to} (${c.reason}; ${c.cause_event_type} ${c.cause_event_id})`))),
+        : h('ul', { class: 'small' }, bill.history.map((c) => h('li', {}, `${date(c.at)}: ${c.from} → ${c.to} (${c.reason}${c.cause_event_type ? `; ${c.cause_event_type} ${c.cause_event_id}` : ''})`))),
       isAdmin() ? h('p', {}, h('a', { href: `/v1/admin/accounts/${accountId}/billing/export`, download: `billing-${accountId}.csv` }, 'Download billing history (CSV)')) : null,
+      isAdmin() ? refundForm(accountId, bill) : null,
     ]);
+}
+
+// Admins: refund a paid invoice's payment, in full or in part, with a reason (audited). The form
+// carries one idempotency key for as long as it is on the page, so a double click or a retry after
+// an outage refunds once; the access then follows the refund policy.
+function refundForm(accountId, bill) {
+  const refundable = bill.invoices
+    .map((i) => ({ i, left: i.status === 'paid' ? i.amount_paid - refundedOf(bill, i.id) : 0 }))
+    .filter((x) => x.left > 0);
+  if (refundable.length === 0) return null;
+  const key = crypto.randomUUID();
+  return h('section', { class: 'internal', 'aria-labelledby': 'refund-h' },
+    h('h3', { id: 'refund-h' }, 'Refund a payment'),
+    h('p', { class: 'small' }, 'Billing refunds through Stripe (or the local checkout) and records the reason in the audit log. A full refund ends the access the payment bought, per the refund policy.'),
+    form([
+      field('Payment', 'invoice_id', { type: 'select', options: refundable.map((x) => [x.i.id, `${date(x.i.created)} · ${x.i.id} · ${money(x.left, x.i.currency)} left`]) }),
+      field('Amount', 'amount', { type: 'number', min: '0.01', step: '0.01', inputmode: 'decimal' }, 'Leave empty to refund everything that is left'),
+      field('Reason', 'reason', { required: true, maxlength: 500 }, 'For example: charged twice, see ticket 1234'),
+    ], 'Refund', async (data, status) => {
+      const raw = String(data.get('amount') || '').trim();
+      const amount = raw === '' ? 0 : Math.round(Number(raw) * 100);
+      if (Number.isNaN(amount) || amount < 0) throw new ApiError('Enter the amount in the currency, like 19.00, or leave it empty.', 422);
+      const reason = String(data.get('reason') || '').trim();
+      if (!reason) throw new ApiError('Say why the payment is refunded.', 422);
+      const r = await api('POST', `/v1/admin/accounts/${accountId}/billing/refunds`, { invoice_id: data.get('invoice_id'), amount, reason }, { 'idempotency-key': key });
+      status.replaceChildren(h('p', { class: 'notice', role: 'status' }, `Refund of ${money(r.amount, r.currency)}: ${REFUND_STATUS[r.status] || r.status}.`));
+      await render();
+    }));
 }
 
 // Admins: act as one of the account's customers, with a reason (audited); this tab shows the

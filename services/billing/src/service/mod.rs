@@ -10,6 +10,7 @@
 mod apply;
 mod checkout;
 mod reconcile;
+mod refund;
 
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ use tracing::{info, warn};
 pub use self::reconcile::{Drift, Report};
 use crate::{
     config::BillingConfig,
-    domain::{self, Access, AccessChange, AccessStatus, AccountId, Invoice, StoredSubscription, StripeEvent},
+    domain::{self, Access, AccessChange, AccessStatus, AccountId, Invoice, RefundRequest, StoredSubscription, StripeEvent},
     error::BillingError,
     local::LocalCheckout,
     store,
@@ -63,6 +64,8 @@ pub struct BillingView {
     pub invoices: Vec<Invoice>,
     /// Newest first, at most 50.
     pub history: Vec<AccessChange>,
+    /// Refunds admins asked for, newest first, at most 50.
+    pub refunds: Vec<RefundRequest>,
 }
 
 /// Shared by the consumer, the gRPC service, the background loops and `billing reconcile`.
@@ -121,7 +124,8 @@ impl Billing {
         let subscriptions = store::subscriptions(&mut conn, account).await?;
         let invoices = store::invoices(&mut conn, account, 50).await?;
         let history = store::history(&mut conn, account, 50).await?;
-        Ok(BillingView { access: self.account_access(account, access, customer), subscriptions, invoices, history })
+        let refunds = store::refund_requests(&mut conn, account, 50).await?;
+        Ok(BillingView { access: self.account_access(account, access, customer), subscriptions, invoices, history, refunds })
     }
 
     /// Re-derives an account's access from everything known and, if it moved, records why and

@@ -6,7 +6,7 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{Path, State},
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
 };
@@ -20,7 +20,7 @@ use crate::{
     AppState,
     auth::{Origin, Session},
     domain::{AccessStatus, access_message, escape, is_checkout_session_id, money},
-    error::{ApiError, Problem},
+    error::{ApiError, ApiJson, Problem},
 };
 
 /// An account's portal access.
@@ -126,6 +126,68 @@ pub struct BillingOut {
     pub invoices: Vec<InvoiceOut>,
     /// Access changes, newest first, each with the Stripe event that caused it.
     pub history: Vec<AccessChangeOut>,
+    /// Refunds admins issued, newest first (reason and requester are shown to staff only).
+    pub refunds: Vec<RefundOut>,
+}
+
+/// A refund an admin asked billing to issue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefundOut {
+    /// Billing's id for the refund; also the idempotency key Stripe got.
+    #[schema(format = Uuid)]
+    pub id: String,
+    pub invoice_id: String,
+    /// Minor units (cents).
+    pub amount: i64,
+    pub currency: String,
+    /// `requested` (Stripe has not answered yet; asking again with the same key is safe),
+    /// `pending`, `requires_action`, `succeeded`, `failed` or `canceled`.
+    pub status: String,
+    /// Staff only (empty for customers).
+    pub reason: String,
+    /// The admin who issued it (staff only).
+    pub requested_by: String,
+    /// Stripe's refund id (`re_...`), once known.
+    pub stripe_refund_id: String,
+    pub charge_id: String,
+    /// Why Stripe refused (status `failed`).
+    pub failure: String,
+    pub created: Option<DateTime<Utc>>,
+}
+
+impl From<pb::Refund> for RefundOut {
+    fn from(r: pb::Refund) -> Self {
+        Self {
+            id: r.id,
+            invoice_id: r.invoice_id,
+            amount: r.amount,
+            currency: r.currency,
+            status: r.status,
+            reason: r.reason,
+            requested_by: r.requested_by,
+            stripe_refund_id: r.stripe_refund_id,
+            charge_id: r.charge_id,
+            failure: r.failure,
+            created: time(r.created),
+        }
+    }
+}
+
+/// An admin's refund of a paid invoice's payment.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundIn {
+    /// The paid invoice (`in_...`) from the account's billing.
+    #[schema(pattern = "^in_")]
+    pub invoice_id: String,
+    /// Minor units (cents); left out (or 0): what is left of the payment.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub amount: i64,
+    /// Why (required, at most 500 characters): kept in the audit log, with the refund and in
+    /// Stripe's metadata.
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
 }
 
 impl From<pb::BillingView> for BillingOut {
@@ -169,6 +231,7 @@ impl From<pb::BillingView> for BillingOut {
                     at: time(h.at),
                 })
                 .collect(),
+            refunds: v.refunds.into_iter().map(RefundOut::from).collect(),
         }
     }
 }
@@ -223,6 +286,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/billing", get(get_own_billing))
         .route("/v1/accounts/{account_id}/billing", get(get_account_billing))
         .route("/v1/admin/accounts/{account_id}/billing/export", get(export_account_billing))
+        .route("/v1/admin/accounts/{account_id}/billing/refunds", post(refund_payment))
         .route("/v1/billing/checkout", post(create_checkout))
         .route("/v1/billing/portal", post(create_portal))
         .route("/billing/local/checkout/{session_id}", get(local_checkout_page).post(confirm_local_checkout))
@@ -340,6 +404,19 @@ pub fn billing_csv(view: &BillingOut) -> anyhow::Result<Vec<u8>> {
             cell(&format!("{} ({})", h.reason, h.cause_event_type)),
         ])?;
     }
+    for r in &view.refunds {
+        w.write_record([
+            "refund".to_owned(),
+            at(r.created),
+            cell(&r.id),
+            cell(&r.status),
+            String::new(),
+            String::new(),
+            (-r.amount).to_string(),
+            cell(&r.currency),
+            cell(&format!("invoice {} ({}): {}", r.invoice_id, r.stripe_refund_id, r.reason)),
+        ])?;
+    }
     Ok(w.into_inner()?)
 }
 
@@ -379,6 +456,75 @@ pub async fn export_account_billing(
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(resp)
+}
+
+/// The `Idempotency-Key` a refund request carries: the same key again answers the first refund.
+/// Without one every request is a new refund (what is left to refund still bounds it).
+fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(uuid::Uuid::new_v4().to_string()),
+        Some(v) => v.to_str().ok().map(str::trim).filter(|k| !k.is_empty() && k.len() <= 255).map(str::to_owned).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "Invalid input",
+                Some("Idempotency-Key: 1 to 255 printable ASCII characters".into()),
+            )
+        }),
+    }
+}
+
+/// Refunds a paid invoice's payment, in full or in part (admin; audited; never while acting as a
+/// customer): billing records the refund, then asks Stripe with an idempotency key (or, with no
+/// Stripe key, refunds through the local checkout). Send an `Idempotency-Key` header: the same
+/// key again (a double click, a retry after a timeout) answers the first refund and never refunds
+/// twice. Access follows Stripe's `charge.refunded` per billing's refund policy.
+#[utoipa::path(post, path = "/v1/admin/accounts/{account_id}/billing/refunds", tag = "admin", security(("session" = [])),
+    params(("account_id" = uuid::Uuid, Path, description = "account UUID"),
+           ("Idempotency-Key" = Option<String>, Header, description = "one per intended refund (1-255 characters)")),
+    request_body = RefundIn,
+    responses((status = 201, description = "recorded; `status` says whether Stripe made it", body = RefundOut),
+              (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 404, description = "the account has no such invoice", body = Problem),
+              (status = 409, description = "nothing left to refund", body = Problem), (status = 415, body = Problem),
+              (status = 422, body = Problem), (status = 503, description = "Stripe or billing unavailable; retry with the same key", body = Problem)))]
+pub async fn refund_payment(
+    State(app): State<AppState>,
+    crate::auth::Guarded(session, _): crate::auth::AdminSession,
+    Path(account_id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RefundIn>,
+) -> Result<Response, ApiError> {
+    let account_id = path_id("account", &account_id)?;
+    let idempotency_key = idempotency_key(&headers)?;
+    // What can be checked here is, before anything is audited (billing checks again).
+    let invalid =
+        |detail: &str| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "Invalid input", Some(detail.to_owned()));
+    if !body.invoice_id.starts_with("in_") {
+        return Err(invalid("invoice_id: must be a Stripe invoice id (in_...)"));
+    }
+    if body.reason.trim().is_empty() || body.reason.chars().count() > 500 {
+        return Err(invalid("reason: say why the payment is refunded (1 to 500 characters)"));
+    }
+    if body.amount < 0 {
+        return Err(invalid("amount: a positive number of cents, or 0 (or left out) for what is left"));
+    }
+    let detail = serde_json::json!({
+        "invoice_id": body.invoice_id, "amount": body.amount, "reason": body.reason, "idempotency_key": idempotency_key,
+    })
+    .to_string();
+    app.identity()
+        .record_audit(session.request(sb_proto::identity::v1::RecordAuditRequest {
+            action: "billing.refund".into(),
+            account_id: account_id.clone(),
+            detail_json: detail,
+        }))
+        .await
+        .map_err(|s| ApiError::upstream("identity", s))?;
+    let req =
+        pb::RefundPaymentRequest { account_id, invoice_id: body.invoice_id, amount: body.amount, reason: body.reason, idempotency_key };
+    let refund = app.billing().refund_payment(app.on_behalf_of(&session, req)).await?.into_inner();
+    Ok((StatusCode::CREATED, Json(RefundOut::from(refund))).into_response())
 }
 
 /// Starts a checkout for the caller's own account (customers only; never while impersonating).

@@ -139,6 +139,10 @@ impl billing_server::Billing for FakeBilling {
         unimplemented()
     }
 
+    async fn refund_payment(&self, _: Request<billing_pb::RefundPaymentRequest>) -> Result<Response<billing_pb::Refund>, Status> {
+        unimplemented()
+    }
+
     async fn cancel_local_subscription(
         &self,
         _: Request<billing_pb::CancelLocalSubscriptionRequest>,
