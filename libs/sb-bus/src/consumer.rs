@@ -649,15 +649,18 @@ impl Consumer {
             }
             None
         };
-        match tokio::time::timeout_at(deadline, run).await {
-            Ok(None) => {}
-            Ok(Some(failure)) => return Ok(Err((batch, Some(failure)))),
+        let enqueued = match tokio::time::timeout_at(deadline, crate::outbox::tracking(run)).await {
+            Ok((None, enqueued)) => enqueued,
+            Ok((Some(failure), _)) => return Ok(Err((batch, Some(failure)))),
             // Over the deadline as a batch: each event gets its own deadline one at a time.
             Err(_) => return Ok(Err((batch, None))),
-        }
+        };
         if !matches!(tokio::time::timeout_at(deadline, tx.commit()).await, Ok(Ok(()))) {
             // Possibly committed after all; the one-at-a-time path sees the inbox rows if so.
             return Ok(Err((batch, None)));
+        }
+        if enqueued {
+            crate::outbox::committed(&self.service);
         }
         for (p, applied) in batch.iter().zip(applied) {
             self.record(p, if applied { Outcome::Applied } else { Outcome::Duplicate });
@@ -698,8 +701,13 @@ impl Consumer {
         if !self.record_inbox(&mut tx, env).await? {
             return Ok(false);
         }
-        handler.apply(env, &mut tx).await?;
+        let (applied, enqueued) = crate::outbox::tracking(handler.apply(env, &mut tx)).await;
+        applied?;
         tx.commit().await?;
+        if enqueued {
+            // What the handler enqueued goes out now.
+            crate::outbox::committed(&self.service);
+        }
         Ok(true)
     }
 
@@ -714,7 +722,12 @@ impl Consumer {
             return Ok(false);
         }
         let inbox = Inbox::new(&self.service, env);
-        effect.run(env, &self.pool, &inbox).await?;
+        let (ran, enqueued) = crate::outbox::tracking(effect.run(env, &self.pool, &inbox)).await;
+        ran?;
+        if enqueued {
+            // The effect's own transactions have committed: what they enqueued goes out now.
+            crate::outbox::committed(&self.service);
+        }
         match inbox.state.load(Ordering::SeqCst) {
             RECORDED => Ok(true),
             ALREADY_THERE => Ok(false),

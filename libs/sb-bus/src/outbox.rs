@@ -23,10 +23,11 @@ use crate::{
 /// Records `env` for publication as part of the caller's transaction. Nothing is published unless
 /// that transaction commits.
 ///
-/// The relay of `env.source` in this process is told at once; it looks for the row
-/// a moment later and keeps looking briefly until the commit shows it. There is no `NOTIFY`:
-/// PostgreSQL serialises the commits of every notifying transaction in the cluster (a global
-/// lock held through the WAL flush), which made each service's commits wait for the others'.
+/// The relay of `env.source` in this process is told at once; it looks for the row a moment later
+/// and keeps looking briefly until the commit shows it, or at once when the producer says the
+/// transaction committed ([`committed`]). There is no `NOTIFY`: PostgreSQL serialises the commits
+/// of every notifying transaction in the cluster (a global lock held through the WAL flush), which
+/// made each service's commits wait for the others'.
 pub async fn enqueue(conn: &mut PgConnection, env: &Envelope) -> Result<(), sqlx::Error> {
     let headers = serde_json::to_value(trace::current_headers()).unwrap_or_default();
     let payload = serde_json::to_value(env).unwrap_or_default();
@@ -37,20 +38,54 @@ pub async fn enqueue(conn: &mut PgConnection, env: &Envelope) -> Result<(), sqlx
         .bind(headers)
         .execute(conn)
         .await?;
-    hint(&env.source).notify_one();
+    hints(&env.source).enqueued.notify_one();
+    let _ = ENQUEUED.try_with(|e| e.set(true));
     Ok(())
 }
 
-/// What tells a service's relay (in this process) that an event was enqueued: one per producing
-/// service, so several services in one process (tests, benchmarks) do not wake each other.
-fn hint(service: &str) -> Arc<Notify> {
-    static HINTS: OnceLock<Mutex<HashMap<String, Arc<Notify>>>> = OnceLock::new();
+tokio::task_local! {
+    /// Whether the future [`tracking`] runs has enqueued anything.
+    static ENQUEUED: std::cell::Cell<bool>;
+}
+
+/// Runs `f`, telling whether it enqueued an event (on this task): the consumer tells the relay
+/// about a commit ([`committed`]) only after handlers that did.
+pub async fn tracking<F: std::future::Future>(f: F) -> (F::Output, bool) {
+    ENQUEUED
+        .scope(std::cell::Cell::new(false), async move {
+            let out = f.await;
+            (out, ENQUEUED.with(std::cell::Cell::get))
+        })
+        .await
+}
+
+/// Tells the relay of `service` in this process that a transaction which may have enqueued its
+/// events has committed, so it claims them now instead of at its next look. Optional (the relay
+/// finds committed rows anyway, a few milliseconds later) and cheap: the consumer calls it after
+/// every handler transaction, producers after their own; with nothing enqueued it changes nothing.
+pub fn committed(service: &str) {
+    hints(service).committed.notify_one();
+}
+
+/// What tells a service's relay (in this process) that an event was enqueued, and that a
+/// transaction committed: one pair per producing service, so several services in one process
+/// (tests, benchmarks) do not wake each other.
+#[derive(Default)]
+struct Hints {
+    enqueued: Notify,
+    committed: Notify,
+}
+
+fn hints(service: &str) -> Arc<Hints> {
+    static HINTS: OnceLock<Mutex<HashMap<String, Arc<Hints>>>> = OnceLock::new();
     let mut hints = HINTS.get_or_init(Default::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     hints.entry(service.to_owned()).or_default().clone()
 }
 
 /// After a hint, the relay looks at these intervals until it is hinted again (each hint starts
-/// over): the transaction that enqueued usually commits within a few milliseconds.
+/// over): the transaction that enqueued usually commits within a few milliseconds. Producers that
+/// tell the relay when they commit ([`committed`]: the consumer after each handler that enqueued,
+/// the gateway after a webhook) have their rows claimed at once instead.
 const WATCH: [Duration; 10] = [
     Duration::from_millis(1),
     Duration::from_millis(1),
@@ -83,8 +118,8 @@ pub struct OutboxRelay {
     pool: PgPool,
     cfg: BusConfig,
     name: String,
-    /// Enqueues in this process for this service.
-    hint: Arc<Notify>,
+    /// Enqueues and commits in this process for this service.
+    hints: Arc<Hints>,
     batch: i64,
     /// How often to look for rows without a hint (another process's rows, retry backoff).
     poll: Duration,
@@ -107,7 +142,7 @@ impl OutboxRelay {
             pool,
             cfg,
             name: format!("{service} outbox relay"),
-            hint: hint(service),
+            hints: hints(service),
             batch: 256,
             poll: Duration::from_millis(500),
             retention: Duration::from_secs(7 * 24 * 3600),
@@ -159,10 +194,19 @@ impl OutboxRelay {
                     let _ = conn.close(200, "shutdown".into()).await;
                     return Ok(());
                 }
-                _ = self.hint.notified() => {
+                _ = self.hints.enqueued.notified() => {
                     // Not committed yet, most likely: look after the first step.
                     step = 0;
                     next_look = next_look.min(tokio::time::Instant::now() + WATCH[0]);
+                    continue;
+                }
+                _ = self.hints.committed.notified() => {
+                    // While an enqueue is being watched for, a commit means its row is there now:
+                    // claim at once (the watch goes on, for enqueues whose commit is not told).
+                    if step < WATCH.len() {
+                        next_look = tokio::time::Instant::now();
+                        busy = true;
+                    }
                     continue;
                 }
                 _ = tokio::time::sleep_until(next_look) => {}

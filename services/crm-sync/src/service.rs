@@ -71,12 +71,7 @@ impl CrmSync {
             // Delivered again (a retry), or an update was seen first: the newer profile stays.
             self.apply_profile(&mut tx, s.user_id, &s.email, &s.name, at).await?;
         }
-        let users = if renamed {
-            store::want_account_pushed(&mut tx, s.account_id).await?;
-            store::users_of_account(&mut tx, s.account_id).await?
-        } else {
-            vec![s.user_id]
-        };
+        let users = if renamed { store::want_account_pushed(&mut tx, s.account_id).await? } else { vec![s.user_id] };
         tx.commit().await?;
         for user in users {
             self.push(user).await?;
@@ -114,16 +109,20 @@ impl CrmSync {
         let change = AccessChange { to: c.to, plan: c.plan.clone(), stripe_customer_id: c.stripe_customer_id.clone(), since: c.since };
         let mut tx = self.pool.begin().await?;
         let known = store::account_for_update(&mut tx, c.account_id).await?;
-        match known.after(&change) {
+        let wanted = match known.after(&change) {
             Some(next) => {
                 store::save_access(&mut tx, c.account_id, &next).await?;
-                if next.differs_for_crm(&known) {
-                    store::want_account_pushed(&mut tx, c.account_id).await?;
-                }
+                if next.differs_for_crm(&known) { Some(store::want_account_pushed(&mut tx, c.account_id).await?) } else { None }
             }
-            None => debug!(account_id = %c.account_id, since = %c.since, "access change older than the known one: ignored"),
-        }
-        let users = store::users_of_account(&mut tx, c.account_id).await?;
+            None => {
+                debug!(account_id = %c.account_id, since = %c.since, "access change older than the known one: ignored");
+                None
+            }
+        };
+        let users = match wanted {
+            Some(users) => users,
+            None => store::users_of_account(&mut tx, c.account_id).await?,
+        };
         tx.commit().await?;
         // Users already in sync (an older change, or a newer one that got there first) are skipped.
         for user in users {

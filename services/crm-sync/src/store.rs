@@ -57,13 +57,18 @@ pub async fn want_user_pushed(conn: &mut PgConnection, user: UserId) -> sqlx::Re
     Ok(())
 }
 
-/// The CRM should hold something new for every user of this account.
-pub async fn want_account_pushed(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<()> {
-    sqlx::query("UPDATE crm_users SET desired_version = desired_version + 1, status = 'pending', updated_at = now() WHERE account_id = $1")
-        .bind(account)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// The CRM should hold something new for every user of this account. Returns the users, as
+/// [`users_of_account`] does.
+pub async fn want_account_pushed(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<Vec<UserId>> {
+    sqlx::query_scalar(
+        "WITH pushed AS (
+             UPDATE crm_users SET desired_version = desired_version + 1, status = 'pending', updated_at = now() WHERE account_id = $1
+             RETURNING user_id, email)
+         SELECT user_id FROM pushed ORDER BY email, user_id",
+    )
+    .bind(account)
+    .fetch_all(conn)
+    .await
 }
 
 /// Sets an account's name (from its sign-up). `true` when it changed.
@@ -102,11 +107,23 @@ impl From<AccountRow> for AccountState {
 }
 
 /// What is known about an account (created empty if nothing is), locked until the transaction ends.
+/// One statement when the account is known or new to this transaction; two when another
+/// transaction created it meanwhile (the first statement's snapshot cannot see that row).
 pub async fn account_for_update(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<AccountState> {
-    sqlx::query("INSERT INTO crm_accounts (account_id) VALUES ($1) ON CONFLICT (account_id) DO NOTHING")
-        .bind(account)
-        .execute(&mut *conn)
-        .await?;
+    let row: Option<AccountRow> = sqlx::query_as(
+        "WITH created AS (
+             INSERT INTO crm_accounts (account_id) VALUES ($1) ON CONFLICT (account_id) DO NOTHING
+             RETURNING account_name, plan, access_status, stripe_customer_id, as_of),
+         known AS (
+             SELECT account_name, plan, access_status, stripe_customer_id, as_of FROM crm_accounts WHERE account_id = $1 FOR UPDATE)
+         SELECT * FROM created UNION ALL SELECT * FROM known",
+    )
+    .bind(account)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = row {
+        return Ok(row.into());
+    }
     let row: AccountRow = sqlx::query_as(
         "SELECT account_name, plan, access_status, stripe_customer_id, as_of FROM crm_accounts WHERE account_id = $1 FOR UPDATE",
     )

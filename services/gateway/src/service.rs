@@ -28,5 +28,8 @@ pub async fn accept_stripe_event(pool: &PgPool, event: StripeEventReceived, body
         enqueue(&mut tx, &Envelope::of(&event)).await?;
     }
     tx.commit().await?;
+    if inserted {
+        sb_bus::outbox::committed(<StripeEventReceived as sb_bus::Event>::PRODUCER);
+    }
     Ok(inserted)
 }

@@ -114,28 +114,60 @@ pub enum PlanSource {
     Billing,
 }
 
-/// Stores the plan if it is newer than the one known; `true` when it was stored. Locks the
-/// account's row until the transaction ends, so concurrent changes of one account apply in turn.
-pub async fn save_plan_if_newer(conn: &mut PgConnection, account: AccountId, p: &PlanProjection, source: PlanSource) -> sqlx::Result<bool> {
-    let source = match source {
-        PlanSource::Event => "event",
-        PlanSource::Billing => "billing",
-    };
-    let saved: Option<i32> = sqlx::query_scalar(
+/// Stores a plan unless a newer one is known (`$1` account, `$2` plan, `$3` status, `$4` since,
+/// `$5` source); returns a row only when it stored. A macro so queries stay literal strings.
+macro_rules! save_plan_sql {
+    () => {
         "INSERT INTO account_plans AS a (account_id, plan, access_status, since, source) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (account_id) DO UPDATE SET plan = EXCLUDED.plan, access_status = EXCLUDED.access_status,
            since = EXCLUDED.since, source = EXCLUDED.source, updated_at = now()
          WHERE a.since < EXCLUDED.since
-         RETURNING 1",
-    )
+         RETURNING 1"
+    };
+}
+
+/// Stores the plan if it is newer than the one known; `true` when it was stored. Locks the
+/// account's row until the transaction ends, so concurrent changes of one account apply in turn.
+pub async fn save_plan_if_newer(conn: &mut PgConnection, account: AccountId, p: &PlanProjection, source: PlanSource) -> sqlx::Result<bool> {
+    let saved: Option<i32> = sqlx::query_scalar(save_plan_sql!())
+        .bind(account)
+        .bind(&p.plan)
+        .bind(p.status)
+        .bind(p.since)
+        .bind(source_word(source))
+        .fetch_optional(conn)
+        .await?;
+    Ok(saved.is_some())
+}
+
+fn source_word(source: PlanSource) -> &'static str {
+    match source {
+        PlanSource::Event => "event",
+        PlanSource::Billing => "billing",
+    }
+}
+
+/// [`save_plan_if_newer`] and, when it saved, the account's open tickets, in one statement (both
+/// read after the caller's account lock). `None`: a newer plan is known, nothing changed.
+pub async fn save_plan_and_open_tickets(
+    conn: &mut PgConnection,
+    account: AccountId,
+    p: &PlanProjection,
+    source: PlanSource,
+) -> sqlx::Result<Option<Vec<TicketId>>> {
+    let (saved, open): (bool, Vec<TicketId>) = sqlx::query_as(concat!(
+        "WITH saved AS (",
+        save_plan_sql!(),
+        ") SELECT EXISTS (SELECT 1 FROM saved), ARRAY(SELECT id FROM tickets WHERE account_id = $1 AND status <> 'resolved' ORDER BY id)"
+    ))
     .bind(account)
     .bind(&p.plan)
     .bind(p.status)
     .bind(p.since)
-    .bind(source)
-    .fetch_optional(conn)
+    .bind(source_word(source))
+    .fetch_one(conn)
     .await?;
-    Ok(saved.is_some())
+    Ok(saved.then_some(open))
 }
 
 // ---- tickets ----

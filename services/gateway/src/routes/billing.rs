@@ -15,7 +15,7 @@ use sb_proto::billing::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{bounded, path_id, time};
+use super::{audit_first, bounded, path_id, time};
 use crate::{
     AppState,
     auth::{Origin, Session},
@@ -438,15 +438,8 @@ pub async fn export_account_billing(
         .await?
         .into_inner()
         .into();
-    let detail = serde_json::json!({"invoices": view.invoices.len(), "access_changes": view.history.len()}).to_string();
-    app.identity()
-        .record_audit(session.request(sb_proto::identity::v1::RecordAuditRequest {
-            action: "billing.export".into(),
-            account_id: account_id.clone(),
-            detail_json: detail,
-        }))
-        .await
-        .map_err(|s| ApiError::upstream("identity", s))?;
+    let detail = serde_json::json!({"invoices": view.invoices.len(), "access_changes": view.history.len(), "refunds": view.refunds.len()});
+    audit_first(&app, &session, "billing.export", account_id.clone(), detail).await?;
     let body = billing_csv(&view).map_err(ApiError::internal)?;
     let disposition = format!("attachment; filename=\"billing-{account_id}.csv\"");
     let mut resp = (StatusCode::OK, body).into_response();
@@ -511,16 +504,8 @@ pub async fn refund_payment(
     }
     let detail = serde_json::json!({
         "invoice_id": body.invoice_id, "amount": body.amount, "reason": body.reason, "idempotency_key": idempotency_key,
-    })
-    .to_string();
-    app.identity()
-        .record_audit(session.request(sb_proto::identity::v1::RecordAuditRequest {
-            action: "billing.refund".into(),
-            account_id: account_id.clone(),
-            detail_json: detail,
-        }))
-        .await
-        .map_err(|s| ApiError::upstream("identity", s))?;
+    });
+    audit_first(&app, &session, "billing.refund", account_id.clone(), detail).await?;
     let req =
         pb::RefundPaymentRequest { account_id, invoice_id: body.invoice_id, amount: body.amount, reason: body.reason, idempotency_key };
     let refund = app.billing().refund_payment(app.on_behalf_of(&session, req)).await?.into_inner();

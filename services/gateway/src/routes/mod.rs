@@ -39,6 +39,20 @@ pub struct AccountOut {
     pub created_at: Option<DateTime<Utc>>,
 }
 
+/// Records an admin's action in identity's audit log before it runs, with the caller's session
+/// (so the admin is the actor). If it cannot be recorded, the caller must not run the action.
+pub async fn audit_first(
+    app: &crate::AppState,
+    session: &crate::auth::Session,
+    action: &str,
+    account_id: String,
+    detail: serde_json::Value,
+) -> Result<(), ApiError> {
+    let req = pb::RecordAuditRequest { action: action.to_owned(), account_id, detail_json: detail.to_string() };
+    app.identity().record_audit(session.request(req)).await.map_err(|s| ApiError::upstream("identity", s))?;
+    Ok(())
+}
+
 /// An optional wire string: empty means absent.
 pub fn non_empty(s: String) -> Option<String> {
     Some(s).filter(|s| !s.is_empty())

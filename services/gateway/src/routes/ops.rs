@@ -14,7 +14,6 @@ use sb_bus::{
     catalog::SERVICES,
     dlq::{Ops, Parked, Preview, QueueDepth, Selector},
 };
-use sb_proto::identity::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -248,19 +247,14 @@ fn dry_run(preview: Preview, selection: String) -> OpsActionOut {
     }
 }
 
-/// Records the action in identity's audit log before it runs (the caller's session, so the admin
-/// is the actor); if that fails, the action does not run.
+/// Records the action in the audit log before it runs; if that fails, the action does not run.
 async fn audit(app: &AppState, session: &crate::auth::Session, action: &str, service: &str, which: &Selector) -> Result<(), ApiError> {
     let account_id = match which {
         Selector::Account(id) => id.to_string(),
         _ => String::new(),
     };
-    let detail = serde_json::json!({"service": service, "selection": which.describe(service)}).to_string();
-    app.identity()
-        .record_audit(session.request(pb::RecordAuditRequest { action: action.to_owned(), account_id, detail_json: detail }))
+    super::audit_first(app, session, action, account_id, serde_json::json!({"service": service, "selection": which.describe(service)}))
         .await
-        .map_err(|s| ApiError::upstream("identity", s))?;
-    Ok(())
 }
 
 /// Puts the selected parked messages back on the service's work queue with a fresh retry ladder

@@ -96,11 +96,11 @@ impl Support {
     pub async fn access_changed(&self, tx: &mut PgConnection, env: &Envelope, e: &AccessChanged) -> Result<usize> {
         let plan = PlanProjection { plan: e.plan.clone(), status: e.to, since: e.since };
         store::lock_account(tx, e.account_id, false).await?;
-        if !store::save_plan_if_newer(tx, e.account_id, &plan, PlanSource::Event).await? {
+        let Some(open) = store::save_plan_and_open_tickets(tx, e.account_id, &plan, PlanSource::Event).await? else {
             debug!(account_id = %e.account_id, since = %e.since, "access change older than the known one: ignored");
             return Ok(0);
-        }
-        self.reroute_account(tx, e.account_id, Some(&plan), Cause::Event(env)).await
+        };
+        self.reroute_tickets(tx, &open, Some(&plan), Cause::Event(env)).await
     }
 
     /// Re-applies the rules to the account's open tickets with this plan. Returns how many changed.
@@ -112,11 +112,23 @@ impl Support {
         cause: Cause<'_>,
     ) -> Result<usize> {
         let ids = store::open_tickets_of(tx, account).await?;
+        self.reroute_tickets(tx, &ids, plan, cause).await
+    }
+
+    /// Re-applies the rules to these open tickets (of one account) with this plan. Returns how
+    /// many changed.
+    async fn reroute_tickets(
+        &self,
+        tx: &mut PgConnection,
+        ids: &[crate::domain::TicketId],
+        plan: Option<&PlanProjection>,
+        cause: Cause<'_>,
+    ) -> Result<usize> {
         if ids.is_empty() {
-            // Most access changes are of accounts with no open ticket: no second query for them.
+            // Most access changes are of accounts with no open ticket: no locking query for them.
             return Ok(0);
         }
-        let tickets = store::tickets_for_update(tx, &ids, false).await?;
+        let tickets = store::tickets_for_update(tx, ids, false).await?;
         let mut changed = 0;
         for t in tickets {
             changed += usize::from(self.reroute_ticket(tx, t, plan, cause).await?);
