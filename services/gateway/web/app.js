@@ -25,6 +25,12 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// A table that scrolls sideways on a narrow screen: a labelled region that takes keyboard focus,
+// so keyboard users can scroll it too.
+function tableWrap(label, table) {
+  return h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': label }, table);
+}
+
 function link(href, text, attrs = {}) {
   return h('a', { href, 'data-link': true, ...attrs }, text);
 }
@@ -555,7 +561,7 @@ async function billing() {
       h('h2', { id: 'inv-h' }, 'Invoices'),
       invoices.length === 0
         ? h('p', { class: 'muted' }, 'No invoices yet.')
-        : h('div', { class: 'table-wrap' }, h('table', {},
+        : tableWrap('Invoices', h('table', {},
           h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Date'), h('th', { scope: 'col' }, 'Amount'), h('th', { scope: 'col' }, 'Status'))),
           h('tbody', {}, invoices.map((i) => {
             const refunded = refundedOf(b, i.id);
@@ -677,7 +683,7 @@ async function consoleQueues() {
   const queues = await api('GET', '/v1/admin/queues');
   show(
     'Support queues',
-    h('div', { class: 'table-wrap' }, h('table', {},
+    tableWrap('Support queues', h('table', {},
       h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Queue'), h('th', { scope: 'col' }, 'Open'), h('th', { scope: 'col' }, 'Unanswered'), h('th', { scope: 'col' }, 'Oldest unanswered'))),
       h('tbody', {}, queues.map((q) => h('tr', {},
         h('td', {}, link(`/app/console/queues/${q.queue}`, QUEUE_NAMES[q.queue] || q.queue)),
@@ -868,12 +874,12 @@ function billingHistory(accountId, bill, billError) {
     billError ? errorBox(billError) : [
       bill.invoices.length === 0
         ? h('p', { class: 'muted' }, 'No invoices.')
-        : h('div', { class: 'table-wrap' }, h('table', {},
+        : tableWrap('Invoices', h('table', {},
           h('caption', { class: 'muted small' }, 'Invoices'),
           h('thead', {}, h('tr', {}, ['Date', 'Invoice', 'Status', 'Paid', 'Refunded'].map((c) => h('th', { scope: 'col' }, c)))),
           h('tbody', {}, bill.invoices.map((i) => h('tr', { 'data-invoice': i.id }, h('td', {}, date(i.created)), h('td', {}, i.id), h('td', {}, i.status),
             h('td', {}, money(i.amount_paid, i.currency)), h('td', {}, money(refundedOf(bill, i.id), i.currency))))))),
-      refunds.length === 0 ? null : h('div', { class: 'table-wrap' }, h('table', {},
+      refunds.length === 0 ? null : tableWrap('Refunds', h('table', {},
         h('caption', { class: 'muted small' }, 'Refunds'),
         h('thead', {}, h('tr', {}, ['Date', 'Invoice', 'Amount', 'Status', 'Reason'].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, refunds.map((r) => h('tr', { 'data-refund-status': r.status }, h('td', {}, date(r.created)), h('td', {}, r.invoice_id),
@@ -949,7 +955,7 @@ async function consoleOps() {
     'Operations',
     h('p', {}, 'Every service\'s queues. Parked messages (DLQ) waited through every retry or cannot be applied as sent; open a service to see why, then replay or purge them. ',
       h('a', { href: o.dashboard_url, rel: 'noopener', target: '_blank' }, 'RabbitMQ dashboard'), '.'),
-    h('div', { class: 'table-wrap' }, h('table', {},
+    tableWrap('Service queues', h('table', {},
       h('thead', {}, h('tr', {}, ['Service', 'Waiting', 'Consumers', 'Retrying', 'Parked (DLQ)'].map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {}, o.services.map((s) => {
         const retrying = s.retry.reduce((n, q) => n + (q.messages || 0), 0);
