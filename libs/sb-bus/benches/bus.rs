@@ -860,14 +860,15 @@ async fn outbox_rows(s: &Settings, cfg: &BusConfig) -> Result<OutboxResults> {
             let env = event(OBX_TYPE, &pad);
             let mut tx = pool.begin().await?;
             sb_bus::enqueue(&mut tx, &env).await?;
-            tx.commit().await?;
+            // As every producer does: the commit tells this process's relay.
+            sb_bus::outbox::commit(tx, &env.source).await?;
             let committed = now_us();
             lock(&commits).insert(env.id, committed);
             Ok(())
         }
     };
 
-    // Warm-up both paths (pool connections, relay LISTEN, broker channels).
+    // Warm-up both paths (pool connections, the relay, broker channels).
     let wu = (m / 10).clamp(1, 200);
     measure("warm-up", wu, &samples, &done, paced(wu, rate, direct_job)).await?;
     measure("warm-up", wu, &samples, &done, paced(wu, rate, outbox_job)).await?;

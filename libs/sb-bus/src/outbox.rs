@@ -67,6 +67,14 @@ pub fn committed(service: &str) {
     hints(service).committed.notify_one();
 }
 
+/// Commits `tx` and tells the relay of `service` in this process ([`committed`]), so that what the
+/// transaction enqueued is claimed at once.
+pub async fn commit(tx: sqlx::Transaction<'_, sqlx::Postgres>, service: &str) -> Result<(), sqlx::Error> {
+    tx.commit().await?;
+    committed(service);
+    Ok(())
+}
+
 /// What tells a service's relay (in this process) that an event was enqueued, and that a
 /// transaction committed: one pair per producing service, so several services in one process
 /// (tests, benchmarks) do not wake each other.

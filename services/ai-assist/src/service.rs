@@ -135,7 +135,7 @@ impl Assist {
                 self.load(&mut tx, d, recorded.ticket, recorded.subject_flags).await?
             }
         };
-        tx.commit().await?;
+        sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         match work {
             Some(w) => self.draft_work(cause, w, inbox).await,
             None => Ok(()),
@@ -294,7 +294,7 @@ impl Assist {
         if !inbox.record(&mut tx).await? {
             return Ok(()); // applied by another delivery meanwhile: this one rolls back
         }
-        tx.commit().await?;
+        sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         for h in &hits {
             metrics::counter!("ai_guardrail_hits_total", "rule" => h.rule.clone()).increment(1);
         }
@@ -350,7 +350,7 @@ impl Assist {
                 return Ok(()); // applied by another delivery meanwhile: this one rolls back
             }
         }
-        tx.commit().await?;
+        sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         metrics::counter!("ai_drafts_total", "state" => "failed", "source" => "none").increment(1);
         info!(ticket_id = %d.ticket_id, draft_id = %d.id, failure = name, "no draft offered");
         Ok(())

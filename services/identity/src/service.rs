@@ -118,7 +118,7 @@ impl Identity {
         );
         enqueue(&mut tx, &signed_up).await?;
         enqueue(&mut tx, &welcome).await?;
-        tx.commit().await?;
+        sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         info!(user_id = %user.id, account_id = %account.id, "signed up");
         Ok(Grant { user, session })
     }
@@ -216,7 +216,7 @@ impl Identity {
             detail: json!({"fields": ["name"]}),
         };
         store::audit(&mut tx, audit).await?;
-        tx.commit().await?;
+        sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         Ok(user)
     }
 

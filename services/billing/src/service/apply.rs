@@ -50,7 +50,7 @@ impl Billing {
         };
         let mut tx = self.pool.begin().await?;
         let outcome = self.apply(&mut tx, cause, ev, &fact, &answers).await?;
-        tx.commit().await?;
+        sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         Ok(outcome)
     }
 

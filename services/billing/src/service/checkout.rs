@@ -93,7 +93,7 @@ impl Billing {
         }
         store::insert_checkout(&mut tx, &checkout).await?;
         self.recompute(&mut tx, account, None).await?;
-        tx.commit().await?;
+        sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         metrics::counter!("billing_checkouts_started_total", "kind" => if local { "local" } else { "stripe" }).increment(1);
         Ok(checkout)
     }

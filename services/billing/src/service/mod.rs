@@ -182,7 +182,7 @@ impl Billing {
         for account in &due {
             let mut tx = self.pool.begin().await?;
             self.recompute(&mut tx, *account, None).await?;
-            tx.commit().await?;
+            sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         }
         Ok(due.len())
     }

@@ -91,7 +91,7 @@ impl Billing {
                 if let Some(account) = account {
                     self.recompute(&mut tx, account, None).await?;
                 }
-                tx.commit().await?;
+                sb_bus::outbox::commit(tx, crate::SERVICE).await?;
                 drift.account_id = account;
                 drift.repaired = true;
             }

@@ -146,7 +146,7 @@ impl Support {
         match d.state {
             DraftState::Approved => {
                 let view = self.view(&mut tx, t, &viewer).await?;
-                tx.commit().await?;
+                sb_bus::outbox::commit(tx, crate::SERVICE).await?;
                 return Ok(view);
             }
             DraftState::Offered => {}
@@ -160,7 +160,7 @@ impl Support {
         store::insert_activity(&mut tx, t.id, &activity(Utc::now(), Some(staff.0.user_id), "ai_draft_approved", format!("AI draft {how}")))
             .await?;
         let view = self.view(&mut tx, t, &viewer).await?;
-        tx.commit().await?;
+        sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         count_breaches(&breaches);
         metrics::counter!("support_ai_drafts_total", "state" => "approved").increment(1);
         Ok(view)
@@ -186,7 +186,7 @@ impl Support {
             other => return Err(SupportError::WrongStatus(format!("the draft is {other}: only an offered draft can be rejected"))),
         }
         let view = self.view(&mut tx, t, &viewer).await?;
-        tx.commit().await?;
+        sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         Ok(view)
     }
 }

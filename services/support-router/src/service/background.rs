@@ -215,7 +215,7 @@ impl Support {
             // Whatever is stored now (billing's answer, or a newer event that beat it).
             let plan = store::plan(&mut tx, account).await?;
             refreshed += self.reroute_account(&mut tx, account, plan.as_ref(), Cause::System).await?;
-            tx.commit().await?;
+            sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         }
         Ok(refreshed)
     }
@@ -259,7 +259,7 @@ impl Support {
             record_breaches(&mut tx, &t, &breaches, now, Cause::System).await?;
             recorded.extend(breaches.iter().map(|b| b.clock));
         }
-        tx.commit().await?;
+        sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         count_breaches(&recorded);
         Ok(recorded.len())
     }

@@ -86,7 +86,7 @@ impl Support {
         if let Claim::Earlier(id) = claim {
             let t = store::ticket(&mut tx, id).await?.ok_or(SupportError::NotFound("ticket"))?;
             let view = self.requester_view(&mut tx, t, &intake).await?;
-            tx.commit().await?;
+            sb_bus::outbox::commit(tx, crate::SERVICE).await?;
             info!(ticket_id = %id, "double submission: the first ticket answered again");
             metrics::counter!("support_intake_duplicates_total").increment(1);
             return Ok(view);
@@ -186,7 +186,7 @@ impl Support {
             category: Some(ticket.category),
         })
         .await?;
-        tx.commit().await?;
+        sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         info!(ticket_id = %ticket.id, channel = %ticket.channel, priority = %ticket.priority, queue = %ticket.queue, tier = %ticket.tier_at_intake, "ticket opened");
         metrics::counter!("support_tickets_opened_total", "channel" => ticket.channel.as_str()).increment(1);
         let view = TicketView { ticket, messages: vec![first], notes: Vec::new(), activity: Vec::new(), drafts: Vec::new() };

@@ -53,7 +53,7 @@ impl Support {
         let t = self.lock_visible(&mut tx, id, viewer).await?;
         let (t, _, breaches) = self.post_message(&mut tx, t, viewer, body).await?;
         let view = self.view(&mut tx, t, viewer).await?;
-        tx.commit().await?;
+        sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         count_breaches(&breaches);
         Ok(view)
     }
@@ -134,7 +134,7 @@ impl Support {
         store::insert_note(&mut tx, t.id, &note).await?;
         store::insert_activity(&mut tx, t.id, &activity(now, Some(staff.0.user_id), "noted", "internal note added")).await?;
         let view = self.view(&mut tx, t, &viewer).await?;
-        tx.commit().await?;
+        sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         Ok(view)
     }
 
@@ -157,7 +157,7 @@ impl Support {
             store::insert_activity(&mut tx, t.id, &activity(now, Some(staff.0.user_id), "assigned", detail)).await?;
         }
         let view = self.view(&mut tx, t, &viewer).await?;
-        tx.commit().await?;
+        sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         Ok(view)
     }
 
@@ -208,7 +208,7 @@ impl Support {
             .await?;
         }
         let view = self.view(&mut tx, t, &viewer).await?;
-        tx.commit().await?;
+        sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         Ok(view)
     }
 
@@ -236,7 +236,7 @@ impl Support {
         })
         .await?;
         let view = self.view(&mut tx, t, viewer).await?;
-        tx.commit().await?;
+        sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         count_breaches(&breaches.iter().map(|b| b.clock).collect::<Vec<SlaClock>>());
         info!(ticket_id = %id, by_customer, "ticket resolved");
         Ok(view)
@@ -259,7 +259,7 @@ impl Support {
         };
         store::insert_activity(&mut tx, t.id, &activity(now, Some(staff.0.user_id), "reopened", detail)).await?;
         let view = self.view(&mut tx, t, &viewer).await?;
-        tx.commit().await?;
+        sb_bus::outbox::commit(tx, crate::SERVICE).await?;
         Ok(view)
     }
 
