@@ -210,12 +210,13 @@ impl OutboxRelay {
                 }
                 _ = self.hints.committed.notified() => {
                     // While an enqueue is being watched for, a commit means its row is there now:
-                    // claim at once (the watch goes on, for enqueues whose commit is not told).
-                    if step < WATCH.len() {
-                        next_look = tokio::time::Instant::now();
-                        busy = true;
+                    // claim at once — straight away, not through the timer, which would round up
+                    // to its next millisecond tick (the watch goes on, for enqueues whose commit
+                    // is not told).
+                    if step >= WATCH.len() {
+                        continue;
                     }
-                    continue;
+                    busy = true;
                 }
                 _ = tokio::time::sleep_until(next_look) => {}
             }
