@@ -59,10 +59,11 @@ pub async fn tracking<F: std::future::Future>(f: F) -> (F::Output, bool) {
         .await
 }
 
-/// Tells the relay of `service` in this process that a transaction which may have enqueued its
-/// events has committed, so it claims them now instead of at its next look. Optional (the relay
-/// finds committed rows anyway, a few milliseconds later) and cheap: the consumer calls it after
-/// every handler transaction, producers after their own; with nothing enqueued it changes nothing.
+/// Tells the relay of `service` in this process that a transaction which enqueued events has
+/// committed, so it claims them now instead of at its next look. Optional (the relay finds
+/// committed rows anyway, a few milliseconds later): the consumer calls it after each handler
+/// transaction that enqueued, the gateway after a webhook, the services through [`commit`]. A call
+/// with nothing enqueued costs the relay one cheap look.
 pub fn committed(service: &str) {
     hints(service).committed.notify_one();
 }
@@ -92,8 +93,7 @@ fn hints(service: &str) -> Arc<Hints> {
 
 /// After a hint, the relay looks at these intervals until it is hinted again (each hint starts
 /// over): the transaction that enqueued usually commits within a few milliseconds. Producers that
-/// tell the relay when they commit ([`committed`]: the consumer after each handler that enqueued,
-/// the gateway after a webhook) have their rows claimed at once instead.
+/// tell the relay when they commit ([`committed`], [`commit`]) have their rows claimed at once.
 const WATCH: [Duration; 10] = [
     Duration::from_millis(1),
     Duration::from_millis(1),
@@ -209,14 +209,12 @@ impl OutboxRelay {
                     continue;
                 }
                 _ = self.hints.committed.notified() => {
-                    // While an enqueue is being watched for, a commit means its row is there now:
-                    // claim at once — straight away, not through the timer, which would round up
-                    // to its next millisecond tick (the watch goes on, for enqueues whose commit
-                    // is not told).
-                    if step >= WATCH.len() {
-                        continue;
-                    }
-                    busy = true;
+                    // A commit was told: look straight away, not through the timer (which rounds
+                    // up to its next millisecond tick). While an enqueue is being watched for, its
+                    // row is there now, so claim at once; a commit told after the watch ended (a
+                    // long transaction) gets the cheap look first. The watch goes on, for
+                    // enqueues whose commit is not told.
+                    busy |= step < WATCH.len();
                 }
                 _ = tokio::time::sleep_until(next_look) => {}
             }

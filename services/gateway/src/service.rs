@@ -27,9 +27,6 @@ pub async fn accept_stripe_event(pool: &PgPool, event: StripeEventReceived, body
     if inserted {
         enqueue(&mut tx, &Envelope::of(&event)).await?;
     }
-    tx.commit().await?;
-    if inserted {
-        sb_bus::outbox::committed(<StripeEventReceived as sb_bus::Event>::PRODUCER);
-    }
+    sb_bus::outbox::commit(tx, crate::SERVICE).await?;
     Ok(inserted)
 }

@@ -911,7 +911,7 @@ function refundForm(accountId, bill) {
     ], 'Refund', async (data, status) => {
       const raw = String(data.get('amount') || '').trim();
       const amount = raw === '' ? 0 : Math.round(Number(raw) * 100);
-      if (Number.isNaN(amount) || amount < 0) throw new ApiError('Enter the amount in the currency, like 19.00, or leave it empty.', 422);
+      if (!Number.isFinite(amount) || amount < 0) throw new ApiError('Enter the amount in the currency, like 19.00, or leave it empty.', 422);
       const reason = String(data.get('reason') || '').trim();
       if (!reason) throw new ApiError('Say why the payment is refunded.', 422);
       const r = await api('POST', `/v1/admin/accounts/${accountId}/billing/refunds`, { invoice_id: data.get('invoice_id'), amount, reason }, { 'idempotency-key': key });

@@ -456,14 +456,20 @@ pub async fn export_account_billing(
 fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     match headers.get("idempotency-key") {
         None => Ok(uuid::Uuid::new_v4().to_string()),
-        Some(v) => v.to_str().ok().map(str::trim).filter(|k| !k.is_empty() && k.len() <= 255).map(str::to_owned).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
-                "Invalid input",
-                Some("Idempotency-Key: 1 to 255 printable ASCII characters".into()),
-            )
-        }),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && k.len() <= 255 && k.chars().all(|c| c.is_ascii_graphic()))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation_failed",
+                    "Invalid input",
+                    Some("Idempotency-Key: 1 to 255 printable ASCII characters".into()),
+                )
+            }),
     }
 }
 
