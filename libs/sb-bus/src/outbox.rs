@@ -30,7 +30,8 @@ use crate::{
 /// made each service's commits wait for the others'.
 pub async fn enqueue(conn: &mut PgConnection, env: &Envelope) -> Result<(), sqlx::Error> {
     let headers = serde_json::to_value(trace::current_headers()).unwrap_or_default();
-    let payload = serde_json::to_value(env).unwrap_or_default();
+    // Stored as the text the relay publishes (see migration 0003): no jsonb parse, print or pglz.
+    let payload = serde_json::to_string(env).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query("INSERT INTO sb_outbox (event_id, event_type, payload, headers) VALUES ($1, $2, $3, $4)")
         .bind(env.id)
         .bind(&env.event_type)
@@ -278,7 +279,7 @@ impl OutboxRelay {
         let mut tx = self.pool.begin_with("BEGIN; SET LOCAL enable_bitmapscan = off").await?;
         // The index holds only unpublished rows, in sequence order: the scan starts at `floor`.
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, event_type, payload::text AS payload, headers, attempts FROM sb_outbox
+            "SELECT seq, event_type, payload, headers, attempts FROM sb_outbox
              WHERE published_at IS NULL AND seq > $2 AND next_attempt_at <= now()
              ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
         )

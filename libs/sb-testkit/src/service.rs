@@ -181,7 +181,7 @@ impl TestService {
 
     /// `data` of the events the service has put in its outbox with this type, oldest first.
     pub async fn outbox(&self, event_type: &str) -> Vec<serde_json::Value> {
-        let rows: Vec<serde_json::Value> = sqlx::query_scalar("SELECT payload FROM sb_outbox WHERE event_type = $1 ORDER BY seq")
+        let rows: Vec<serde_json::Value> = sqlx::query_scalar("SELECT payload::jsonb FROM sb_outbox WHERE event_type = $1 ORDER BY seq")
             .bind(event_type)
             .fetch_all(&self.db.pool)
             .await

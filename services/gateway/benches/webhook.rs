@@ -492,8 +492,8 @@ impl Dbs {
     /// The gateway's `stripe.event.received.v1` outbox rows by Stripe event id.
     async fn gateway_outbox(&self) -> HashMap<String, OutboxRow> {
         let rows = sqlx::query_as(
-            "SELECT payload->'data'->>'id' AS key, event_id, created_at AS begun,
-                    (payload->>'occurred_at')::timestamptz AS occurred, published_at AS claimed
+            "SELECT payload::jsonb->'data'->>'id' AS key, event_id, created_at AS begun,
+                    (payload::jsonb->>'occurred_at')::timestamptz AS occurred, published_at AS claimed
              FROM sb_outbox WHERE event_type = $1",
         )
         .bind(StripeEventReceived::TYPE)
@@ -516,9 +516,9 @@ impl Dbs {
     /// billing's `billing.access.changed.v1` outbox rows granting access, by account.
     async fn billing_grants(&self) -> HashMap<String, OutboxRow> {
         let rows = sqlx::query_as(
-            "SELECT payload->>'account_id' AS key, event_id, created_at AS begun,
-                    (payload->>'occurred_at')::timestamptz AS occurred, published_at AS claimed
-             FROM sb_outbox WHERE event_type = $1 AND payload->'data'->>'to' = 'active'",
+            "SELECT payload::jsonb->>'account_id' AS key, event_id, created_at AS begun,
+                    (payload::jsonb->>'occurred_at')::timestamptz AS occurred, published_at AS claimed
+             FROM sb_outbox WHERE event_type = $1 AND payload::jsonb->'data'->>'to' = 'active'",
         )
         .bind(AccessChanged::TYPE)
         .fetch_all(&self.billing)
