@@ -1,6 +1,12 @@
 //! billing's SQL: the only place that sees rows. Every function runs on the connection or
 //! transaction it is given and returns domain types; statuses are stored as their words and read
 //! back through the domain's parsers (an unknown word is a decode error, never a default).
+//!
+//! An account's subscriptions, invoices and refunds are read through its customers with
+//! `CROSS JOIN LATERAL (… OFFSET 0)`: one index lookup per customer whatever the planner knows.
+//! Written as a plain join, a table that has never been analysed (autovacuum off, or lagging
+//! behind a burst) is planned as a hash join over a sequential scan of every subscription, which
+//! grows with the table (0.9 ms at 4,200 rows against 0.1 ms).
 
 use std::{str::FromStr, time::Duration};
 
@@ -238,7 +244,8 @@ fn subscription_row(r: &PgRow) -> sqlx::Result<StoredSubscription> {
 
 pub async fn subscriptions(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<Vec<StoredSubscription>> {
     let rows = sqlx::query(
-        "SELECT s.* FROM subscriptions s JOIN customers c USING (stripe_customer_id) WHERE c.account_id = $1 ORDER BY s.as_of DESC, s.id",
+        "SELECT s.* FROM customers c CROSS JOIN LATERAL (SELECT * FROM subscriptions WHERE stripe_customer_id = c.stripe_customer_id OFFSET 0) s
+         WHERE c.account_id = $1 ORDER BY s.as_of DESC, s.id",
     )
     .bind(account)
     .fetch_all(conn)
@@ -249,7 +256,10 @@ pub async fn subscriptions(conn: &mut PgConnection, account: AccountId) -> sqlx:
 pub async fn account_facts(conn: &mut PgConnection, account: AccountId, now: DateTime<Utc>) -> sqlx::Result<AccountFacts> {
     let subscriptions = subscriptions(&mut *conn, account).await?;
     let refunds =
-        sqlx::query("SELECT r.* FROM refunds r JOIN customers c USING (stripe_customer_id) WHERE c.account_id = $1 ORDER BY r.as_of DESC")
+        sqlx::query(
+            "SELECT r.* FROM customers c CROSS JOIN LATERAL (SELECT * FROM refunds WHERE stripe_customer_id = c.stripe_customer_id OFFSET 0) r
+             WHERE c.account_id = $1 ORDER BY r.as_of DESC",
+        )
             .bind(account)
             .fetch_all(&mut *conn)
             .await?
@@ -402,7 +412,8 @@ pub async fn history(conn: &mut PgConnection, account: AccountId, limit: i64) ->
 
 pub async fn invoices(conn: &mut PgConnection, account: AccountId, limit: i64) -> sqlx::Result<Vec<Invoice>> {
     let rows = sqlx::query(
-        "SELECT i.* FROM invoices i JOIN customers c USING (stripe_customer_id) WHERE c.account_id = $1 ORDER BY i.as_of DESC LIMIT $2",
+        "SELECT i.* FROM customers c CROSS JOIN LATERAL (SELECT * FROM invoices WHERE stripe_customer_id = c.stripe_customer_id OFFSET 0) i
+         WHERE c.account_id = $1 ORDER BY i.as_of DESC LIMIT $2",
     )
     .bind(account)
     .bind(limit)
@@ -532,7 +543,7 @@ pub async fn local_webhook_failed(conn: &mut PgConnection, id: i64, retry_in: Du
 /// The account's newest subscription that has not ended (for the local portal's cancel).
 pub async fn live_subscription(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<Option<StoredSubscription>> {
     let row = sqlx::query(
-        "SELECT s.* FROM subscriptions s JOIN customers c USING (stripe_customer_id)
+        "SELECT s.* FROM customers c CROSS JOIN LATERAL (SELECT * FROM subscriptions WHERE stripe_customer_id = c.stripe_customer_id OFFSET 0) s
          WHERE c.account_id = $1 AND s.status NOT IN ('canceled', 'incomplete_expired') ORDER BY s.as_of DESC LIMIT 1",
     )
     .bind(account)
