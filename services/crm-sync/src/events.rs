@@ -57,8 +57,8 @@ pub struct SyncAccessChanged(pub CrmSync);
 
 #[async_trait::async_trait]
 impl Effect<AccessChanged> for SyncAccessChanged {
-    async fn run(&self, _env: &Envelope, event: AccessChanged, _pool: &PgPool, _inbox: &sb_bus::Inbox) -> Result<(), HandlerError> {
-        self.0.access_changed(&event).await.map_err(handler_error)
+    async fn run(&self, _env: &Envelope, event: AccessChanged, _pool: &PgPool, inbox: &sb_bus::Inbox) -> Result<(), HandlerError> {
+        self.0.access_changed(&event, inbox).await.map_err(handler_error)
     }
 }
 

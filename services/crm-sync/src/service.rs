@@ -12,7 +12,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sb_bus::events::{AccessChanged, UserSignedUp, UserUpdated};
+use sb_bus::{
+    Inbox,
+    events::{AccessChanged, UserSignedUp, UserUpdated},
+};
 use sb_runtime::caller::ReadAccount;
 use sqlx::PgPool;
 use tracing::{debug, info};
@@ -104,8 +107,10 @@ impl CrmSync {
     }
 
     /// billing's change of an account's access: plan, customer id, access and stage follow it on
-    /// every user's contact, unless a newer change is known already.
-    pub async fn access_changed(&self, c: &AccessChanged) -> Result<()> {
+    /// every user's contact, unless a newer change is known already. An account with no user yet
+    /// has no contact to write: the event is then recorded as applied (`inbox`) in the transaction
+    /// that stores the access, one commit instead of two.
+    pub async fn access_changed(&self, c: &AccessChanged, inbox: &Inbox) -> Result<()> {
         let change = AccessChange { to: c.to, plan: c.plan.clone(), stripe_customer_id: c.stripe_customer_id.clone(), since: c.since };
         let mut tx = self.pool.begin().await?;
         let known = store::account_for_update(&mut tx, c.account_id).await?;
@@ -123,6 +128,10 @@ impl CrmSync {
             Some(users) => users,
             None => store::users_of_account(&mut tx, c.account_id).await?,
         };
+        // `false`: another delivery of this event was applied meanwhile; nothing to do.
+        if users.is_empty() && !inbox.record(&mut tx).await? {
+            return Ok(());
+        }
         tx.commit().await?;
         // Users already in sync (an older change, or a newer one that got there first) are skipped.
         for user in users {
