@@ -255,27 +255,26 @@ pub async fn subscriptions(conn: &mut PgConnection, account: AccountId) -> sqlx:
 
 pub async fn account_facts(conn: &mut PgConnection, account: AccountId, now: DateTime<Utc>) -> sqlx::Result<AccountFacts> {
     let subscriptions = subscriptions(&mut *conn, account).await?;
-    let refunds =
-        sqlx::query(
-            "SELECT r.* FROM customers c CROSS JOIN LATERAL (SELECT * FROM refunds WHERE stripe_customer_id = c.stripe_customer_id OFFSET 0) r
+    let refunds = sqlx::query(
+        "SELECT r.* FROM customers c CROSS JOIN LATERAL (SELECT * FROM refunds WHERE stripe_customer_id = c.stripe_customer_id OFFSET 0) r
              WHERE c.account_id = $1 ORDER BY r.as_of DESC",
-        )
-            .bind(account)
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(RefundFact {
-                    charge_id: r.try_get("charge_id")?,
-                    customer: r.try_get("stripe_customer_id")?,
-                    amount: r.try_get("amount")?,
-                    amount_refunded: r.try_get("amount_refunded")?,
-                    currency: r.try_get("currency")?,
-                    as_of: r.try_get("as_of")?,
-                    cause_event_id: r.try_get("cause_event_id")?,
-                })
-            })
-            .collect::<sqlx::Result<Vec<_>>>()?;
+    )
+    .bind(account)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(RefundFact {
+            charge_id: r.try_get("charge_id")?,
+            customer: r.try_get("stripe_customer_id")?,
+            amount: r.try_get("amount")?,
+            amount_refunded: r.try_get("amount_refunded")?,
+            currency: r.try_get("currency")?,
+            as_of: r.try_get("as_of")?,
+            cause_event_id: r.try_get("cause_event_id")?,
+        })
+    })
+    .collect::<sqlx::Result<Vec<_>>>()?;
     let open_checkout = sqlx::query_as::<_, (String, DateTime<Utc>)>(
         "SELECT session_id, created_at FROM checkouts WHERE account_id = $1 AND status = 'open' AND expires_at > $2
          ORDER BY created_at DESC LIMIT 1",
