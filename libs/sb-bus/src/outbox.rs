@@ -29,19 +29,51 @@ use crate::{
 /// of every notifying transaction in the cluster (a global lock held through the WAL flush), which
 /// made each service's commits wait for the others'.
 pub async fn enqueue(conn: &mut PgConnection, env: &Envelope) -> Result<(), sqlx::Error> {
-    let headers = serde_json::to_value(trace::current_headers()).unwrap_or_default();
-    // Stored as the text the relay publishes (see migration 0003): no jsonb parse, print or pglz.
-    let payload = serde_json::to_string(env).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let row = Row::of(env)?;
     sqlx::query("INSERT INTO sb_outbox (event_id, event_type, payload, headers) VALUES ($1, $2, $3, $4)")
-        .bind(env.id)
-        .bind(&env.event_type)
-        .bind(payload)
-        .bind(headers)
+        .bind(row.event_id)
+        .bind(&row.event_type)
+        .bind(&row.payload)
+        .bind(&row.headers)
         .execute(conn)
         .await?;
-    hints(&env.source).enqueued.notify_one();
-    let _ = ENQUEUED.try_with(|e| e.set(true));
+    row.enqueued();
     Ok(())
+}
+
+/// An envelope as its outbox row, for a producer whose write must be one statement (a CTE that
+/// inserts the row only when its own insert happened, run outside a transaction: one round trip
+/// instead of BEGIN, two INSERTs and COMMIT). It binds `event_id`, `event_type`, `payload` and
+/// `headers` in that order to `INSERT INTO sb_outbox (event_id, event_type, payload, headers)`,
+/// calls [`Row::enqueued`] once the statement ran and [`committed`] once it committed.
+/// Everything else uses [`enqueue`].
+pub struct Row {
+    pub event_id: uuid::Uuid,
+    pub event_type: String,
+    /// The envelope's text, exactly as the relay will publish it (see migration 0003).
+    pub payload: String,
+    /// The trace context of the current span, carried to the consumer.
+    pub headers: serde_json::Value,
+    source: String,
+}
+
+impl Row {
+    pub fn of(env: &Envelope) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            event_id: env.id,
+            event_type: env.event_type.clone(),
+            payload: serde_json::to_string(env).map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+            headers: serde_json::to_value(trace::current_headers()).unwrap_or_default(),
+            source: env.source.clone(),
+        })
+    }
+
+    /// Tells this process's relay that the row was written (it watches for the commit) and marks
+    /// the task as having enqueued (see [`tracking`]).
+    pub fn enqueued(&self) {
+        hints(&self.source).enqueued.notify_one();
+        let _ = ENQUEUED.try_with(|e| e.set(true));
+    }
 }
 
 tokio::task_local! {
@@ -137,7 +169,7 @@ pub struct OutboxRelay {
 }
 
 #[derive(sqlx::FromRow)]
-struct Row {
+struct Claimed {
     seq: i64,
     event_type: String,
     payload: String,
@@ -278,7 +310,7 @@ impl OutboxRelay {
         // 13-26 ms for a bitmap scan, which visits every one of their rows every time).
         let mut tx = self.pool.begin_with("BEGIN; SET LOCAL enable_bitmapscan = off").await?;
         // The index holds only unpublished rows, in sequence order: the scan starts at `floor`.
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<Claimed> = sqlx::query_as(
             "SELECT seq, event_type, payload, headers, attempts FROM sb_outbox
              WHERE published_at IS NULL AND seq > $2 AND next_attempt_at <= now()
              ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",

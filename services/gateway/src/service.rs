@@ -1,20 +1,19 @@
 //! What the gateway itself does beyond passing calls on: accept a verified Stripe webhook durably
-//! (its receipt and the `stripe.event.received.v1` outbox row in one transaction). Routes verify
-//! and convert; this owns the transaction.
+//! (its receipt and the `stripe.event.received.v1` outbox row in one statement). Routes verify
+//! and convert; this owns the write.
 
 use chrono::{DateTime, Utc};
-use sb_bus::{Envelope, enqueue, events::StripeEventReceived};
+use sb_bus::{Envelope, events::StripeEventReceived, outbox};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use crate::store::{self, Receipt};
 
-/// Records the event (once per event id) and queues it for billing, in one transaction.
-/// Returns whether the event was new.
+/// Records the event (once per event id) and queues it for billing, in one statement (see
+/// [`store::insert_receipt_and_event`]). Returns whether the event was new.
 pub async fn accept_stripe_event(pool: &PgPool, event: StripeEventReceived, body: &[u8], signed_at: DateTime<Utc>) -> sqlx::Result<bool> {
     let digest: [u8; 32] = Sha256::digest(body).into();
     let stripe_created = DateTime::from_timestamp(event.created, 0).unwrap_or_default();
-    let mut tx = pool.begin().await?;
     let receipt = Receipt {
         event_id: &event.id,
         event_type: &event.event_type,
@@ -23,10 +22,11 @@ pub async fn accept_stripe_event(pool: &PgPool, event: StripeEventReceived, body
         signed_at,
         body_sha256: &digest,
     };
-    let inserted = store::insert_receipt(&mut tx, &receipt).await?;
+    let row = outbox::Row::of(&Envelope::of(&event))?;
+    let inserted = store::insert_receipt_and_event(pool, &receipt, &row).await?;
     if inserted {
-        enqueue(&mut tx, &Envelope::of(&event)).await?;
+        row.enqueued();
+        outbox::committed(crate::SERVICE);
     }
-    sb_bus::outbox::commit(tx, crate::SERVICE).await?;
     Ok(inserted)
 }

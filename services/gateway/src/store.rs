@@ -1,7 +1,7 @@
 //! The gateway's SQL: the receipts of verified Stripe webhooks (its only state).
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::PgPool;
 
 /// A verified webhook as it is recorded.
 pub struct Receipt<'a> {
@@ -13,12 +13,17 @@ pub struct Receipt<'a> {
     pub body_sha256: &'a [u8],
 }
 
-/// Records a receipt; `false` when this event id was recorded before (nothing changes).
-pub async fn insert_receipt(conn: &mut PgConnection, r: &Receipt<'_>) -> sqlx::Result<bool> {
+/// Records a receipt and, only if it is new, the event's outbox row: one statement, committed on
+/// its own (no BEGIN/COMMIT round trips). `false` when this event id was recorded before (nothing
+/// changes).
+pub async fn insert_receipt_and_event(pool: &PgPool, r: &Receipt<'_>, event: &sb_bus::outbox::Row) -> sqlx::Result<bool> {
     let done = sqlx::query(
-        "INSERT INTO stripe_webhook_receipts (event_id, event_type, livemode, stripe_created, signed_at, body_sha256)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (event_id) DO NOTHING",
+        "WITH receipt AS (
+             INSERT INTO stripe_webhook_receipts (event_id, event_type, livemode, stripe_created, signed_at, body_sha256)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (event_id) DO NOTHING
+             RETURNING 1)
+         INSERT INTO sb_outbox (event_id, event_type, payload, headers) SELECT $7, $8, $9, $10 FROM receipt",
     )
     .bind(r.event_id)
     .bind(r.event_type)
@@ -26,7 +31,11 @@ pub async fn insert_receipt(conn: &mut PgConnection, r: &Receipt<'_>) -> sqlx::R
     .bind(r.stripe_created)
     .bind(r.signed_at)
     .bind(r.body_sha256)
-    .execute(conn)
+    .bind(event.event_id)
+    .bind(&event.event_type)
+    .bind(&event.payload)
+    .bind(&event.headers)
+    .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
 }
