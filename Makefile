@@ -12,6 +12,7 @@ test:           ## the whole test suite against real PostgreSQL and RabbitMQ (wh
 
 bench:          ## bus, /v1/me, Stripe webhook -> access, ticket intake and AI drafts, each beside a same-run baseline
 	bash scripts/ensure-infra.sh
+	bash scripts/clean-test-leftovers.sh
 	cargo bench -p sb-bus --bench bus --locked
 	cargo bench -p gateway --bench me --locked
 	cargo bench -p gateway --bench webhook --locked

@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/ensure-infra.sh
+# Databases and queues of earlier aborted runs (test names only, older than 15 minutes) go first.
+bash scripts/clean-test-leftovers.sh
 bash scripts/install-check-tools.sh
 # The gateway's contract test runs Schemathesis from here.
 SB_SCHEMATHESIS="$(bash scripts/install-test-tools.sh)"
