@@ -10,8 +10,7 @@ use sqlx::{Connection, PgConnection};
 /// A test name as `sb_testkit::unique` makes it, as if made `ago_secs` seconds ago.
 fn name_made(ago_secs: u64, tag: &str) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let random = uuid::Uuid::new_v4().as_u128() as u16;
-    format!("t{:08x}{random:04x}_{tag}", (now - ago_secs) as u32)
+    sb_testkit::unique_made_at(tag, now - ago_secs)
 }
 
 async fn databases(admin: &mut PgConnection, names: &[&str]) -> Vec<String> {
@@ -25,8 +24,8 @@ async fn databases(admin: &mut PgConnection, names: &[&str]) -> Vec<String> {
 
 /// Whether the broker has this queue (management API, as the script uses).
 async fn has_queue(name: &str) -> bool {
-    let url = format!("http://127.0.0.1:15672/api/queues/%2F/{name}");
-    let status = reqwest::Client::new().get(url).basic_auth("guest", Some("guest")).send().await.unwrap().status();
+    let url = format!("{}/queues/%2F/{name}", sb_testkit::rabbitmq_api());
+    let status = reqwest::Client::new().get(url).send().await.unwrap().status();
     assert!(status == 200 || status == 404, "management API answered {status}");
     status == 200
 }

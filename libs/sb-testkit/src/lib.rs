@@ -32,8 +32,19 @@ pub fn amqp_url() -> String {
 /// going on beside it.
 pub fn unique(tag: &str) -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    unique_made_at(tag, secs)
+}
+
+/// [`unique`] as if made at `unix_secs` (a test of the leftover cleaner makes an old one).
+pub fn unique_made_at(tag: &str, unix_secs: u64) -> String {
     let random = Uuid::new_v4().as_u128() as u16;
-    format!("t{:08x}{random:04x}_{}", secs as u32, tag.replace('-', "_"))
+    format!("t{:08x}{random:04x}_{}", unix_secs as u32, tag.replace('-', "_"))
+}
+
+/// The RabbitMQ management API the tests and `scripts/clean-test-leftovers.sh` use:
+/// `SB_TEST_RABBITMQ_API` (default `http://guest:guest@127.0.0.1:15672/api`).
+pub fn rabbitmq_api() -> String {
+    std::env::var("SB_TEST_RABBITMQ_API").unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672/api".into())
 }
 
 /// A database that exists for one test and is dropped when this value is.
