@@ -12,6 +12,7 @@
 //! - `BENCH_PAD` (160): filler characters in each event's `data`, to give a realistic body size.
 //! - `BENCH_ROUNDS` (3): rounds of the saturation rows; each row shows its median round.
 //! - `BENCH_LATENCY_RATE` (2000), `BENCH_LATENCY_EVENTS` (6000): the below-saturation rows.
+//! - `BENCH_CLAIM_EVENTS` (1000000): sent events behind the relay's claim in section 4.
 //! - `SB_TEST_AMQP_URL`, `SB_TEST_DATABASE_URL`: as for the integration tests.
 //!
 //! Every time is taken from one process-wide `std::time::Instant` (microseconds since start);
@@ -59,6 +60,7 @@ const OBX_SVC: &str = "bench-obx";
 
 const THROUGHPUT_TARGET: f64 = 0.8;
 const OUTBOX_ADDED_P99_TARGET_MS: f64 = 10.0;
+const CLAIM_TARGET_MS: f64 = 1.0;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------------------------
@@ -98,6 +100,7 @@ struct Settings {
     serial_events: usize,
     latency_rate: usize,
     latency_events: usize,
+    claim_events: usize,
 }
 
 impl Settings {
@@ -115,6 +118,7 @@ impl Settings {
             serial_events: events.min(2_000),
             latency_rate: env_num("BENCH_LATENCY_RATE", 2_000),
             latency_events: env_num("BENCH_LATENCY_EVENTS", 6_000),
+            claim_events: env_num("BENCH_CLAIM_EVENTS", 1_000_000),
         }
     }
 }
@@ -794,7 +798,8 @@ struct OutboxResults {
     breakdown: Breakdown,
 }
 
-/// Where outbox latency goes, from the relay's claim transaction (`published_at` = its `now()`).
+/// Where outbox latency goes, from the relay's claim transaction (the test kit's copy of each
+/// sent row: `published_at` = the `now()` of the relay transaction that deleted it).
 #[derive(Default)]
 struct Breakdown {
     /// Commit → start of the relay transaction that claimed the row, µs (ascending).
@@ -832,6 +837,9 @@ async fn outbox(s: &Settings) -> Result<OutboxResults> {
 async fn outbox_rows(s: &Settings, cfg: &BusConfig) -> Result<OutboxResults> {
     let (m, rate) = (s.outbox_events, s.rate);
     let producer_db = database("bench_obx_p").await?;
+    // The relay deletes sent rows; keep a copy (one INSERT more in its transaction) to read back
+    // when each was claimed.
+    producer_db.keep_sent_outbox().await?;
     let consumer_db = database("bench_obx_c").await?;
     let samples = Arc::new(Samples::default());
     let consumer = start_bus_consumer::<OutboxStamp>(cfg, OBX_SVC, &consumer_db.pool, samples.clone()).await?;
@@ -895,7 +903,7 @@ async fn outbox_rows(s: &Settings, cfg: &BusConfig) -> Result<OutboxResults> {
         eprintln!("warning: {unsent} outbox rows still unpublished");
     }
     let published: Vec<(Uuid, DateTime<Utc>)> =
-        sqlx::query_as("SELECT event_id, published_at FROM sb_outbox WHERE published_at IS NOT NULL").fetch_all(&producer_db.pool).await?;
+        sqlx::query_as("SELECT event_id, published_at FROM sb_test_outbox WHERE published_at IS NOT NULL").fetch_all(&producer_db.pool).await?;
     let breakdown = breakdown(&commits, &received, &published);
 
     relay_stop.cancel();
@@ -904,6 +912,87 @@ async fn outbox_rows(s: &Settings, cfg: &BusConfig) -> Result<OutboxResults> {
     consumer.stop().await;
     drop((producer_db, consumer_db));
     Ok(OutboxResults { direct, outbox, breakdown })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Section 4: the relay's claim behind a long history, vacuum off
+// ---------------------------------------------------------------------------------------------
+
+/// The relay's statements timed on one outbox (ms, ascending).
+struct ClaimTimes {
+    /// The claim above the floor (what every look that finds rows runs).
+    claim: Vec<f64>,
+    /// The once-a-second sweep from the start; its first pass is `first_sweep`.
+    sweep: Vec<f64>,
+    first_sweep: f64,
+    /// Heap size of `sb_outbox`, bytes.
+    heap: i64,
+}
+
+/// Times the relay's claim on `pool`'s outbox with one row waiting (rolled back each time).
+async fn time_claims(pool: &PgPool, reps: usize) -> Result<ClaimTimes> {
+    let top: i64 = sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM sb_outbox").fetch_one(pool).await?;
+    let floor = (top - 1024).max(0);
+    let once = |from: i64| async move {
+        let mut tx = pool.begin_with(sb_bus::outbox::CLAIM_BEGIN).await?;
+        let t = Instant::now();
+        let rows = sqlx::query(sb_bus::outbox::CLAIM).bind(256i64).bind(from).fetch_all(&mut *tx).await?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        tx.rollback().await?;
+        anyhow::ensure!(rows.len() == 1, "the claim found {} rows, not the one waiting", rows.len());
+        anyhow::Ok(ms)
+    };
+    let first_sweep = once(0).await?;
+    let (mut claim, mut sweep) = (Vec::new(), Vec::new());
+    for i in 0..reps {
+        claim.push(once(floor).await?);
+        if i % 10 == 0 {
+            sweep.push(once(0).await?);
+        }
+    }
+    claim.sort_by(f64::total_cmp);
+    sweep.sort_by(f64::total_cmp);
+    let heap = sqlx::query_scalar("SELECT pg_relation_size('sb_outbox')").fetch_one(pool).await?;
+    Ok(ClaimTimes { claim, sweep, first_sweep, heap })
+}
+
+/// One waiting row, enqueued as a producer does.
+async fn one_waiting(pool: &PgPool, pad: &str) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sb_bus::enqueue(&mut tx, &event(OBX_TYPE, pad)).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The relay's claim on a fresh outbox, then on one that has sent `s.claim_events` events (rows
+/// inserted and deleted as the relay leaves them, with autovacuum off for the table).
+async fn claim_history(s: &Settings) -> Result<(ClaimTimes, ClaimTimes, f64)> {
+    let db = database("bench_claim").await?;
+    sqlx::query("ALTER TABLE sb_outbox SET (autovacuum_enabled = false)").execute(&db.pool).await?;
+    one_waiting(&db.pool, &s.pad).await?;
+    let fresh = time_claims(&db.pool, 200).await?;
+    sqlx::query("DELETE FROM sb_outbox").execute(&db.pool).await?;
+    let body = event(OBX_TYPE, &s.pad).to_json();
+    let started = Instant::now();
+    let chunk = 50_000;
+    let mut left = s.claim_events;
+    while left > 0 {
+        let k = left.min(chunk);
+        let top: i64 = sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM sb_outbox").fetch_one(&db.pool).await?;
+        sqlx::query("INSERT INTO sb_outbox (event_id, event_type, payload) SELECT gen_random_uuid(), $2, $3 FROM generate_series(1, $1)")
+            .bind(k as i64)
+            .bind(OBX_TYPE)
+            .bind(&body)
+            .execute(&db.pool)
+            .await?;
+        sqlx::query("DELETE FROM sb_outbox WHERE seq > $1").bind(top).execute(&db.pool).await?;
+        left -= k;
+    }
+    let filled = started.elapsed().as_secs_f64();
+    one_waiting(&db.pool, &s.pad).await?;
+    let after = time_claims(&db.pool, 200).await?;
+    drop(db);
+    Ok((fresh, after, filled))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1036,6 +1125,34 @@ async fn main() -> Result<()> {
         pct_ms(&b.relay_to_consumer_us, 1.0)
     );
     println!("    relay batches {}  (mean {:.1} rows, max {})", b.batches, b.pickup_us.len() as f64 / b.batches.max(1) as f64, b.max_batch);
+    println!();
+
+    let (fresh, after, filled) = claim_history(&s).await?;
+    println!(
+        "4. The relay's claim with one row waiting, on a fresh outbox and after {} sent events (inserted and deleted in {filled:.0} s, autovacuum off for the table; each claim rolled back)",
+        s.claim_events
+    );
+    let q = |v: &[f64], p: f64| if v.is_empty() { f64::NAN } else { v[((v.len() - 1) as f64 * p).round() as usize] };
+    for (label, t) in [("fresh", &fresh), ("after", &after)] {
+        println!(
+            "  {label:<6} heap {:>7.1} MB | claim above the floor p50 {:.3} ms p99 {:.3} ms max {:.3} ms ({} times) | sweep from the start: first {:.1} ms, then p50 {:.2} ms max {:.2} ms",
+            t.heap as f64 / 1e6,
+            q(&t.claim, 0.5),
+            q(&t.claim, 0.99),
+            q(&t.claim, 1.0),
+            t.claim.len(),
+            t.first_sweep,
+            q(&t.sweep, 0.5),
+            q(&t.sweep, 1.0)
+        );
+    }
+    let worst = q(&after.claim, 0.99);
+    println!(
+        "  claim p99 after {} sent events {worst:.3} ms (fresh {:.3} ms)   (target < {CLAIM_TARGET_MS} ms: {})",
+        s.claim_events,
+        q(&fresh.claim, 0.99),
+        verdict(worst < CLAIM_TARGET_MS)
+    );
     println!();
     println!("  total bench time {:.1} s", started.elapsed().as_secs_f64());
     Ok(())

@@ -153,6 +153,13 @@ pub async fn pending(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM sb_outbox WHERE published_at IS NULL").fetch_one(pool).await
 }
 
+/// How the relay opens its claiming transaction, and its claim (`$1` batch size, `$2` floor):
+/// public so a benchmark can time the very statements on a large outbox.
+pub const CLAIM_BEGIN: &str = "BEGIN; SET LOCAL enable_bitmapscan = off";
+pub const CLAIM: &str = "SELECT seq, event_type, payload, headers, attempts FROM sb_outbox
+     WHERE published_at IS NULL AND seq > $2 AND next_attempt_at <= now()
+     ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED";
+
 /// Publishes committed outbox rows in commit order. Several relays (replicas) may run at once:
 /// rows are claimed with `FOR UPDATE SKIP LOCKED`.
 pub struct OutboxRelay {
@@ -164,8 +171,6 @@ pub struct OutboxRelay {
     batch: i64,
     /// How often to look for rows without a hint (another process's rows, retry backoff).
     poll: Duration,
-    /// Published rows older than this are deleted.
-    retention: Duration,
 }
 
 #[derive(sqlx::FromRow)]
@@ -186,7 +191,6 @@ impl OutboxRelay {
             hints: hints(service),
             batch: 256,
             poll: Duration::from_millis(500),
-            retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 
@@ -214,7 +218,8 @@ impl OutboxRelay {
         crate::topology::declare_exchange(&conn, &self.cfg).await?;
         let publisher = Publisher::open(&conn, &self.cfg).await?;
         debug!(relay = %self.name, "outbox relay connected");
-        let mut last_cleanup = tokio::time::Instant::now();
+        // The first look also clears what an earlier version left (see `cleanup`).
+        let mut last_cleanup: Option<tokio::time::Instant> = None;
         // When to look next, and the next step of `WATCH` after that look (`WATCH.len()`: none,
         // poll slowly). A hint brings the next look forward; it never puts one off, so a steady
         // stream of hints cannot keep the relay from looking.
@@ -278,9 +283,9 @@ impl OutboxRelay {
                 }
             }
             backoff.reset();
-            if last_cleanup.elapsed() > Duration::from_secs(600) {
+            if last_cleanup.is_none_or(|t| t.elapsed() > Duration::from_secs(600)) {
                 self.cleanup().await;
-                last_cleanup = tokio::time::Instant::now();
+                last_cleanup = Some(tokio::time::Instant::now());
             }
             let wait = match WATCH.get(step) {
                 Some(&w) => {
@@ -308,13 +313,9 @@ impl OutboxRelay {
         // last vacuum as dead the first time it passes them and skips them afterwards, so a sweep
         // stays cheap however far a vacuum lags (about 1.5 ms over 300,000 such entries, against
         // 13-26 ms for a bitmap scan, which visits every one of their rows every time).
-        let mut tx = self.pool.begin_with("BEGIN; SET LOCAL enable_bitmapscan = off").await?;
+        let mut tx = self.pool.begin_with(CLAIM_BEGIN).await?;
         // The index holds only unpublished rows, in sequence order: the scan starts at `floor`.
-        let rows: Vec<Claimed> = sqlx::query_as(
-            "SELECT seq, event_type, payload, headers, attempts FROM sb_outbox
-             WHERE published_at IS NULL AND seq > $2 AND next_attempt_at <= now()
-             ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-        )
+        let rows: Vec<Claimed> = sqlx::query_as(CLAIM)
         .bind(self.batch)
         .bind(floor)
         .fetch_all(&mut *tx)
@@ -322,6 +323,7 @@ impl OutboxRelay {
         let Some(highest) = rows.last().map(|r| r.seq) else {
             return Ok((0, 0));
         };
+        let relayed_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         // Pipeline every publish on the confirm channel, then collect the confirms.
         let mut pending = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -332,7 +334,9 @@ impl OutboxRelay {
                     continue;
                 }
             };
-            let props = publisher::event_properties(&env, &row.headers);
+            let mut headers = row.headers.0.clone();
+            headers.insert(publisher::headers::RELAYED_AT.to_owned(), relayed_at.clone());
+            let props = publisher::event_properties(&env, &headers);
             match publisher.start_event(row.payload.as_bytes(), &row.event_type, props).await {
                 Ok(p) => pending.push(Ok(p)),
                 Err(PublishError::Broker(e)) => return Err(e.into()),
@@ -369,8 +373,11 @@ impl OutboxRelay {
             }
         }
         if !sent.is_empty() {
+            // Sent rows are deleted, not marked: marking wrote a second copy of every row (and
+            // two index entries) and kept it until a cleanup, and on a database where vacuum lags
+            // those copies pile up. The event now lives in its consumers' queues.
             let lag: Vec<f64> = sqlx::query_scalar(
-                "UPDATE sb_outbox SET published_at = now() WHERE seq = ANY($1)
+                "DELETE FROM sb_outbox WHERE seq = ANY($1)
                  RETURNING EXTRACT(EPOCH FROM (now() - created_at))::float8",
             )
             .bind(&sent)
@@ -385,11 +392,10 @@ impl OutboxRelay {
         Ok((rows.len(), highest))
     }
 
+    /// Deletes rows marked sent instead of deleted: relays before the deletion (up to 7 days'
+    /// worth) and any still running during a rolling upgrade.
     async fn cleanup(&self) {
-        let res = sqlx::query("DELETE FROM sb_outbox WHERE published_at < now() - make_interval(secs => $1)")
-            .bind(self.retention.as_secs_f64())
-            .execute(&self.pool)
-            .await;
+        let res = sqlx::query("DELETE FROM sb_outbox WHERE published_at IS NOT NULL").execute(&self.pool).await;
         if let Err(e) = res {
             warn!(relay = %self.name, error = %e, "outbox cleanup failed");
         }

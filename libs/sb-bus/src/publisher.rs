@@ -29,6 +29,9 @@ pub mod headers {
     /// On a parked message an operator's walk put back on the DLQ: that walk's id (how the walk
     /// knows it has come round to its own copies).
     pub const WALK: &str = "x-sb-walk";
+    /// When the outbox relay claimed the event's row to publish it (RFC 3339, the relay's
+    /// clock): how long the event waited in the outbox, for operators and benchmarks.
+    pub const RELAYED_AT: &str = "x-sb-relayed-at";
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,11 @@ async fn committed_event_is_delivered_and_rolled_back_one_is_not() {
     let producer = database("outbox_p").await;
     let consumer_db = database("outbox_c").await;
     sqlx::query("CREATE TABLE orders (id UUID PRIMARY KEY)").execute(&producer.pool).await.unwrap();
+    // A row an earlier relay marked sent instead of deleting it: the relay clears it.
+    let mut tx = producer.pool.begin().await.unwrap();
+    sb_bus::enqueue(&mut tx, &event(None)).await.unwrap();
+    sqlx::query("UPDATE sb_outbox SET published_at = now()").execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
     let consumer = start_consumer(&cfg, &consumer_db.pool, Recorder::default()).await;
     let relay = start_relay(&producer.pool, &cfg);
 
@@ -47,10 +52,14 @@ async fn committed_event_is_delivered_and_rolled_back_one_is_not() {
     assert_eq!(effects(&consumer_db.pool, dropped.id).await, 0, "a rolled-back event was delivered");
     let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&producer.pool).await.unwrap();
     assert_eq!(orders, 2);
-    let unsent: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM sb_outbox WHERE published_at IS NULL").fetch_one(&producer.pool).await.unwrap();
-    assert_eq!(unsent, 0, "every committed row is marked sent");
-    assert_eq!(consumer.stats.applied.load(Ordering::SeqCst), 2);
+    // Once the broker confirmed them the relay deletes the rows (nothing waits for a vacuum or
+    // a cleanup), including the one marked sent by an earlier relay.
+    wait_for(Duration::from_secs(30), "the sent rows deleted", || async {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM sb_outbox").fetch_one(&producer.pool).await.unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+    assert_eq!(consumer.stats.applied.load(Ordering::SeqCst), 2, "the row marked sent was not sent again");
 
     // The relay stamps the envelope unchanged: what arrives is what was committed.
     let delivered: (String,) =
@@ -644,5 +653,51 @@ async fn an_effect_can_commit_the_inbox_row_with_its_outcome() {
         .unwrap();
     assert_eq!(same_tx, vec![true]);
     consumer.stop().await;
+    cleanup(&cfg).await;
+}
+
+/// Every message the relay publishes says when the relay claimed its row (`x-sb-relayed-at`), so
+/// an operator or a benchmark can see how long it waited in the outbox once its row is gone.
+#[tokio::test]
+async fn a_relayed_event_says_when_the_relay_claimed_it() {
+    use lapin::{
+        options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions},
+        types::{AMQPValue, FieldTable},
+    };
+    let cfg = bus_config("relayed");
+    let producer = database("relayed_p").await;
+    let conn = sb_bus::publisher::connect(&cfg, "test tap").await.unwrap();
+    sb_bus::topology::declare_exchange(&conn, &cfg).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let tap = format!("{}.tap", cfg.prefix);
+    let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+    ch.queue_declare(tap.as_str().into(), opts, FieldTable::default()).await.unwrap();
+    let exchange = Names::new(&cfg, "_").exchange;
+    ch.queue_bind(tap.as_str().into(), exchange.as_str().into(), TEST_EVENT.into(), QueueBindOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let relay = start_relay(&producer.pool, &cfg);
+
+    let before = chrono::Utc::now();
+    let env = event(None);
+    let mut tx = producer.pool.begin().await.unwrap();
+    sb_bus::enqueue(&mut tx, &env).await.unwrap();
+    tx.commit().await.unwrap();
+    let msg = wait_for(Duration::from_secs(30), "the event on the tap", || {
+        let ch = ch.clone();
+        let tap = tap.clone();
+        async move { ch.basic_get(tap.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap() }
+    })
+    .await;
+    let after = chrono::Utc::now();
+    assert_eq!(msg.delivery.properties.message_id().as_ref().map(|m| m.to_string()), Some(env.id.to_string()));
+    let headers = msg.delivery.properties.headers().clone().unwrap_or_default();
+    let Some(AMQPValue::LongString(stamp)) = headers.inner().get(sb_bus::publisher::headers::RELAYED_AT) else {
+        panic!("no {} header: {headers:?}", sb_bus::publisher::headers::RELAYED_AT);
+    };
+    let stamp = chrono::DateTime::parse_from_rfc3339(&String::from_utf8_lossy(stamp.as_bytes())).unwrap();
+    assert!(before <= stamp && stamp <= after, "{before} <= {stamp} <= {after}");
+    relay.cancel();
+    let _ = conn.close(200, "done".into()).await;
     cleanup(&cfg).await;
 }

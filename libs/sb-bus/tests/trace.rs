@@ -37,6 +37,7 @@ async fn a_handler_continues_the_trace_of_the_transaction_that_enqueued_its_even
 
     let cfg = bus_config("trace");
     let db = database("trace").await;
+    db.keep_sent_outbox().await.unwrap();
     let seen = Arc::new(Mutex::new(None));
     let consumer = start(sb_bus::Consumer::new(cfg.clone(), SERVICE, db.pool.clone()).on::<Thing, _>(TraceSpy(seen.clone()))).await;
     let stop = CancellationToken::new();
@@ -55,7 +56,7 @@ async fn a_handler_continues_the_trace_of_the_transaction_that_enqueued_its_even
 
     wait_total(&consumer.stats, 1, "the traced event").await;
     assert_eq!(*seen.lock().unwrap(), Some(producer_trace), "the handler ran outside the producer's trace");
-    let stored: serde_json::Value = sqlx::query_scalar("SELECT headers FROM sb_outbox").fetch_one(&db.pool).await.unwrap();
+    let stored: serde_json::Value = sqlx::query_scalar("SELECT headers FROM sb_test_outbox").fetch_one(&db.pool).await.unwrap();
     assert!(stored["traceparent"].as_str().unwrap().contains(&producer_trace.to_string()));
     stop.cancel();
     consumer.stop().await;

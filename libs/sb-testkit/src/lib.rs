@@ -76,6 +76,38 @@ impl TestDb {
     }
 }
 
+/// The test database's record of every outbox row, sent or not: `sb_test_outbox` has
+/// `sb_outbox`'s columns, with `published_at` set to when the relay's transaction deleted the row
+/// (it deletes a row once the broker confirmed it). Tests read what a service announced there
+/// instead of in `sb_outbox`, whose rows go as soon as they are sent.
+pub const SENT_OUTBOX: &str = "sb_test_outbox";
+
+impl TestDb {
+    /// Keeps a copy of every outbox row the relay deletes (see [`SENT_OUTBOX`]); `sb_outbox` must
+    /// exist (the bus's migrations ran). A test-only trigger: it adds one INSERT to each relay
+    /// claim, so benchmarks that measure the relay's cost do without it.
+    pub async fn keep_sent_outbox(&self) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for sql in [
+            "CREATE TABLE IF NOT EXISTS sb_test_outbox_sent (LIKE sb_outbox)",
+            "CREATE OR REPLACE FUNCTION sb_test_keep_sent() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 OLD.published_at := now();
+                 INSERT INTO sb_test_outbox_sent VALUES (OLD.*);
+                 RETURN OLD;
+             END $$",
+            "CREATE OR REPLACE TRIGGER sb_test_keep_sent AFTER DELETE ON sb_outbox
+             FOR EACH ROW EXECUTE FUNCTION sb_test_keep_sent()",
+            "CREATE OR REPLACE VIEW sb_test_outbox AS
+             SELECT * FROM sb_outbox WHERE published_at IS NULL UNION ALL SELECT * FROM sb_test_outbox_sent",
+        ] {
+            sqlx::query(sql).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();

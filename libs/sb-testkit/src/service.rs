@@ -41,6 +41,14 @@ pub fn as_user<T>(msg: T, principal: &Principal) -> tonic::Request<T> {
     sb_runtime::caller::request(msg, &SecretString::from(SERVICE_TOKEN), OnBehalfOf::User(principal))
 }
 
+static KEEP_SENT_OUTBOX: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether services started from now on keep a copy of each outbox row their relay sends
+/// ([`crate::SENT_OUTBOX`], on by default). A benchmark of the outbox's cost turns it off.
+pub fn keep_sent_outbox(on: bool) {
+    KEEP_SENT_OUTBOX.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 pub struct TestService {
     pub name: &'static str,
     pub db: TestDb,
@@ -110,6 +118,12 @@ impl TestService {
         let mut bus = BusConfig::new(setting("AMQP_URL"));
         bus.prefix = setting("BUS_PREFIX");
         bus.retry_delays = sb_bus::config::parse_delays(&setting("RETRY_DELAYS")).expect("retry delays");
+        // Migrated here first so the test's record of sent outbox rows is in place before the
+        // relay sends anything (the service's own migration run then finds nothing to do).
+        sb_runtime::db::migrate(&db.pool, def.migrator).await.expect("migrations");
+        if KEEP_SENT_OUTBOX.load(std::sync::atomic::Ordering::Relaxed) {
+            db.keep_sent_outbox().await.expect("record of sent outbox rows");
+        }
         let app = sb_runtime::start_with_vars(def, &vars).await.expect("service starts");
         let (http, grpc) = (app.http_addr(), app.grpc_addr());
         let shutdown = CancellationToken::new();
@@ -179,9 +193,10 @@ impl TestService {
         n
     }
 
-    /// `data` of the events the service has put in its outbox with this type, oldest first.
+    /// `data` of the events the service has put in its outbox with this type, sent or not,
+    /// oldest first (from [`crate::SENT_OUTBOX`]).
     pub async fn outbox(&self, event_type: &str) -> Vec<serde_json::Value> {
-        let rows: Vec<serde_json::Value> = sqlx::query_scalar("SELECT payload::jsonb FROM sb_outbox WHERE event_type = $1 ORDER BY seq")
+        let rows: Vec<serde_json::Value> = sqlx::query_scalar("SELECT payload::jsonb FROM sb_test_outbox WHERE event_type = $1 ORDER BY seq")
             .bind(event_type)
             .fetch_all(&self.db.pool)
             .await

@@ -341,7 +341,7 @@ fn drift_rows(report: &billing::service::Report) -> BTreeSet<DriftRow> {
 
 async fn snapshot(billing: &TestService) -> Vec<i64> {
     let mut out = Vec::new();
-    for table in ["customers", "subscriptions", "access", "access_changes", "sb_outbox"] {
+    for table in ["customers", "subscriptions", "access", "access_changes", "sb_test_outbox"] {
         out.push(
             sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"))).fetch_one(&billing.db.pool).await.unwrap(),
         );

@@ -92,7 +92,7 @@ async fn a_signup_becomes_one_lead_and_payment_and_cancellation_move_its_stage()
     assert_eq!(status(&svc, account).await[0].lifecycle_stage, "other", "the late, older change changed nothing");
     // crm-sync announces nothing (nobody consumed crm.contact.synced.v1).
     assert_eq!(svc.info().await.outbox_pending, 0);
-    let published: i64 = sqlx::query_scalar("SELECT count(*) FROM sb_outbox").fetch_one(&svc.db.pool).await.unwrap();
+    let published: i64 = sqlx::query_scalar("SELECT count(*) FROM sb_test_outbox").fetch_one(&svc.db.pool).await.unwrap();
     assert_eq!(published, 0);
     svc.stop().await;
 }

@@ -11,7 +11,12 @@
 //!    `billing.access.changed.v1` (to = active) for that account reaches the bench's own queue on
 //!    the events exchange; beside the bus hop alone (plain lapin publish with confirms to the same
 //!    exchange → consume) at the same rate, with a per-stage breakdown (gateway → its outbox relay
-//!    → billing → its outbox relay) from the services' outbox and inbox timestamps.
+//!    → billing → its outbox relay) from the gateway's receipts, billing's inbox and the events
+//!    themselves (`occurred_at`, the relay's `x-sb-relayed-at`).
+//!
+//! Each part also reports what the whole pipeline spent per Stripe event, from the start of its
+//! measured row until everything it caused was applied and sent: CPU ms (this process — services
+//! and load generator —, PostgreSQL, RabbitMQ) and WAL bytes (`pg_current_wal_lsn()`).
 //!
 //!   cargo bench -p gateway --bench webhook
 //!   (BENCH_SECONDS=5, BENCH_ACK_RATE=500, BENCH_ACCESS_RATE=200, BENCH_SERVER_THREADS=<CPUs>)
@@ -52,7 +57,7 @@ use sb_stripe::{
     objects::{self, CheckoutSpec, InvoiceSpec, SubscriptionSpec},
     signature::header_value,
 };
-use sb_testkit::probe::{CpuMeter, CpuUse};
+use sb_testkit::probe::{CpuMeter, CpuTimes, CpuUse};
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -274,11 +279,36 @@ fn payment_event(account: Uuid, created: i64) -> (String, Vec<u8>) {
 // The bench's own queues on the events exchange
 // ---------------------------------------------------------------------------------------------
 
+/// An event as it reached the bench's queue.
+#[derive(Clone, Copy)]
+struct Arrival {
+    at: Instant,
+    /// The envelope's id.
+    id: Uuid,
+    /// When the service built the envelope (its clock, just before the outbox INSERT).
+    occurred: DateTime<Utc>,
+    /// When the relay claimed its outbox row (`x-sb-relayed-at`); none for the bench's own.
+    relayed: Option<DateTime<Utc>>,
+}
+
 /// First arrival per key.
-type Seen = Arc<Mutex<HashMap<String, Instant>>>;
+type Seen = Arc<Mutex<HashMap<String, Arrival>>>;
 
 fn seen_at(seen: &Seen, key: &str) -> Option<Instant> {
+    arrival(seen, key).map(|a| a.at)
+}
+
+fn arrival(seen: &Seen, key: &str) -> Option<Arrival> {
     seen.lock().unwrap().get(key).copied()
+}
+
+fn relayed_at(props: &BasicProperties) -> Option<DateTime<Utc>> {
+    let v = props.headers().as_ref()?.inner().get(sb_bus::publisher::headers::RELAYED_AT)?;
+    let s = match v {
+        lapin::types::AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        _ => return None,
+    };
+    DateTime::parse_from_rfc3339(&s).ok().map(|t| t.with_timezone(&Utc))
 }
 
 fn access_granted(env: &Envelope) -> Option<String> {
@@ -323,8 +353,10 @@ async fn listen(
         async move {
             while let Some(Ok(d)) = deliveries.next().await {
                 let at = Instant::now();
-                if let Some(key) = Envelope::parse(&d.data).ok().as_ref().and_then(pick) {
-                    seen.lock().unwrap().entry(key).or_insert(at);
+                let Ok(env) = Envelope::parse(&d.data) else { continue };
+                if let Some(key) = pick(&env) {
+                    let a = Arrival { at, id: env.id, occurred: env.occurred_at, relayed: relayed_at(&d.properties) };
+                    seen.lock().unwrap().entry(key).or_insert(a);
                 }
             }
         }
@@ -436,24 +468,6 @@ async fn wait_arrivals(seen: &Seen, keys: &[String]) -> usize {
 // The services' databases (the bench's own small pools, for settling and the breakdown)
 // ---------------------------------------------------------------------------------------------
 
-/// One outbox row as the breakdown reads it: what it is about (`key`: the Stripe event id in the
-/// gateway, the account in billing), its envelope id, when its transaction began (`created_at`,
-/// PostgreSQL `now()`), when the service built the envelope (`occurred_at`, the service's clock,
-/// just before the outbox INSERT) and when a relay claimed it (`published_at`, the relay
-/// transaction's `now()`).
-#[derive(sqlx::FromRow)]
-struct OutboxRow {
-    key: Option<String>,
-    event_id: Uuid,
-    begun: DateTime<Utc>,
-    occurred: Option<DateTime<Utc>>,
-    claimed: Option<DateTime<Utc>>,
-}
-
-fn by_key(rows: Vec<OutboxRow>) -> HashMap<String, OutboxRow> {
-    rows.into_iter().filter_map(|r| Some((r.key.clone()?, r))).collect()
-}
-
 struct Dbs {
     gateway: PgPool,
     billing: PgPool,
@@ -489,18 +503,12 @@ impl Dbs {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    /// The gateway's `stripe.event.received.v1` outbox rows by Stripe event id.
-    async fn gateway_outbox(&self) -> HashMap<String, OutboxRow> {
-        let rows = sqlx::query_as(
-            "SELECT payload::jsonb->'data'->>'id' AS key, event_id, created_at AS begun,
-                    (payload::jsonb->>'occurred_at')::timestamptz AS occurred, published_at AS claimed
-             FROM sb_outbox WHERE event_type = $1",
-        )
-        .bind(StripeEventReceived::TYPE)
-        .fetch_all(&self.gateway)
-        .await
-        .unwrap();
-        by_key(rows)
+    /// The gateway's receipts: Stripe event id → start of the webhook's statement (its `now()`,
+    /// when the receipt and the outbox row were written).
+    async fn gateway_receipts(&self) -> HashMap<String, DateTime<Utc>> {
+        let rows: Vec<(String, DateTime<Utc>)> =
+            sqlx::query_as("SELECT event_id, received_at FROM stripe_webhook_receipts").fetch_all(&self.gateway).await.unwrap();
+        rows.into_iter().collect()
     }
 
     /// billing's inbox: envelope id → start of the handler's transaction.
@@ -513,23 +521,41 @@ impl Dbs {
         rows.into_iter().collect()
     }
 
-    /// billing's `billing.access.changed.v1` outbox rows granting access, by account.
-    async fn billing_grants(&self) -> HashMap<String, OutboxRow> {
-        let rows = sqlx::query_as(
-            "SELECT payload::jsonb->>'account_id' AS key, event_id, created_at AS begun,
-                    (payload::jsonb->>'occurred_at')::timestamptz AS occurred, published_at AS claimed
-             FROM sb_outbox WHERE event_type = $1 AND payload::jsonb->'data'->>'to' = 'active'",
-        )
-        .bind(AccessChanged::TYPE)
-        .fetch_all(&self.billing)
-        .await
-        .unwrap();
-        by_key(rows)
+    /// WAL bytes PostgreSQL has written so far (the whole cluster).
+    async fn wal(&self) -> i64 {
+        sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::int8").fetch_one(&self.gateway).await.unwrap()
     }
 
     async fn close(self) {
         self.gateway.close().await;
         self.billing.close().await;
+    }
+}
+
+/// What the whole pipeline spends from a row's start until all it caused is applied and sent.
+struct Spent {
+    cpu: CpuTimes,
+    wal: i64,
+}
+
+impl Spent {
+    async fn start(dbs: &Dbs) -> Self {
+        Self { cpu: CpuTimes::now(), wal: dbs.wal().await }
+    }
+
+    /// Prints CPU ms and WAL bytes per event over `events`; returns (CPU ms, WAL bytes) per event.
+    async fn report(self, dbs: &Dbs, events: usize) -> (f64, f64) {
+        let (cpu, wal) = (CpuTimes::now().since(self.cpu), dbs.wal().await - self.wal);
+        let per = |secs: f64| secs * 1e3 / events.max(1) as f64;
+        let total = per(cpu.app + cpu.db + cpu.broker);
+        let wal = wal as f64 / events.max(1) as f64;
+        println!(
+            "    whole pipeline per Stripe event, row start -> all applied and sent ({events} events): CPU {total:.2} ms (this process {:.2}, PostgreSQL {:.2}, RabbitMQ {:.2}); WAL {wal:.0} B",
+            per(cpu.app),
+            per(cpu.db),
+            per(cpu.broker)
+        );
+        (total, wal)
     }
 }
 
@@ -612,6 +638,7 @@ impl Ctx<'_> {
         let meter = CpuMeter::start();
         let (_, bad_sig, rate) = self.webhook_row(n, WRONG_SECRET).await;
         row("POST /webhooks/stripe bad signature (baseline: HMAC, 400)", &bad_sig, rate, 400, &meter.stop(cpus));
+        let spent = Spent::start(&self.dbs).await;
         let meter = CpuMeter::start();
         let (ids, acks, rate) = self.webhook_row(n, SECRET).await;
         let cpu = meter.stop(cpus);
@@ -620,21 +647,23 @@ impl Ctx<'_> {
 
         // Where an ack's time goes: until the webhook transaction began (HTTP, verification,
         // pool), and from then to the answer (inserts, COMMIT, response).
-        let outbox = self.dbs.gateway_outbox().await;
+        let receipts = self.dbs.gateway_receipts().await;
         let (mut before, mut after) = (Vec::new(), Vec::new());
         for (id, a) in ids.iter().zip(&acks) {
-            if let Some(row) = outbox.get(id) {
-                before.push(wall_ms(row.begun) - at_ms(a.sent));
-                after.push(at_ms(a.done) - wall_ms(row.begun));
+            if let Some(begun) = receipts.get(id) {
+                before.push(wall_ms(*begun) - at_ms(a.sent));
+                after.push(at_ms(a.done) - wall_ms(*begun));
             }
         }
-        println!("    breakdown of the signed row ({} matched; PostgreSQL now() = BEGIN of the webhook transaction):", before.len());
-        println!("      {:<52} {}", "dispatch -> webhook transaction begins", Lat::new(before).cols());
-        println!("      {:<52} {}", "transaction begins -> answer read (INSERTs, COMMIT)", Lat::new(after).cols());
+        println!("    breakdown of the signed row ({} matched; PostgreSQL now() = start of the webhook's statement):", before.len());
+        println!("      {:<52} {}", "dispatch -> webhook statement begins", Lat::new(before).cols());
+        println!("      {:<52} {}", "statement begins -> answer read (INSERTs, COMMIT)", Lat::new(after).cols());
         println!(
             "    billing applies these events meanwhile (same machine): it had recorded {billing_seen} of the {} accepted so far when the row ended",
             self.accepted
         );
+        self.dbs.settle(self.accepted).await;
+        spent.report(&self.dbs, acks.len() - bad).await;
         let met = lat.p(0.99) <= ACK_P99_TARGET_MS && bad == 0;
         println!();
         println!(
@@ -644,7 +673,6 @@ impl Ctx<'_> {
             lat.p(0.99)
         );
         println!();
-        self.dbs.settle(self.accepted).await;
         met
     }
 
@@ -691,6 +719,7 @@ impl Ctx<'_> {
         self.dbs.settle(self.accepted).await;
 
         // The payments.
+        let spent = Spent::start(&self.dbs).await;
         let meter = CpuMeter::start();
         let (pays, pay_rate) = self.payments(n).await;
         let accounts: Vec<String> = pays.iter().map(|(a, _, _)| a.clone()).collect();
@@ -716,6 +745,7 @@ impl Ctx<'_> {
         line("PAYMENT -> billing.access.changed.v1 to=active", n, pay_rate, &format!("{granted}/{n}"), &access, Some(&cpu));
 
         self.dbs.settle(self.accepted).await;
+        spent.report(&self.dbs, n - bad).await;
         self.breakdown(&pays, obs).await;
 
         let met = access.p(0.99) <= ACCESS_P99_TARGET_MS && granted == n && bad == 0;
@@ -732,22 +762,17 @@ impl Ctx<'_> {
 
     /// Per-stage times of the measured payments, from the services' own stamps.
     async fn breakdown(&self, pays: &[(String, String, Answer)], obs: &Observer) {
-        let gw = self.dbs.gateway_outbox().await;
+        let receipts = self.dbs.gateway_receipts().await;
         let inbox = self.dbs.billing_inbox().await;
-        let grants = self.dbs.billing_grants().await;
         let mut st: [Vec<f64>; 8] = Default::default();
         // How many payments shared each relay claim / consumer transaction.
         let (mut gw_claims, mut bl_txs, mut bl_claims) = (HashMap::new(), HashMap::new(), HashMap::new());
         let mut complete = 0;
         for (account, id, a) in pays {
-            let (Some(g), Some(bus), Some(access), Some(b)) =
-                (gw.get(id), seen_at(&obs.received, id), seen_at(&obs.access, account), grants.get(account))
-            else {
+            let (Some(begun), Some(g), Some(b)) = (receipts.get(id), arrival(&obs.received, id), arrival(&obs.access, account)) else {
                 continue;
             };
-            let (Some(g_env), Some(g_claim), Some(b_begin), Some(b_env), Some(b_claim)) =
-                (g.occurred, g.claimed, inbox.get(&g.event_id), b.occurred, b.claimed)
-            else {
+            let (Some(g_claim), Some(b_begin), Some(b_claim)) = (g.relayed, inbox.get(&g.id), b.relayed) else {
                 continue;
             };
             complete += 1;
@@ -756,22 +781,22 @@ impl Ctx<'_> {
             *bl_claims.entry(b_claim).or_insert(0) += 1;
             let t = [
                 at_ms(a.sent),
-                wall_ms(g.begun),
-                wall_ms(g_env),
+                wall_ms(*begun),
+                wall_ms(g.occurred),
                 wall_ms(g_claim),
-                at_ms(bus),
+                at_ms(g.at),
                 wall_ms(*b_begin),
-                wall_ms(b_env),
+                wall_ms(b.occurred),
                 wall_ms(b_claim),
-                at_ms(access),
+                at_ms(b.at),
             ];
             for (i, v) in st.iter_mut().enumerate() {
                 v.push(t[i + 1] - t[i]);
             }
         }
         let labels = [
-            "gateway: dispatch -> webhook tx begins (HTTP, verify)",
-            "gateway: tx begins -> enveloped (receipt INSERT)",
+            "gateway: dispatch -> webhook statement (HTTP, verify)",
+            "gateway: statement begins -> enveloped (clocks)",
             "gateway: enveloped -> relay claims (INSERT,COMMIT,wake)",
             "gateway relay claim -> stripe.event.received on bench q",
             "billing: on the bus -> handler tx begins (consumer)",
@@ -780,7 +805,7 @@ impl Ctx<'_> {
             "billing relay claim -> access.changed on bench queue",
         ];
         println!(
-            "    stage breakdown of the {complete} payments (tx begins / relay claim = PostgreSQL now(), enveloped / decided = the service's clock; same host):"
+            "    stage breakdown of the {complete} payments (statement / tx begins = PostgreSQL now(); enveloped, decided, relay claim = the service's clock; same host):"
         );
         for (label, v) in labels.iter().zip(st) {
             println!("      {label:<56} {}", Lat::new(v).cols());
@@ -807,6 +832,8 @@ fn main() {
     let clients = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let observer = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let secret = [("SWITCHBOARD_STRIPE_WEBHOOK_SECRET", SECRET)];
+    // The relay's real cost: no test copy of each sent outbox row.
+    sb_testkit::service::keep_sent_outbox(false);
     let sys = servers.block_on(common::start_with(&[], &secret, &secret));
     let mut cfg = BusConfig::new(sb_testkit::amqp_url());
     cfg.prefix = sys.prefix.clone();

@@ -135,13 +135,13 @@ async fn the_same_payment_sent_ten_times_concurrently_grants_access_once() {
     let billing: Value = sys.web.get(sys.url("/v1/billing")).bearer_auth(&user.token).send().await.unwrap().json().await.unwrap();
     assert_eq!(billing["history"].as_array().unwrap().iter().filter(|h| h["to"] == "active").count(), 1, "{billing}");
     let grants: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sb_outbox WHERE event_type = 'billing.access.changed.v1' AND payload::jsonb->'data'->>'to' = 'active'",
+        "SELECT count(*) FROM sb_test_outbox WHERE event_type = 'billing.access.changed.v1' AND payload::jsonb->'data'->>'to' = 'active'",
     )
     .fetch_one(&sys.billing.db.pool)
     .await
     .unwrap();
     assert_eq!(grants, 1);
-    let received: i64 = sqlx::query_scalar("SELECT count(*) FROM sb_outbox WHERE event_type = 'stripe.event.received.v1'")
+    let received: i64 = sqlx::query_scalar("SELECT count(*) FROM sb_test_outbox WHERE event_type = 'stripe.event.received.v1'")
         .fetch_one(&sys.gateway.db.pool)
         .await
         .unwrap();

@@ -115,7 +115,7 @@ async fn deliver(sys: &System, event: &Value, secret: &str, t: i64) -> Value {
 async fn written(sys: &System) -> (i64, i64) {
     let pool = &sys.gateway.db.pool;
     let receipts = sqlx::query_scalar("SELECT count(*) FROM stripe_webhook_receipts").fetch_one(pool).await.unwrap();
-    let outbox = sqlx::query_scalar("SELECT count(*) FROM sb_outbox WHERE event_type = $1")
+    let outbox = sqlx::query_scalar("SELECT count(*) FROM sb_test_outbox WHERE event_type = $1")
         .bind(STRIPE_EVENT_RECEIVED)
         .fetch_one(pool)
         .await

@@ -36,7 +36,7 @@ async fn concurrent_double_submit_signs_up_once_with_one_event_and_one_email() {
     let pool = &id.db.pool;
     assert_eq!(count(pool, "SELECT count(*) FROM users WHERE email = $1", "ada@example.com").await, 1);
     assert_eq!(count(pool, "SELECT count(*) FROM accounts WHERE $1 <> ''", "x").await, 1, "the losers' accounts were rolled back");
-    assert_eq!(count(pool, "SELECT count(*) FROM sb_outbox WHERE event_type = $1", "identity.user.signed_up.v1").await, 1);
+    assert_eq!(count(pool, "SELECT count(*) FROM sb_test_outbox WHERE event_type = $1", "identity.user.signed_up.v1").await, 1);
     // The welcome email goes through the bus to the embedded mailbox, exactly once.
     wait_for(Duration::from_secs(30), "the welcome email", || async {
         (count(pool, "SELECT count(*) FROM sb_mailbox WHERE to_address = $1", "ada@example.com").await == 1).then_some(())
@@ -66,7 +66,7 @@ async fn bad_sign_up_input_is_refused_and_writes_nothing() {
         assert!(e.message().starts_with(field), "{}", e.message());
     }
     assert_eq!(count(&id.db.pool, "SELECT count(*) FROM users WHERE $1 <> ''", "x").await, 0);
-    assert_eq!(count(&id.db.pool, "SELECT count(*) FROM sb_outbox WHERE $1 <> ''", "x").await, 0);
+    assert_eq!(count(&id.db.pool, "SELECT count(*) FROM sb_test_outbox WHERE $1 <> ''", "x").await, 0);
     id.stop().await;
 }
 
@@ -200,7 +200,7 @@ async fn profile_updates_change_only_the_name_and_announce_it() {
     assert_eq!(u.role, pb::Role::Customer as i32);
     let e = c.update_profile(as_user(pb::UpdateProfileRequest { name: Some("".into()) }, &a.token)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert_eq!(count(&id.db.pool, "SELECT count(*) FROM sb_outbox WHERE event_type = $1", "identity.user.updated.v1").await, 1);
+    assert_eq!(count(&id.db.pool, "SELECT count(*) FROM sb_test_outbox WHERE event_type = $1", "identity.user.updated.v1").await, 1);
     id.stop().await;
 }
 
