@@ -10,14 +10,16 @@ stop:           ## stop services started with `scripts/dev-up.sh --detach`
 test:           ## the whole test suite against real PostgreSQL and RabbitMQ (what CI runs)
 	bash scripts/test.sh
 
-bench:          ## bus, /v1/me, Stripe webhook -> access, ticket intake and AI drafts, each beside a same-run baseline
+bench:          ## bus, /v1/me, Stripe webhook -> access, ticket intake and AI drafts, each beside a same-run baseline; ends with one table (target/bench-report/report.json)
 	bash scripts/ensure-infra.sh
 	bash scripts/clean-test-leftovers.sh
+	rm -rf target/bench-report
 	cargo bench -p sb-bus --bench bus --locked
 	cargo bench -p gateway --bench me --locked
 	cargo bench -p gateway --bench webhook --locked
 	cargo bench -p gateway --bench tickets --locked
 	cargo bench -p ai-assist --bench drafts --locked
+	cargo run -q --release --locked -p sb-testkit --bin bench-report
 
 check-deploy:   ## validate docker-compose.yml and k8s/ without a Docker engine or cluster
 	bash scripts/install-check-tools.sh

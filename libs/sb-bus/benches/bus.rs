@@ -1154,6 +1154,17 @@ async fn main() -> Result<()> {
         verdict(worst < CLAIM_TARGET_MS)
     );
     println!();
+
+    use sb_testkit::report::{Figure, write};
+    let figures = [
+        // Each round's bus / plain-lapin ratio is already relative to its own same-run reference.
+        Figure::at_least("bus / plain lapin throughput (each round)", "x", THROUGHPUT_TARGET, tp.paired.clone()),
+        Figure::at_most("outbox commit -> consumer, added p99", "ms", OUTBOX_ADDED_P99_TARGET_MS, vec![added])
+            .baseline("direct publish -> consumer p99", ob.direct.p99()),
+        Figure::at_most(&format!("relay claim p99 after {} sent events", s.claim_events), "ms", CLAIM_TARGET_MS, vec![worst])
+            .baseline("claim p99 on a fresh outbox", q(&fresh.claim, 0.99)),
+    ];
+    write("bus", &figures)?;
     println!("  total bench time {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

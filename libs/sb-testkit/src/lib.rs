@@ -8,6 +8,7 @@ pub mod logs;
 pub mod openai;
 pub mod probe;
 pub mod proxy;
+pub mod report;
 pub mod service;
 pub mod smtp;
 pub mod stripe;

@@ -99,6 +99,20 @@ impl CpuMeter {
     }
 }
 
+/// CPU seconds used so far by this process's threads whose name starts with `prefix` (e.g. a
+/// benchmark's load generator, to tell it from the services it drives); Linux names threads
+/// after at most 15 bytes.
+pub fn threads_cpu(prefix: &str) -> f64 {
+    let tck = ticks_per_second();
+    std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter_map(|stat| proc_cpu(&stat, tck).filter(|(comm, _)| comm.starts_with(prefix)).map(|(_, secs)| secs))
+        .sum()
+}
+
 /// Resident memory of process `pid` (`VmRSS`) and its peak so far (`VmHWM`), in bytes.
 pub fn memory_of(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -122,5 +136,28 @@ mod tests {
         let stat = "42 (beam smp) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 0 0";
         assert_eq!(proc_cpu(stat, 100.0), Some(("beam smp", 3.0)));
         assert!(resident_bytes() > 0, "this process has resident memory");
+    }
+
+    #[test]
+    fn counts_the_cpu_of_named_threads_only() {
+        let busy = std::thread::Builder::new()
+            .name("probe-busy".into())
+            .spawn(|| {
+                // Spins until its own CPU time reads 0.1 s, or gives up after 10 s of wall time.
+                let start = Instant::now();
+                let mut x = 0u64;
+                while start.elapsed() < std::time::Duration::from_secs(10) {
+                    for _ in 0..100_000 {
+                        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                    }
+                    if threads_cpu("probe-busy") >= 0.1 {
+                        return true;
+                    }
+                }
+                false
+            })
+            .unwrap();
+        assert!(busy.join().unwrap(), "a spinning thread's CPU time never reached 0.1 s");
+        assert_eq!(threads_cpu("no-such-thread"), 0.0);
     }
 }
