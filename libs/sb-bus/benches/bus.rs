@@ -903,7 +903,9 @@ async fn outbox_rows(s: &Settings, cfg: &BusConfig) -> Result<OutboxResults> {
         eprintln!("warning: {unsent} outbox rows still unpublished");
     }
     let published: Vec<(Uuid, DateTime<Utc>)> =
-        sqlx::query_as("SELECT event_id, published_at FROM sb_test_outbox WHERE published_at IS NOT NULL").fetch_all(&producer_db.pool).await?;
+        sqlx::query_as("SELECT event_id, published_at FROM sb_test_outbox WHERE published_at IS NOT NULL")
+            .fetch_all(&producer_db.pool)
+            .await?;
     let breakdown = breakdown(&commits, &received, &published);
 
     relay_stop.cancel();

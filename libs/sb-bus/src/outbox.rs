@@ -184,14 +184,7 @@ struct Claimed {
 
 impl OutboxRelay {
     pub fn new(pool: PgPool, cfg: BusConfig, service: &str) -> Self {
-        Self {
-            pool,
-            cfg,
-            name: format!("{service} outbox relay"),
-            hints: hints(service),
-            batch: 256,
-            poll: Duration::from_millis(500),
-        }
+        Self { pool, cfg, name: format!("{service} outbox relay"), hints: hints(service), batch: 256, poll: Duration::from_millis(500) }
     }
 
     /// Runs until `shutdown`, reconnecting to the broker and the database as needed.
@@ -315,11 +308,7 @@ impl OutboxRelay {
         // 13-26 ms for a bitmap scan, which visits every one of their rows every time).
         let mut tx = self.pool.begin_with(CLAIM_BEGIN).await?;
         // The index holds only unpublished rows, in sequence order: the scan starts at `floor`.
-        let rows: Vec<Claimed> = sqlx::query_as(CLAIM)
-        .bind(self.batch)
-        .bind(floor)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows: Vec<Claimed> = sqlx::query_as(CLAIM).bind(self.batch).bind(floor).fetch_all(&mut *tx).await?;
         let Some(highest) = rows.last().map(|r| r.seq) else {
             return Ok((0, 0));
         };

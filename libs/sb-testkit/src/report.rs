@@ -15,7 +15,11 @@ use serde_json::{Value, json};
 pub fn dir() -> PathBuf {
     match std::env::var_os("SB_BENCH_REPORT_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-report"),
+        // This crate is libs/sb-testkit in the workspace.
+        None => {
+            let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            crate_dir.ancestors().nth(2).unwrap_or(crate_dir).join("target/bench-report")
+        }
     }
 }
 
@@ -154,8 +158,9 @@ mod tests {
 
     #[test]
     fn numbers_read_like_a_table() {
-        assert_eq!([num(1234.4), num(12.34), num(1.234), num(0.1234), num(20.0), num(f64::NAN)], [
-            "1234", "12.3", "1.23", "0.123", "20", "-"
-        ]);
+        assert_eq!(
+            [num(1234.4), num(12.34), num(1.234), num(0.1234), num(20.0), num(f64::NAN)],
+            ["1234", "12.3", "1.23", "0.123", "20", "-"]
+        );
     }
 }

@@ -196,11 +196,12 @@ impl TestService {
     /// `data` of the events the service has put in its outbox with this type, sent or not,
     /// oldest first (from [`crate::SENT_OUTBOX`]).
     pub async fn outbox(&self, event_type: &str) -> Vec<serde_json::Value> {
-        let rows: Vec<serde_json::Value> = sqlx::query_scalar("SELECT payload::jsonb FROM sb_test_outbox WHERE event_type = $1 ORDER BY seq")
-            .bind(event_type)
-            .fetch_all(&self.db.pool)
-            .await
-            .expect("outbox rows");
+        let rows: Vec<serde_json::Value> =
+            sqlx::query_scalar("SELECT payload::jsonb FROM sb_test_outbox WHERE event_type = $1 ORDER BY seq")
+                .bind(event_type)
+                .fetch_all(&self.db.pool)
+                .await
+                .expect("outbox rows");
         rows.into_iter().map(|p| p.get("data").cloned().unwrap_or(serde_json::Value::Null)).collect()
     }
 

@@ -76,7 +76,11 @@ async fn pgbench_select_only(clients: u64, secs: u64) -> f64 {
         }
     };
     // "tps = 12345.678901 (without initial connection time)"
-    out.lines().find_map(|l| l.strip_prefix("tps = ")).and_then(|l| l.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+    out.lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 fn main() {

@@ -738,9 +738,8 @@ impl Ctx<'_> {
         for body in &bodies {
             let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
             let publish = BasicPublishOptions { mandatory: true, ..Default::default() };
-            confirms.push(
-                ch.basic_publish(exchange.as_str().into(), StripeEventReceived::TYPE.into(), publish, body, props).await.unwrap(),
-            );
+            confirms
+                .push(ch.basic_publish(exchange.as_str().into(), StripeEventReceived::TYPE.into(), publish, body, props).await.unwrap());
         }
         for c in confirms {
             assert!(matches!(c.await.unwrap(), Confirmation::Ack(None)), "burst publish not confirmed");
@@ -1010,7 +1009,14 @@ fn summary(s: &Settings, acks: &[RoundFigures], pays: &[RoundFigures], apply_rat
     println!();
     println!("  summary over {} rounds (worst round):", s.rounds);
     for f in &figures {
-        println!("    {:<40} worst {:>9} {:<3} target {:<12} -> {}", f.name, sb_testkit::report::num(f.worst()), f.unit, f.target_text(), verdict(f.met()));
+        println!(
+            "    {:<40} worst {:>9} {:<3} target {:<12} -> {}",
+            f.name,
+            sb_testkit::report::num(f.worst()),
+            f.unit,
+            f.target_text(),
+            verdict(f.met())
+        );
     }
     write("webhook", &figures).unwrap();
 }
