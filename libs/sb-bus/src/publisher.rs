@@ -152,6 +152,13 @@ pub fn header_str(props: &BasicProperties, key: &str) -> Option<String> {
     }
 }
 
+/// When the outbox relay claimed the message's row ([`headers::RELAYED_AT`]); `None` for a message
+/// that did not come through an outbox, or whose stamp does not read.
+pub fn relayed_at(props: &BasicProperties) -> Option<chrono::DateTime<chrono::Utc>> {
+    let stamp = header_str(props, headers::RELAYED_AT)?;
+    chrono::DateTime::parse_from_rfc3339(&stamp).ok().map(|t| t.with_timezone(&chrono::Utc))
+}
+
 /// Reads an integer header written by us or by the broker.
 pub fn header_int(props: &BasicProperties, key: &str) -> Option<i64> {
     let v = props.headers().as_ref()?.inner().get(key)?;

@@ -662,7 +662,7 @@ async fn an_effect_can_commit_the_inbox_row_with_its_outcome() {
 async fn a_relayed_event_says_when_the_relay_claimed_it() {
     use lapin::{
         options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions},
-        types::{AMQPValue, FieldTable},
+        types::FieldTable,
     };
     let cfg = bus_config("relayed");
     let producer = database("relayed_p").await;
@@ -691,11 +691,9 @@ async fn a_relayed_event_says_when_the_relay_claimed_it() {
     .await;
     let after = chrono::Utc::now();
     assert_eq!(msg.delivery.properties.message_id().as_ref().map(|m| m.to_string()), Some(env.id.to_string()));
-    let headers = msg.delivery.properties.headers().clone().unwrap_or_default();
-    let Some(AMQPValue::LongString(stamp)) = headers.inner().get(sb_bus::publisher::headers::RELAYED_AT) else {
-        panic!("no {} header: {headers:?}", sb_bus::publisher::headers::RELAYED_AT);
+    let Some(stamp) = sb_bus::publisher::relayed_at(&msg.delivery.properties) else {
+        panic!("no readable {} header: {:?}", sb_bus::publisher::headers::RELAYED_AT, msg.delivery.properties.headers());
     };
-    let stamp = chrono::DateTime::parse_from_rfc3339(&String::from_utf8_lossy(stamp.as_bytes())).unwrap();
     assert!(before <= stamp && stamp <= after, "{before} <= {stamp} <= {after}");
     relay.cancel();
     let _ = conn.close(200, "done".into()).await;

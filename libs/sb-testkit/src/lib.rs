@@ -77,14 +77,11 @@ impl TestDb {
     }
 }
 
-/// The test database's record of every outbox row, sent or not: `sb_test_outbox` has
-/// `sb_outbox`'s columns, with `published_at` set to when the relay's transaction deleted the row
-/// (it deletes a row once the broker confirmed it). Tests read what a service announced there
-/// instead of in `sb_outbox`, whose rows go as soon as they are sent.
-pub const SENT_OUTBOX: &str = "sb_test_outbox";
-
 impl TestDb {
-    /// Keeps a copy of every outbox row the relay deletes (see [`SENT_OUTBOX`]); `sb_outbox` must
+    /// Keeps a record of every outbox row, sent or not, in the view `sb_test_outbox`: it has
+    /// `sb_outbox`'s columns, with `published_at` set to when the relay's transaction deleted the
+    /// row (it deletes a row once the broker confirmed it). Tests read what a service announced
+    /// there instead of in `sb_outbox`, whose rows go as soon as they are sent. `sb_outbox` must
     /// exist (the bus's migrations ran). A test-only trigger: it adds one INSERT to each relay
     /// claim, so benchmarks that measure the relay's cost do without it.
     pub async fn keep_sent_outbox(&self) -> anyhow::Result<()> {

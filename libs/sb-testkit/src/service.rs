@@ -44,7 +44,7 @@ pub fn as_user<T>(msg: T, principal: &Principal) -> tonic::Request<T> {
 static KEEP_SENT_OUTBOX: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// Whether services started from now on keep a copy of each outbox row their relay sends
-/// ([`crate::SENT_OUTBOX`], on by default). A benchmark of the outbox's cost turns it off.
+/// ([`crate::TestDb::keep_sent_outbox`], on by default). A benchmark of the outbox's cost turns it off.
 pub fn keep_sent_outbox(on: bool) {
     KEEP_SENT_OUTBOX.store(on, std::sync::atomic::Ordering::Relaxed);
 }
@@ -194,7 +194,7 @@ impl TestService {
     }
 
     /// `data` of the events the service has put in its outbox with this type, sent or not,
-    /// oldest first (from [`crate::SENT_OUTBOX`]).
+    /// oldest first (from `sb_test_outbox`, see [`crate::TestDb::keep_sent_outbox`]).
     pub async fn outbox(&self, event_type: &str) -> Vec<serde_json::Value> {
         let rows: Vec<serde_json::Value> =
             sqlx::query_scalar("SELECT payload::jsonb FROM sb_test_outbox WHERE event_type = $1 ORDER BY seq")

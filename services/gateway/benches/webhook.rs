@@ -316,15 +316,6 @@ fn arrival(seen: &Seen, key: &str) -> Option<Arrival> {
     seen.lock().unwrap().get(key).copied()
 }
 
-fn relayed_at(props: &BasicProperties) -> Option<DateTime<Utc>> {
-    let v = props.headers().as_ref()?.inner().get(sb_bus::publisher::headers::RELAYED_AT)?;
-    let s = match v {
-        lapin::types::AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        _ => return None,
-    };
-    DateTime::parse_from_rfc3339(&s).ok().map(|t| t.with_timezone(&Utc))
-}
-
 fn access_granted(env: &Envelope) -> Option<String> {
     let change = env.decode::<AccessChanged>().ok()?;
     (change.to == sb_types::AccessStatus::Active).then(|| change.account_id.to_string())
@@ -369,7 +360,7 @@ async fn listen(
                 let at = Instant::now();
                 let Ok(env) = Envelope::parse(&d.data) else { continue };
                 if let Some(key) = pick(&env) {
-                    let a = Arrival { at, id: env.id, occurred: env.occurred_at, relayed: relayed_at(&d.properties) };
+                    let a = Arrival { at, id: env.id, occurred: env.occurred_at, relayed: sb_bus::publisher::relayed_at(&d.properties) };
                     seen.lock().unwrap().entry(key).or_insert(a);
                 }
             }
