@@ -69,14 +69,25 @@ pub async fn set_outcome(conn: &mut PgConnection, event_id: &str, outcome: Event
     Ok(())
 }
 
-/// Links a Stripe customer to an account (the first link wins). Returns the linked account.
-pub async fn link_customer(conn: &mut PgConnection, customer: &str, account: AccountId) -> sqlx::Result<AccountId> {
-    sqlx::query("INSERT INTO customers (stripe_customer_id, account_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(customer)
-        .bind(account)
-        .execute(&mut *conn)
-        .await?;
-    Ok(account_for_customer(conn, customer).await?.unwrap_or(account))
+/// The account a Stripe customer is linked to; with `named`, links the customer to it first if it
+/// has no link yet (the first link wins). One statement whether it links or not: the insert finds
+/// an existing link in the index and writes nothing.
+pub async fn resolve_customer(conn: &mut PgConnection, customer: &str, named: Option<AccountId>) -> sqlx::Result<Option<AccountId>> {
+    let account = sqlx::query_scalar(
+        "WITH linked AS (
+             INSERT INTO customers (stripe_customer_id, account_id) SELECT $1, $2 WHERE $2::uuid IS NOT NULL
+             ON CONFLICT DO NOTHING RETURNING account_id)
+         SELECT account_id FROM linked UNION ALL SELECT account_id FROM customers WHERE stripe_customer_id = $1 LIMIT 1",
+    )
+    .bind(customer)
+    .bind(named)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match (account, named) {
+        // Another transaction linked it while this statement ran (its snapshot could not see it).
+        (None, Some(named)) => Ok(Some(account_for_customer(conn, customer).await?.unwrap_or(named))),
+        (account, _) => Ok(account),
+    }
 }
 
 pub async fn account_for_customer(conn: &mut PgConnection, customer: &str) -> sqlx::Result<Option<AccountId>> {
@@ -90,14 +101,35 @@ pub async fn customer_for_account(conn: &mut PgConnection, account: AccountId) -
         .await
 }
 
-/// Applies a subscription fact if it is newer than what is stored ((as_of, rank) order); a
-/// payment time is kept whenever it is newer, whatever the order. Returns whether state moved.
-pub async fn apply_subscription(conn: &mut PgConnection, f: &SubscriptionFact, plan: &str) -> sqlx::Result<bool> {
-    // Insert if new; else update only what this fact has newer.
-    let inserted = sqlx::query(
-        "INSERT INTO subscriptions (id, stripe_customer_id, status, plan, price_id, current_period_end, as_of, rank,
-                                    last_paid_at, cause_event_id, cause_event_type)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
+/// Applies a subscription fact in one statement: a new subscription is inserted; a stored one
+/// takes the fact's state only if the fact is newer ((as_of, rank) order), keeps the newest
+/// payment time whatever the order, and fills in what it lacked (an invoice event names no price)
+/// from an older fact. The grace period counts from the first failure of a past_due spell,
+/// whatever order the failures arrive in; a spell ends when the subscription is no longer past_due.
+/// Every expression reads the row as it is once locked, so concurrent facts never undo each other.
+pub async fn apply_subscription(conn: &mut PgConnection, f: &SubscriptionFact, plan: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO subscriptions AS s (id, stripe_customer_id, status, plan, price_id, current_period_end, as_of, rank,
+                                         last_paid_at, cause_event_id, cause_event_type)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (id) DO UPDATE SET
+             status = CASE WHEN (s.as_of, s.rank) < ($7, $8) THEN $3 ELSE s.status END,
+             as_of = CASE WHEN (s.as_of, s.rank) < ($7, $8) THEN $7 ELSE s.as_of END,
+             rank = CASE WHEN (s.as_of, s.rank) < ($7, $8) THEN $8 ELSE s.rank END,
+             cause_event_id = CASE WHEN (s.as_of, s.rank) < ($7, $8) THEN $10 ELSE s.cause_event_id END,
+             cause_event_type = CASE WHEN (s.as_of, s.rank) < ($7, $8) THEN $11 ELSE s.cause_event_type END,
+             plan = CASE WHEN (s.as_of, s.rank) < ($7, $8) THEN COALESCE(NULLIF($4, ''), s.plan)
+                         ELSE COALESCE(NULLIF(s.plan, ''), $4) END,
+             price_id = CASE WHEN (s.as_of, s.rank) < ($7, $8) THEN COALESCE(NULLIF($5, ''), s.price_id)
+                             ELSE COALESCE(NULLIF(s.price_id, ''), $5) END,
+             current_period_end = CASE WHEN (s.as_of, s.rank) < ($7, $8) THEN COALESCE($6, s.current_period_end)
+                                       ELSE COALESCE(s.current_period_end, $6) END,
+             updated_at = CASE WHEN (s.as_of, s.rank) < ($7, $8) THEN now() ELSE s.updated_at END,
+             last_paid_at = GREATEST(s.last_paid_at, $9),
+             past_due_since = CASE
+                 WHEN (CASE WHEN (s.as_of, s.rank) < ($7, $8) THEN $3 ELSE s.status END) NOT IN ('past_due', 'unpaid') THEN NULL
+                 WHEN $3 IN ('past_due', 'unpaid') THEN LEAST(COALESCE(s.past_due_since, $7), $7)
+                 ELSE COALESCE(s.past_due_since, CASE WHEN (s.as_of, s.rank) < ($7, $8) THEN $7 ELSE s.as_of END) END",
     )
     .bind(&f.id)
     .bind(&f.customer)
@@ -110,72 +142,9 @@ pub async fn apply_subscription(conn: &mut PgConnection, f: &SubscriptionFact, p
     .bind(f.paid_at)
     .bind(&f.cause_event_id)
     .bind(&f.cause_event_type)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if inserted {
-        return Ok(true);
-    }
-    let newer = sqlx::query(
-        "UPDATE subscriptions SET status = $2, as_of = $3, rank = $4, cause_event_id = $5, cause_event_type = $6,
-                plan = CASE WHEN $7 = '' THEN plan ELSE $7 END,
-                price_id = CASE WHEN $8 = '' THEN price_id ELSE $8 END,
-                current_period_end = COALESCE($9, current_period_end),
-                updated_at = now()
-         WHERE id = $1 AND (as_of, rank) < ($3, $4)",
-    )
-    .bind(&f.id)
-    .bind(f.status.as_str())
-    .bind(f.as_of)
-    .bind(f.rank)
-    .bind(&f.cause_event_id)
-    .bind(&f.cause_event_type)
-    .bind(plan)
-    .bind(&f.price_id)
-    .bind(f.current_period_end)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    let mut paid = false;
-    if let Some(at) = f.paid_at {
-        paid = sqlx::query("UPDATE subscriptions SET last_paid_at = $2 WHERE id = $1 AND (last_paid_at IS NULL OR last_paid_at < $2)")
-            .bind(&f.id)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-            == 1;
-    }
-    // The grace period counts from the first failure of a past_due spell, whatever order the
-    // failures arrive in; a spell ends when the subscription is no longer past_due.
-    sqlx::query(
-        "UPDATE subscriptions SET past_due_since = CASE
-             WHEN status NOT IN ('past_due', 'unpaid') THEN NULL
-             WHEN $2 IN ('past_due', 'unpaid') THEN LEAST(COALESCE(past_due_since, $3), $3)
-             ELSE COALESCE(past_due_since, as_of) END
-         WHERE id = $1",
-    )
-    .bind(&f.id)
-    .bind(f.status.as_str())
-    .bind(f.as_of)
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
-    // An older fact may still carry what a newer one lacked (an invoice event names no price).
-    sqlx::query(
-        "UPDATE subscriptions SET plan = CASE WHEN plan = '' THEN $2 ELSE plan END,
-                price_id = CASE WHEN price_id = '' THEN $3 ELSE price_id END,
-                current_period_end = COALESCE(current_period_end, $4)
-         WHERE id = $1 AND (plan = '' OR price_id = '' OR current_period_end IS NULL)",
-    )
-    .bind(&f.id)
-    .bind(plan)
-    .bind(&f.price_id)
-    .bind(f.current_period_end)
-    .execute(&mut *conn)
-    .await?;
-    Ok(newer || paid)
+    Ok(())
 }
 
 /// Applies an invoice fact stated at `as_of` if it is newer than the stored one ((as_of, rank) order).
@@ -253,37 +222,76 @@ pub async fn subscriptions(conn: &mut PgConnection, account: AccountId) -> sqlx:
     rows.iter().map(subscription_row).collect()
 }
 
-pub async fn account_facts(conn: &mut PgConnection, account: AccountId, now: DateTime<Utc>) -> sqlx::Result<AccountFacts> {
-    let subscriptions = subscriptions(&mut *conn, account).await?;
-    let refunds = sqlx::query(
-        "SELECT r.* FROM customers c CROSS JOIN LATERAL (SELECT * FROM refunds WHERE stripe_customer_id = c.stripe_customer_id OFFSET 0) r
-             WHERE c.account_id = $1 ORDER BY r.as_of DESC",
-    )
-    .bind(account)
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(RefundFact {
-            charge_id: r.try_get("charge_id")?,
-            customer: r.try_get("stripe_customer_id")?,
-            amount: r.try_get("amount")?,
-            amount_refunded: r.try_get("amount_refunded")?,
-            currency: r.try_get("currency")?,
-            as_of: r.try_get("as_of")?,
-            cause_event_id: r.try_get("cause_event_id")?,
-        })
-    })
-    .collect::<sqlx::Result<Vec<_>>>()?;
-    let open_checkout = sqlx::query_as::<_, (String, DateTime<Utc>)>(
-        "SELECT session_id, created_at FROM checkouts WHERE account_id = $1 AND status = 'open' AND expires_at > $2
-         ORDER BY created_at DESC LIMIT 1",
+/// A refund as `json_agg` spells its row.
+#[derive(serde::Deserialize)]
+struct RefundJson {
+    charge_id: String,
+    stripe_customer_id: String,
+    amount: i64,
+    amount_refunded: i64,
+    currency: String,
+    as_of: DateTime<Utc>,
+    cause_event_id: String,
+}
+
+/// Everything [`crate::domain::derive`] needs of an account, and its newest Stripe customer, in
+/// one statement: a row per subscription (one row with no subscription columns when it has none),
+/// each carrying the account's refunds (as JSON: rare and few), its newest open checkout and its
+/// customer.
+pub async fn account_facts(
+    conn: &mut PgConnection,
+    account: AccountId,
+    now: DateTime<Utc>,
+) -> sqlx::Result<(AccountFacts, Option<String>)> {
+    let rows = sqlx::query(
+        "SELECT k.refunds, k.checkout_id, k.checkout_at, k.customer, s.*
+         FROM (SELECT (SELECT COALESCE(json_agg(r ORDER BY r.as_of DESC), '[]'::json)
+                       FROM customers c
+                       CROSS JOIN LATERAL (SELECT * FROM refunds WHERE stripe_customer_id = c.stripe_customer_id OFFSET 0) r
+                       WHERE c.account_id = $1) AS refunds,
+                      o.session_id AS checkout_id, o.created_at AS checkout_at,
+                      (SELECT stripe_customer_id FROM customers WHERE account_id = $1 ORDER BY created_at DESC LIMIT 1) AS customer
+               FROM (SELECT 1) one
+               LEFT JOIN LATERAL (SELECT session_id, created_at FROM checkouts
+                                  WHERE account_id = $1 AND status = 'open' AND expires_at > $2
+                                  ORDER BY created_at DESC LIMIT 1) o ON true) k
+         LEFT JOIN LATERAL (SELECT sub.* FROM customers c
+                            CROSS JOIN LATERAL (SELECT * FROM subscriptions WHERE stripe_customer_id = c.stripe_customer_id OFFSET 0) sub
+                            WHERE c.account_id = $1) s ON true
+         ORDER BY s.as_of DESC, s.id",
     )
     .bind(account)
     .bind(now)
-    .fetch_optional(&mut *conn)
+    .fetch_all(conn)
     .await?;
-    Ok(AccountFacts { subscriptions, refunds, open_checkout })
+    let first = rows.first().ok_or(sqlx::Error::RowNotFound)?;
+    let refunds: sqlx::types::Json<Vec<RefundJson>> = first.try_get("refunds")?;
+    let refunds = refunds
+        .0
+        .into_iter()
+        .map(|r| RefundFact {
+            charge_id: r.charge_id,
+            customer: r.stripe_customer_id,
+            amount: r.amount,
+            amount_refunded: r.amount_refunded,
+            currency: r.currency,
+            as_of: r.as_of,
+            cause_event_id: r.cause_event_id,
+        })
+        .collect();
+    let checkout: Option<String> = first.try_get("checkout_id")?;
+    let open_checkout = match checkout {
+        Some(id) => Some((id, first.try_get("checkout_at")?)),
+        None => None,
+    };
+    let customer = first.try_get("customer")?;
+    let mut subscriptions = Vec::with_capacity(rows.len());
+    for r in &rows {
+        if r.try_get::<Option<String>, _>("id")?.is_some() {
+            subscriptions.push(subscription_row(r)?);
+        }
+    }
+    Ok((AccountFacts { subscriptions, refunds, open_checkout }, customer))
 }
 
 fn access_row(r: &PgRow) -> sqlx::Result<Access> {
@@ -300,17 +308,23 @@ fn access_row(r: &PgRow) -> sqlx::Result<Access> {
 }
 
 /// The account's access row, locked for this transaction (created as `none` if missing), so
-/// concurrent changes to one account are applied one after the other.
+/// concurrent changes to one account are applied one after the other. A row lock, not a rewrite of
+/// the row: an existing account costs one statement and no new row version.
 pub async fn lock_access(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<Access> {
-    // One statement: the no-op update on conflict locks the existing row and returns it.
-    let row = sqlx::query(
-        "INSERT INTO access (account_id, status) VALUES ($1, 'none')
-         ON CONFLICT (account_id) DO UPDATE SET account_id = EXCLUDED.account_id RETURNING *",
-    )
-    .bind(account)
-    .fetch_one(conn)
-    .await?;
-    access_row(&row)
+    const LOCK: &str = "SELECT * FROM access WHERE account_id = $1 FOR UPDATE";
+    if let Some(row) = sqlx::query(LOCK).bind(account).fetch_optional(&mut *conn).await? {
+        return access_row(&row);
+    }
+    // A row this transaction inserts is locked by it until it ends.
+    let inserted = sqlx::query("INSERT INTO access (account_id, status) VALUES ($1, 'none') ON CONFLICT DO NOTHING RETURNING *")
+        .bind(account)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match inserted {
+        Some(row) => access_row(&row),
+        // Another transaction created it meanwhile: wait for it and lock what it left.
+        None => access_row(&sqlx::query(LOCK).bind(account).fetch_one(conn).await?),
+    }
 }
 
 pub async fn get_access(conn: &mut PgConnection, account: AccountId) -> sqlx::Result<Option<Access>> {
@@ -349,8 +363,11 @@ pub async fn update_access(conn: &mut PgConnection, old: &Access, d: &Derived, n
         return Ok(false);
     }
     sqlx::query(
-        "UPDATE access SET status = $2, plan = $3, since = $4, reason = $5, cause_event_id = $6, cause_event_type = $7,
-                grace_until = $8, updated_at = now() WHERE account_id = $1",
+        "WITH moved AS (
+             UPDATE access SET status = $2, plan = $3, since = $4, reason = $5, cause_event_id = $6, cause_event_type = $7,
+                    grace_until = $8, updated_at = now() WHERE account_id = $1)
+         INSERT INTO access_changes (account_id, from_status, to_status, plan, reason, cause_event_id, cause_event_type, at)
+         VALUES ($1, $9, $2, $3, $5, $6, $7, $4)",
     )
     .bind(old.account_id)
     .bind(d.status)
@@ -360,20 +377,7 @@ pub async fn update_access(conn: &mut PgConnection, old: &Access, d: &Derived, n
     .bind(&d.cause_event_id)
     .bind(&d.cause_event_type)
     .bind(d.grace_until)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO access_changes (account_id, from_status, to_status, plan, reason, cause_event_id, cause_event_type, at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(old.account_id)
     .bind(old.status)
-    .bind(d.status)
-    .bind(&d.plan)
-    .bind(&d.reason)
-    .bind(&d.cause_event_id)
-    .bind(&d.cause_event_type)
-    .bind(now)
     .execute(conn)
     .await?;
     Ok(true)

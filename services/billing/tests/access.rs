@@ -275,6 +275,51 @@ async fn a_failed_payment_keeps_access_for_the_grace_period_then_revokes_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grace_period_counts_from_the_first_failure_whatever_order_the_failures_arrive_in() {
+    let b = start(&[("BILLING_GRACE_PERIOD", "1h")]).await;
+    let account = AccountId::new();
+    let a = account.to_string();
+    let t = now();
+    let session = objects::checkout_session(&CheckoutSpec {
+        id: "cs_spell",
+        account_id: &a,
+        customer: "cus_spell",
+        subscription: "sub_spell",
+        created: t - 500,
+        amount_total: 4900,
+        email: "",
+    });
+    b.publish_stripe_event(stripe_event("checkout.session.completed", t - 500, session).1).await;
+    b.wait_access(account, AccessStatus::Active).await;
+    let failed = |n: i64, at: i64| {
+        objects::invoice(&InvoiceSpec {
+            id: &format!("in_spell_{n}"),
+            customer: "cus_spell",
+            subscription: "sub_spell",
+            account_id: &a,
+            status: "open",
+            created: at,
+            amount: 4900,
+            attempt_count: n,
+            price: PRO,
+        })
+    };
+    // The second failure arrives first, then the first one, older.
+    for (n, at) in [(2, t), (1, t - 100)] {
+        let (id, ev) = stripe_event("invoice.payment_failed", at, failed(n, at));
+        b.publish_stripe_event(ev).await;
+        wait_applied(&b, &[id]).await;
+    }
+    let access = b.wait_access(account, AccessStatus::PastDue).await;
+    assert_eq!(access.grace_until.map(|g| g.seconds), Some(t - 100 + 3600), "{access:?}");
+    // The newer failure still states the subscription: its as_of is the second failure's.
+    let v = b.client().get_billing(as_service(pb::GetBillingRequest { account_id: a.clone() })).await.unwrap().into_inner();
+    let sub = v.subscriptions.iter().find(|s| s.id == "sub_spell").unwrap();
+    assert_eq!((sub.status.as_str(), sub.as_of.as_ref().map(|t| t.seconds)), ("past_due", Some(t)), "{sub:?}");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_for_a_customer_not_linked_yet_count_once_the_checkout_links_it() {
     let b = start(&[]).await;
     let account = AccountId::new();

@@ -103,7 +103,7 @@ impl Billing {
                 return Ok(EventOutcome::Ignored);
             }
         };
-        let account = resolve_account(conn, customer, named.or(answers.customer_account)).await?;
+        let account = store::resolve_customer(conn, customer, named.or(answers.customer_account)).await?;
         let plans = &self.cfg.plans;
         match fact {
             Fact::CheckoutCompleted { session_id, subscription, .. } => {
@@ -168,17 +168,5 @@ impl Billing {
         };
         count(outcome);
         Ok(outcome)
-    }
-}
-
-/// The account of a Stripe customer: the stored link, else `named` (the account the event's
-/// object or Stripe's customer names), linked now.
-async fn resolve_account(conn: &mut PgConnection, customer: &str, named: Option<AccountId>) -> sqlx::Result<Option<AccountId>> {
-    if let Some(account) = store::account_for_customer(conn, customer).await? {
-        return Ok(Some(account));
-    }
-    match named {
-        Some(account) => Ok(Some(store::link_customer(conn, customer, account).await?)),
-        None => Ok(None),
     }
 }

@@ -138,7 +138,7 @@ impl Billing {
     ) -> std::result::Result<AccessStatus, sqlx::Error> {
         let old = store::lock_access(conn, account).await?;
         let now = Utc::now();
-        let facts = store::account_facts(conn, account, now).await?;
+        let (facts, stripe_customer_id) = store::account_facts(conn, account, now).await?;
         let derived = domain::derive(&facts, now, self.cfg.grace_period, self.cfg.refund_policy);
         if !store::update_access(conn, &old, &derived, now).await? {
             return Ok(old.status);
@@ -152,7 +152,7 @@ impl Billing {
             reason: derived.reason.clone(),
             cause_event_id: derived.cause_event_id.clone(),
             cause_event_type: derived.cause_event_type.clone(),
-            stripe_customer_id: store::customer_for_account(conn, account).await?,
+            stripe_customer_id,
             grace_until: derived.grace_until,
             since: now,
         };

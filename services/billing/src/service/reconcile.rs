@@ -84,7 +84,7 @@ impl Billing {
             if apply {
                 let mut tx = self.pool.begin().await?;
                 let account = match (linked, named) {
-                    (None, Some(named)) => Some(store::link_customer(&mut tx, &fact.customer, named).await?),
+                    (None, Some(named)) => store::resolve_customer(&mut tx, &fact.customer, Some(named)).await?,
                     (linked, _) => linked,
                 };
                 store::apply_subscription(&mut tx, &fact, &self.cfg.plans.name_for_price(&fact.price_id)).await?;
