@@ -1,5 +1,6 @@
 //! `GET /v1/me` through the real gateway, identity, billing and crm-sync (release build, real
-//! PostgreSQL; `/v1/me` asks identity, then billing and crm-sync in parallel), beside the
+//! PostgreSQL; `/v1/me` asks identity, then billing and crm-sync in parallel, and the gateway
+//! keeps each answer a second per session token; the requests go round many users' tokens), beside the
 //! gateway's no-database `GET /v1/status` as the baseline: maximum throughput with a closed loop,
 //! then latency percentiles at a fixed rate of 50 % of that maximum (open loop: requests are
 //! dispatched on schedule whatever the responses do, so a stall is not hidden by waiting).
@@ -8,7 +9,7 @@
 //! PostgreSQL for `/v1/me`'s maximum to be compared with; the latency rows run `BENCH_ROUNDS`
 //! times, and the target is judged by the worst round.
 //!
-//!   cargo bench -p gateway --bench me   (BENCH_SECONDS 5, BENCH_CONCURRENCY 16, BENCH_ROUNDS 5;
+//!   cargo bench -p gateway --bench me   (BENCH_SECONDS 5, BENCH_CONCURRENCY 16, BENCH_ROUNDS 5, BENCH_SESSIONS 200;
 //!                                        PGBENCH: the pgbench to run, default `pgbench`)
 
 #![allow(clippy::unwrap_used)] // a benchmark that cannot set itself up should stop loudly
@@ -26,17 +27,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Requests per second with `concurrency` clients sending back to back for `secs`.
-async fn max_throughput(client: &reqwest::Client, url: &str, token: &str, concurrency: u64, secs: u64) -> f64 {
+/// Requests per second with `concurrency` clients sending back to back for `secs`, each client
+/// going round the sessions' tokens.
+async fn max_throughput(client: &reqwest::Client, url: &str, tokens: &[String], concurrency: u64, secs: u64) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (client, url, token, done, stop) = (client.clone(), url.to_owned(), token.to_owned(), done.clone(), stop.clone());
+        .map(|w| {
+            let (client, url, tokens, done, stop) = (client.clone(), url.to_owned(), tokens.to_vec(), done.clone(), stop.clone());
             tokio::spawn(async move {
+                let mut next = w as usize;
                 while !stop.load(Ordering::Relaxed) {
-                    let r = client.get(&url).bearer_auth(&token).send().await.unwrap();
+                    next = (next + 1) % tokens.len();
+                    let r = client.get(&url).bearer_auth(&tokens[next]).send().await.unwrap();
                     assert!(r.status().is_success(), "{url}: {}", r.status());
                     r.bytes().await.unwrap();
                     done.fetch_add(1, Ordering::Relaxed);
@@ -89,7 +93,16 @@ fn main() {
     let servers = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let clients = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let sys = servers.block_on(common::start(&[], &[]));
-    let user = servers.block_on(sys.signup("bench@me.test"));
+    // Many signed-in users, not one: `/v1/me` answers are kept a second per session token, so
+    // with one token nearly every request would be a repeat.
+    let sessions = env_num("BENCH_SESSIONS", 200).max(1);
+    let tokens: Vec<String> = servers.block_on(async {
+        let mut tokens = Vec::new();
+        for i in 0..sessions {
+            tokens.push(sys.signup(&format!("bench{i}@me.test")).await.token);
+        }
+        tokens
+    });
     let secs = env_num("BENCH_SECONDS", 5);
     let concurrency = env_num("BENCH_CONCURRENCY", 16);
     let rounds = env_num("BENCH_ROUNDS", 5).max(1);
@@ -98,7 +111,7 @@ fn main() {
     clients.block_on(async {
         let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
         // Warm-up: connections, pools, prepared statements.
-        max_throughput(&client, &me, &user.token, concurrency, 1).await;
+        max_throughput(&client, &me, &tokens, concurrency, 1).await;
 
         println!(
             "gateway GET /v1/me benchmark (release; identity + billing + crm-sync + gateway in this process on one runtime, the load generator on another; real PostgreSQL; {} CPUs)",
@@ -107,19 +120,25 @@ fn main() {
         println!(
             "  closed loop: {concurrency} clients for {secs} s; then {rounds} rounds at a fixed rate (open loop) of 50 % of that maximum for {secs} s each"
         );
+        println!(
+            "  {sessions} signed-in users, requests going round their tokens (BENCH_SESSIONS); the gateway keeps each /v1/me answer 1 s per token (GATEWAY_ME_CACHE_TTL)"
+        );
         println!();
         println!("  {:<6} {:<34} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}", "round", "endpoint", "max req/s", "rate", "p50 ms", "p95 ms", "p99 ms", "max ms");
         let endpoints = [("GET /v1/status (baseline, no DB)", &status), ("GET /v1/me (3 services + PostgreSQL)", &me)];
         let mut max = [0.0f64; 2];
         for (i, (name, url)) in endpoints.iter().enumerate() {
-            max[i] = max_throughput(&client, url, &user.token, concurrency, secs).await;
+            max[i] = max_throughput(&client, url, &tokens, concurrency, secs).await;
             println!("  {:<6} {:<34} {:>10.0}", "max", name, max[i]);
         }
         let (mut p95_me, mut p95_status) = (Vec::new(), Vec::new());
         for round in 1..=rounds {
             for (i, (name, url)) in endpoints.iter().enumerate() {
                 let rate = (max[i] * 0.5).max(1.0);
-                let lat = fixed_rate(rate, (rate * secs as f64) as u64, |_| client.get(*url).bearer_auth(&user.token)).await;
+                // Each round starts warm, as a steady load would find it (for /v1/me: the other
+                // rows left its answers to expire).
+                max_throughput(&client, url, &tokens, concurrency, 1).await;
+                let lat = fixed_rate(rate, (rate * secs as f64) as u64, |n| client.get(*url).bearer_auth(&tokens[n as usize % tokens.len()])).await;
                 println!(
                     "  {:<6} {:<34} {:>10} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
                     round,

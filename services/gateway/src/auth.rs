@@ -160,6 +160,20 @@ pub async fn refuse_cross_site(same_site: std::sync::Arc<SameSite>, req: axum::e
     next.run(req).await
 }
 
+/// Read your own writes: once a request that may change something (anything but GET, HEAD,
+/// OPTIONS) made with a session token has been answered, that token's kept `/v1/me` answer is
+/// dropped, so the caller's next `/v1/me` shows what they just did (a checkout started, a profile
+/// changed, a logout). Changes made elsewhere show within the cache's second (see `me_cache`).
+pub async fn fresh_me_after_changes(cache: crate::me_cache::MeCache, req: axum::extract::Request, next: Next) -> Response {
+    let token = if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) { None } else { token_from(req.headers()) };
+    let resp = next.run(req).await;
+    // After the change, not before: a `/v1/me` running meanwhile may have kept an older answer.
+    if let Some(token) = token {
+        cache.forget(&token);
+    }
+    resp
+}
+
 /// A signed-in caller: their principal, as identity resolved it from their token.
 #[derive(Clone)]
 pub struct Session {

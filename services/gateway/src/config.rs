@@ -33,6 +33,9 @@ pub struct GatewayConfig {
     pub stripe_webhook_max_bytes: usize,
     /// The RabbitMQ management dashboard, linked from the operations view.
     pub rabbitmq_dashboard_url: String,
+    /// How long a `/v1/me` answer is kept for its token (zero: not kept); at most 1 s, the
+    /// bound on how late a revoked session may still be answered (see `me_cache`).
+    pub me_cache_ttl: std::time::Duration,
 }
 
 impl GatewayConfig {
@@ -89,6 +92,22 @@ impl GatewayConfig {
         if stripe_webhook_max_bytes == 0 {
             return Err(ConfigError { var: env.var_name("STRIPE_WEBHOOK_MAX_BYTES"), reason: "must be at least 1".into() });
         }
+        let me_cache_ttl = match env.own("ME_CACHE_TTL") {
+            Some((_, v)) if matches!(v.trim(), "0" | "0s" | "0ms" | "off") => std::time::Duration::ZERO,
+            Some((var, v)) => {
+                let ttl = sb_bus::config::parse_duration(&v).map_err(|reason| ConfigError { var: var.clone(), reason })?;
+                if ttl > std::time::Duration::from_secs(1) {
+                    return Err(ConfigError {
+                        var,
+                        reason: format!(
+                            "{v:?} is too long: at most 1s, so a revoked session is refused within a second (0 turns the cache off)"
+                        ),
+                    });
+                }
+                ttl
+            }
+            None => std::time::Duration::from_secs(1),
+        };
         Ok(Self {
             identity_url,
             billing_url,
@@ -103,6 +122,7 @@ impl GatewayConfig {
             dev_webhook_secret,
             stripe_webhook_max_bytes,
             rabbitmq_dashboard_url,
+            me_cache_ttl,
         })
     }
 }
@@ -122,6 +142,17 @@ mod tests {
 
     fn exposed(c: &GatewayConfig) -> Vec<&str> {
         c.stripe_webhook_secrets.iter().map(|s| s.expose_secret()).collect()
+    }
+
+    #[test]
+    fn the_me_cache_keeps_answers_a_second_at_most() {
+        assert_eq!(load(&[]).unwrap().me_cache_ttl, std::time::Duration::from_secs(1));
+        assert_eq!(load(&[("GATEWAY_ME_CACHE_TTL", "250ms")]).unwrap().me_cache_ttl, std::time::Duration::from_millis(250));
+        assert!(load(&[("GATEWAY_ME_CACHE_TTL", "0s")]).unwrap().me_cache_ttl.is_zero());
+        let e = load(&[("GATEWAY_ME_CACHE_TTL", "5s")]).unwrap_err();
+        assert_eq!(e.var, "GATEWAY_ME_CACHE_TTL");
+        assert!(e.reason.contains("at most 1s"), "{}", e.reason);
+        assert_eq!(load(&[("GATEWAY_ME_CACHE_TTL", "soon")]).unwrap_err().var, "GATEWAY_ME_CACHE_TTL");
     }
 
     #[test]

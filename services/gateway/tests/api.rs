@@ -111,12 +111,16 @@ async fn forged_expired_revoked_and_logged_out_sessions_get_401_and_cookies_work
     assert_eq!(r.status(), 204);
     assert!(r.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
     assert_eq!(sys.web.get(sys.url("/v1/me")).bearer_auth(&u.token).send().await.unwrap().status(), 401);
-    // Revoked by an admin.
+    // Revoked by an admin: refused within a second, though this gateway had just answered
+    // `/v1/me` for the session (its answers live a second at most, counted from identity's check).
     let again = sys.login("sess@forge.test").await;
+    assert_eq!(sys.web.get(sys.url("/v1/me")).bearer_auth(&again.token).send().await.unwrap().status(), 200);
     let admin = sys.staff("admin@forge.test", Role::Admin).await;
     let r =
         sys.web.post(sys.url(&format!("/v1/admin/users/{}/revoke-sessions", u.user_id))).bearer_auth(&admin.token).send().await.unwrap();
+    let revoked = tokio::time::Instant::now();
     assert_eq!(r.json::<Value>().await.unwrap()["revoked"], 1);
+    tokio::time::sleep_until(revoked + std::time::Duration::from_secs(1)).await;
     assert_eq!(sys.web.get(sys.url("/v1/me")).bearer_auth(&again.token).send().await.unwrap().status(), 401);
     // Expired.
     let third = sys.login("sess@forge.test").await;
@@ -125,6 +129,47 @@ async fn forged_expired_revoked_and_logged_out_sessions_get_401_and_cookies_work
         .await
         .unwrap();
     assert_eq!(sys.web.get(sys.url("/v1/me")).bearer_auth(&third.token).send().await.unwrap().status(), 401);
+    sys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn me_answers_belong_to_their_session_and_follow_changes_within_a_second() {
+    let sys = start(&[], &[]).await;
+    let a = sys.signup("a@me-cache.test").await;
+    let b = sys.signup("b@me-cache.test").await;
+    // Each token gets its own account's answer, however the requests interleave.
+    for _ in 0..3 {
+        for u in [&a, &b] {
+            let (status, me) = send(sys.web.get(sys.url("/v1/me")).bearer_auth(&u.token)).await;
+            assert_eq!((status, me["user"]["id"].as_str(), me["account"]["id"].as_str()), (200, Some(&*u.user_id), Some(&*u.account_id)));
+        }
+    }
+    // The caller's own change shows on their very next /v1/me (a checkout started: pending).
+    let r = sys.web.post(sys.url("/v1/billing/checkout")).bearer_auth(&a.token).json(&json!({"plan": "pro"})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let url = r.json::<Value>().await.unwrap()["url"].as_str().unwrap().to_owned();
+    let (_, me) = send(sys.web.get(sys.url("/v1/me")).bearer_auth(&a.token)).await;
+    assert_eq!(me["access"]["status"], "pending", "{me}");
+    // Paid with another session of the same user (a second tab): access arrives by billing's
+    // events, which the gateway does not see. Within a second of billing storing it, /v1/me
+    // shows it for the first session too.
+    let tab = sys.login("a@me-cache.test").await;
+    assert_eq!(no_redirects().post(&url).bearer_auth(&tab.token).send().await.unwrap().status(), 303);
+    let (_, me) = send(sys.web.get(sys.url("/v1/me")).bearer_auth(&a.token)).await;
+    let account: uuid::Uuid = a.account_id.parse().unwrap();
+    sb_testkit::wait_for(std::time::Duration::from_secs(30), "billing stores the access", || async {
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM access WHERE account_id = $1")
+            .bind(account)
+            .fetch_optional(&sys.billing.db.pool)
+            .await
+            .unwrap();
+        (status.as_deref() == Some("active")).then_some(())
+    })
+    .await;
+    let stored = tokio::time::Instant::now();
+    tokio::time::sleep_until(stored + std::time::Duration::from_secs(1)).await;
+    let (_, now) = send(sys.web.get(sys.url("/v1/me")).bearer_auth(&a.token)).await;
+    assert_eq!(now["access"]["status"], "active", "before: {me}, a second after billing stored it: {now}");
     sys.stop().await;
 }
 

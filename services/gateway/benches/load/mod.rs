@@ -17,7 +17,8 @@ pub fn pct(sorted: &[f64], p: f64) -> f64 {
 
 /// Latencies (ms, sorted) of `n` requests at `rate` per second (open loop: dispatch never waits
 /// for responses, so a server stall still shows), each measured from its dispatch; measuring from
-/// dispatch leaves out only the generator's ~1 ms timer lag. Every answer must be a success.
+/// dispatch leaves out only the generator's ~1 ms timer lag. Every answer must be a success; a
+/// request that could not be sent or read is infinitely slow.
 pub async fn fixed_rate<F>(rate: f64, n: u64, request: F) -> Vec<f64>
 where
     F: Fn(u64) -> reqwest::RequestBuilder,
@@ -31,9 +32,13 @@ where
         let req = request(i);
         tasks.push(tokio::spawn(async move {
             let sent = tokio::time::Instant::now().max(due);
-            let r = req.send().await.unwrap();
+            // A request the generator could not even send (out of sockets behind a stall)
+            // counts as never answered.
+            let Ok(r) = req.send().await else { return f64::INFINITY };
             assert!(r.status().is_success(), "{}", r.status());
-            r.bytes().await.unwrap();
+            if r.bytes().await.is_err() {
+                return f64::INFINITY;
+            }
             sent.elapsed().as_secs_f64() * 1e3
         }));
     }

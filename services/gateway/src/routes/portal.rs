@@ -16,6 +16,7 @@ use crate::{
     AppState,
     auth::{Bearer, Origin, SESSION_COOKIE, Session},
     error::{ApiError, ApiJson, Problem},
+    me_cache::Cached,
 };
 
 // `Debug` leaves the password out.
@@ -187,7 +188,32 @@ pub async fn log_out(State(app): State<AppState>, headers: HeaderMap, session: S
 /// and (customers) how their CRM sync stands.
 #[utoipa::path(get, path = "/v1/me", tag = "portal", security(("session" = [])),
     responses((status = 200, body = MeOut), (status = 401, body = Problem)))]
-pub async fn get_me(State(app): State<AppState>, bearer: Bearer) -> Result<Json<MeOut>, ApiError> {
+pub async fn get_me(State(app): State<AppState>, bearer: Bearer) -> Result<Response, ApiError> {
+    // An answer made less than a second ago for this very token (see `me_cache`).
+    match app.me_cache.get(&bearer.0) {
+        Cached::Fresh(body) => return Ok(json_body(body)),
+        Cached::Aging(body) => {
+            let app = app.clone();
+            tokio::spawn(async move {
+                match answer_me(&app, bearer.clone()).await {
+                    Ok(_) => {}
+                    // The session ended: its answer goes now, not when it would have expired.
+                    Err(e) if e.status == StatusCode::UNAUTHORIZED => app.me_cache.forget(&bearer.0),
+                    // It expires on its own; the next request asks again.
+                    Err(e) => tracing::debug!(error = %e.code, "refreshing a kept /v1/me answer failed"),
+                }
+            });
+            return Ok(json_body(body));
+        }
+        Cached::Missing => {}
+    }
+    let token = bearer.0.clone();
+    Ok(json_body(app.me_cache.answer(&token, || answer_me(&app, bearer)).await?))
+}
+
+/// `/v1/me` as the services answer it now, kept for the token when complete.
+async fn answer_me(app: &AppState, bearer: Bearer) -> Result<axum::body::Bytes, ApiError> {
+    let checked = std::time::Instant::now();
     // identity authenticates the token itself in GetMe; no separate Authenticate call.
     let me = app.identity().get_me(bearer.request(pb::GetMeRequest {})).await.map_err(|s| ApiError::upstream("identity", s))?.into_inner();
     let principal = me.principal.unwrap_or_default();
@@ -195,8 +221,8 @@ pub async fn get_me(State(app): State<AppState>, bearer: Bearer) -> Result<Json<
     // billing and crm-sync are asked at the same time, each bounded: neither can fail or hold up
     // /v1/me. Staff are not CRM contacts: crm-sync is only asked for customers.
     let is_customer = session.principal.role == sb_runtime::caller::Role::Customer;
-    let crm_sync = async { if is_customer { Some(super::crm::own_status(&app, &session).await) } else { None } };
-    let (access, crm_sync) = tokio::join!(super::billing::access_of(&app, &session, principal.account_id.clone()), crm_sync);
+    let crm_sync = async { if is_customer { Some(super::crm::own_status(app, &session).await) } else { None } };
+    let (access, crm_sync) = tokio::join!(super::billing::access_of(app, &session, principal.account_id.clone()), crm_sync);
     let (access, access_error) = match access {
         Ok(a) => (Some(a), None),
         Err(e) => {
@@ -212,7 +238,8 @@ pub async fn get_me(State(app): State<AppState>, bearer: Bearer) -> Result<Json<
             (None, Some(super::crm::UNAVAILABLE))
         }
     };
-    Ok(Json(MeOut {
+    let complete = access_error.is_none() && crm_sync_error.is_none();
+    let me = MeOut {
         user: me.user.map(Into::into),
         account: me.account.map(Into::into),
         role: super::role_name(principal.role),
@@ -222,7 +249,17 @@ pub async fn get_me(State(app): State<AppState>, bearer: Bearer) -> Result<Json<
         access_error,
         crm_sync,
         crm_sync_error,
-    }))
+    };
+    let body = axum::body::Bytes::from(serde_json::to_vec(&me).map_err(|e| ApiError::internal(format!("/v1/me answer: {e}")))?);
+    // A degraded answer is not kept: the next request asks again.
+    if complete {
+        app.me_cache.put(&session.bearer.0, checked, body.clone());
+    }
+    Ok(body)
+}
+
+fn json_body(body: axum::body::Bytes) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 /// Change the caller's own profile (only `name`; other fields are ignored).
