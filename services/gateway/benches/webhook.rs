@@ -26,6 +26,9 @@
 //! 3. Billing's sustained apply rate: a burst of distinct `stripe.event.received.v1` events put
 //!    on the bus at once (as the gateway's relay would after an outage), timed until billing has
 //!    recorded every one.
+//! 4. Ack throughput: `BENCH_CONCURRENCY` (16) senders posting signed webhooks back to back,
+//!    beside the same durable work done directly with PostgreSQL (the gateway's one statement —
+//!    receipt and outbox row — from as many clients, on a scratch database with its schema).
 //!
 //! Latencies are measured from each request's dispatch (open loop: dispatch never waits for
 //! answers, so a stall shows). Every time is an `Instant` of this process, except the breakdown's
@@ -77,6 +80,11 @@ const CPU_PER_EVENT_TARGET_MS: f64 = 3.0;
 /// Billing must apply Stripe events at twice the ingest target.
 const APPLY_RATE_TARGET: f64 = 1000.0;
 const WAL_PER_EVENT_TARGET_B: f64 = 4096.0;
+/// One unit of closed-loop work (the `i`-th); true when it was done.
+type Work = dyn Fn(usize) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync;
+/// The gateway must accept webhooks at least this share of the rate PostgreSQL commits their
+/// durable work when asked directly.
+const ACK_THROUGHPUT_TARGET: f64 = 0.7;
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(60);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -112,6 +120,7 @@ struct Settings {
     cpus: usize,
     rounds: usize,
     burst: usize,
+    concurrency: usize,
 }
 
 impl Settings {
@@ -126,6 +135,7 @@ impl Settings {
             cpus,
             rounds: env_num("BENCH_ROUNDS", 5) as usize,
             burst: env_num("BENCH_BURST", 3000) as usize,
+            concurrency: env_num("BENCH_CONCURRENCY", 16) as usize,
         }
     }
 }
@@ -707,6 +717,77 @@ impl Ctx<'_> {
         RoundFigures { p99: lat.p(0.99), baseline_p99: status_lat.p(0.99), complete: bad == 0, cpu_ms, wal_bytes }
     }
 
+    /// Part 4, one round: webhooks accepted per second with `s.concurrency` senders back to
+    /// back (closed loop), beside the same durable work done directly with PostgreSQL: the
+    /// gateway's own statement (`gateway::store::insert_receipt_and_event`: the receipt and the
+    /// outbox row of the same kind of event, built the same way) from as many clients on a
+    /// scratch database with the gateway's schema. Returns (acks/s, direct commits/s).
+    async fn throughput(&mut self, round: usize, direct: &PgPool) -> (f64, f64) {
+        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+        let (senders, secs) = (self.s.concurrency, Duration::from_secs(self.s.secs));
+        let created = Utc::now().timestamp();
+        let closed_loop = |work: Arc<Work>| async move {
+            let (next, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..senders)
+                .map(|_| {
+                    let (work, next, done) = (work.clone(), next.clone(), done.clone());
+                    tokio::spawn(async move {
+                        while start.elapsed() < secs {
+                            if work(next.fetch_add(1, Relaxed)).await {
+                                done.fetch_add(1, Relaxed);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            (done.load(Relaxed), done.load(Relaxed) as f64 / start.elapsed().as_secs_f64())
+        };
+        let (client, url) = (self.client.clone(), self.webhook_url.clone());
+        let (accepted, acks) = closed_loop(Arc::new(move |i| {
+            let (client, url) = (client.clone(), url.clone());
+            Box::pin(async move { post_signed(client, url, renewal_event(i, created).1, SECRET, Instant::now()).await.status == 200 })
+        }))
+        .await;
+        self.accepted += accepted;
+        self.dbs.settle(self.accepted).await;
+        let pool = direct.clone();
+        let (_, commits) = closed_loop(Arc::new(move |i| {
+            let pool = pool.clone();
+            Box::pin(async move {
+                let body = renewal_event(i, created).1;
+                let event: StripeEventReceived = serde_json::from_slice(&body).unwrap();
+                let digest: [u8; 32] = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&body)).into();
+                let receipt = gateway::store::Receipt {
+                    event_id: &event.id,
+                    event_type: &event.event_type,
+                    livemode: event.livemode,
+                    stripe_created: DateTime::from_timestamp(event.created, 0).unwrap_or_default(),
+                    signed_at: Utc::now(),
+                    body_sha256: &digest,
+                };
+                let row = sb_bus::outbox::Row::of(&Envelope::of(&event)).unwrap();
+                gateway::store::insert_receipt_and_event(&pool, &receipt, &row).await.unwrap()
+            })
+        }))
+        .await;
+        // The scratch tables start each round empty, as the gateway's outbox stays (its relay
+        // deletes what it sent).
+        sqlx::query("TRUNCATE stripe_webhook_receipts, sb_outbox").execute(direct).await.unwrap();
+        println!(
+            "4. Ack throughput, round {}/{}: {senders} senders back to back for {} s -> gateway {acks:.0} webhooks/s accepted; \
+             the same statement straight to PostgreSQL {commits:.0}/s -> {:.2}x",
+            round + 1,
+            self.s.rounds,
+            secs.as_secs(),
+            acks / commits
+        );
+        (acks, commits)
+    }
+
     /// Part 3, one round: billing's apply rate over a burst of `s.burst` Stripe events put on the
     /// bus at once (pipelined publishes with confirms), until billing has recorded all of them.
     async fn apply_rate(&mut self, round: usize, cfg: &BusConfig) -> f64 {
@@ -971,15 +1052,25 @@ fn main() {
         for round in 0..s.rounds {
             rates.push(ctx.apply_rate(round, &cfg).await);
         }
+        println!();
+        let scratch = sb_testkit::TestDb::new("direct").await.unwrap();
+        gateway::MIGRATOR.run(&scratch.pool).await.unwrap();
+        let direct = sqlx::postgres::PgPoolOptions::new().max_connections(s.concurrency as u32).connect(&scratch.url).await.unwrap();
+        let mut throughputs = Vec::new();
+        for round in 0..s.rounds {
+            throughputs.push(ctx.throughput(round, &direct).await);
+        }
+        direct.close().await;
         ctx.dbs.close().await;
-        (acks, pays, rates)
+        (acks, pays, (rates, throughputs))
     });
+    let (apply_rates, throughputs) = apply_rates;
     servers.block_on(sys.stop());
-    summary(&s, &ack_rounds, &access_rounds, &apply_rates);
+    summary(&s, &ack_rounds, &access_rounds, &apply_rates, &throughputs);
 }
 
 /// The targets over every round (the worst round decides), printed and written to the report.
-fn summary(s: &Settings, acks: &[RoundFigures], pays: &[RoundFigures], apply_rates: &[f64]) {
+fn summary(s: &Settings, acks: &[RoundFigures], pays: &[RoundFigures], apply_rates: &[f64], throughputs: &[(f64, f64)]) {
     use sb_testkit::report::{Figure, write};
     let col = |rs: &[RoundFigures], f: fn(&RoundFigures) -> f64| rs.iter().map(f).collect::<Vec<f64>>();
     // A round that lost or refused anything counts as not met whatever its latency.
@@ -996,6 +1087,13 @@ fn summary(s: &Settings, acks: &[RoundFigures], pays: &[RoundFigures], apply_rat
         Figure::at_most("pipeline WAL per Stripe event (ack rows)", "B", WAL_PER_EVENT_TARGET_B, col(acks, |r| r.wal_bytes)),
         Figure::at_least("billing apply rate (burst on the bus)", "events/s", APPLY_RATE_TARGET, apply_rates.to_vec())
             .baseline("ingest target", s.ack_rate),
+        Figure::at_least(
+            "ack throughput / direct PostgreSQL",
+            "x",
+            ACK_THROUGHPUT_TARGET,
+            throughputs.iter().map(|(a, d)| a / d).collect(),
+        )
+        .baseline("direct commits/s (worst round)", throughputs.iter().map(|t| t.1).fold(f64::INFINITY, f64::min)),
     ];
     println!();
     println!("  summary over {} rounds (worst round):", s.rounds);
