@@ -10,7 +10,7 @@ stop:           ## stop services started with `scripts/dev-up.sh --detach`
 test:           ## the whole test suite against real PostgreSQL and RabbitMQ (what CI runs)
 	bash scripts/test.sh
 
-bench:          ## bus, /v1/me, Stripe webhook -> access, ticket intake and AI drafts, each beside a same-run baseline; ends with one table (target/bench-report/report.json)
+bench:          ## bus, /v1/me, Stripe webhook -> access, ticket intake, AI drafts and the services' memory, each beside a same-run baseline; ends with one table (target/bench-report/report.json)
 	bash scripts/ensure-infra.sh
 	bash scripts/clean-test-leftovers.sh
 	rm -rf target/bench-report
@@ -19,6 +19,8 @@ bench:          ## bus, /v1/me, Stripe webhook -> access, ticket intake and AI d
 	cargo bench -p gateway --bench webhook --locked
 	cargo bench -p gateway --bench tickets --locked
 	cargo bench -p ai-assist --bench drafts --locked
+	cargo build --release --locked --workspace --bins
+	cargo bench -p system-tests --bench memory --locked
 	cargo run -q --release --locked -p sb-testkit --bin bench-report
 
 check-deploy:   ## validate docker-compose.yml and k8s/ without a Docker engine or cluster

@@ -1,1 +1,170 @@
+//! The six service binaries started as processes, wired to each other as a deployment wires them
+//! (the gateway calls identity and billing over gRPC, billing's local checkout posts its webhooks
+//! to the gateway), each with its own database under one test prefix. Used by the system tests
+//! (debug binaries) and the memory benchmark (release binaries).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failed setup should stop loudly
 
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::{Child, Command},
+    time::Duration,
+};
+
+use sb_bus::{BusConfig, catalog::SERVICES};
+use sb_testkit::{unique, wait_for};
+
+/// A service binary of the workspace's `profile` build (`debug` or `release`).
+pub fn bin_of(profile: &str, name: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let path = target.join(profile).join(name);
+    let build = if profile == "release" { "cargo build --release --workspace --bins" } else { "cargo build --workspace --bins" };
+    assert!(path.exists(), "{} is missing: build the binaries first (`{build}`)", path.display());
+    path
+}
+
+/// A port free now for a service process to bind (see `sb_testkit::reserve_port`).
+pub fn free_port() -> u16 {
+    sb_testkit::reserve_port().local_addr().expect("reserved port").port()
+}
+
+pub struct Running {
+    pub name: &'static str,
+    pub child: Child,
+    pub http: u16,
+    pub grpc: u16,
+    pub log: PathBuf,
+}
+
+/// A service left running by a failed test would keep reconnecting to the broker for good.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn env_prefix(service: &str) -> String {
+    service.to_uppercase().replace('-', "_")
+}
+
+/// Starts one service binary on `ports` (HTTP, gRPC) with its database `<db>_<service>`, logging
+/// JSON to `<dir>/<name>.log`.
+pub fn spawn_with(
+    bin: &Path,
+    name: &'static str,
+    prefix: &str,
+    db: &str,
+    dir: &Path,
+    ports: (u16, u16),
+    extra: &[(String, String)],
+) -> Running {
+    let (http, grpc) = ports;
+    let p = env_prefix(name);
+    let log = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).expect("create log file");
+    let child = Command::new(bin)
+        .env(format!("{p}_HTTP_ADDR"), format!("127.0.0.1:{http}"))
+        .env(format!("{p}_GRPC_ADDR"), format!("127.0.0.1:{grpc}"))
+        .env(format!("{p}_DATABASE_URL"), format!("postgres://postgres@127.0.0.1:5432/{db}_{}", name.replace('-', "_")))
+        .env("SWITCHBOARD_AMQP_URL", sb_testkit::amqp_url())
+        .env("SWITCHBOARD_BUS_PREFIX", prefix)
+        .env("SWITCHBOARD_RETRY_DELAYS", "1s,5s")
+        .env("SWITCHBOARD_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(file.try_clone().expect("clone log handle"))
+        .stderr(file)
+        .spawn()
+        .expect("start the service binary");
+    Running { name, child, http, grpc, log }
+}
+
+pub async fn drop_databases(db: &str) {
+    use sqlx::Connection;
+    let Ok(mut admin) = sqlx::PgConnection::connect(&sb_testkit::admin_url()).await else { return };
+    for s in SERVICES {
+        let q = format!("DROP DATABASE IF EXISTS \"{db}_{}\" WITH (FORCE)", s.replace('-', "_"));
+        let _ = sqlx::query(sqlx::AssertSqlSafe(q)).execute(&mut admin).await;
+    }
+}
+
+/// All six services of one `profile` build, running under a fresh prefix.
+pub struct Six {
+    pub prefix: String,
+    pub db: String,
+    pub dir: PathBuf,
+    pub gateway_url: String,
+    pub running: Vec<Running>,
+}
+
+impl Six {
+    /// Starts the six binaries (not waiting for them: see [`Six::wait_ready`]).
+    pub fn start(profile: &str) -> Self {
+        let prefix = unique("sys");
+        let db = format!("sbsys_{}", &prefix[1..9]);
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports: HashMap<&str, (u16, u16)> = SERVICES.iter().map(|s| (*s, (free_port(), free_port()))).collect();
+        let gateway_url = format!("http://127.0.0.1:{}", ports["gateway"].0);
+        let grpc = |s: &str| format!("http://127.0.0.1:{}", ports[s].1);
+        let extra = |s: &str| -> Vec<(String, String)> {
+            match s {
+                "gateway" => vec![
+                    ("GATEWAY_IDENTITY_URL".into(), grpc("identity")),
+                    ("GATEWAY_BILLING_URL".into(), grpc("billing")),
+                    ("GATEWAY_CRM_SYNC_URL".into(), grpc("crm-sync")),
+                    ("GATEWAY_SUPPORT_URL".into(), grpc("support-router")),
+                    ("GATEWAY_AI_URL".into(), grpc("ai-assist")),
+                ],
+                "billing" => vec![("SWITCHBOARD_PUBLIC_URL".into(), gateway_url.clone())],
+                _ => vec![],
+            }
+        };
+        let running = SERVICES.iter().map(|s| spawn_with(&bin_of(profile, s), s, &prefix, &db, &dir, ports[s], &extra(s))).collect();
+        Self { prefix, db, dir, gateway_url, running }
+    }
+
+    /// Waits until every service answers `/readyz` 200 and returns each one's answer.
+    pub async fn wait_ready(&self) -> Vec<serde_json::Value> {
+        let http = reqwest::Client::new();
+        let mut answers = Vec::new();
+        for r in &self.running {
+            let url = format!("http://127.0.0.1:{}/readyz", r.http);
+            let what = format!("{} /readyz 200 (log: {})", r.name, r.log.display());
+            answers.push(
+                wait_for(Duration::from_secs(90), &what, || {
+                    let (http, url) = (http.clone(), url.clone());
+                    async move {
+                        let resp = http.get(&url).send().await.ok()?;
+                        if resp.status() != 200 {
+                            return None;
+                        }
+                        resp.json().await.ok()
+                    }
+                })
+                .await,
+            );
+        }
+        answers
+    }
+
+    /// The bus settings these services run with (for queue checks and clean-up).
+    pub fn bus(&self) -> BusConfig {
+        let mut cfg = BusConfig::new(sb_testkit::amqp_url());
+        cfg.prefix = self.prefix.clone();
+        cfg.retry_delays = vec![Duration::from_secs(1), Duration::from_secs(5)];
+        cfg
+    }
+
+    /// Removes what the run left: databases, queues and the log folder (the processes are
+    /// killed when dropped, if still running).
+    pub async fn clean_up(&self) {
+        drop_databases(&self.db).await;
+        sb_testkit::delete_services_topology(&self.bus(), &SERVICES).await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -5,124 +5,32 @@
 
 use std::{
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use sb_bus::{BusConfig, catalog::SERVICES, dlq::Ops};
 use sb_testkit::{unique, wait_for};
+use system_tests::{Six, drop_databases, free_port, spawn_with};
 
 fn bin(name: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let path = target.join("debug").join(name);
-    assert!(path.exists(), "{} is missing: build the binaries first (`cargo build --workspace --bins`; `make test` does)", path.display());
-    path
-}
-
-/// A port free now for a service process to bind (see `sb_testkit::reserve_port`).
-fn free_port() -> u16 {
-    sb_testkit::reserve_port().local_addr().expect("reserved port").port()
-}
-
-struct Running {
-    name: &'static str,
-    child: Child,
-    http: u16,
-    grpc: u16,
-    log: PathBuf,
-}
-
-/// A service left running by a failed test would keep reconnecting to the broker for good.
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn env_prefix(service: &str) -> String {
-    service.to_uppercase().replace('-', "_")
-}
-
-fn spawn_with(name: &'static str, prefix: &str, db: &str, dir: &std::path::Path, ports: (u16, u16), extra: &[(String, String)]) -> Running {
-    let (http, grpc) = ports;
-    let p = env_prefix(name);
-    let log = dir.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).expect("create log file");
-    let child = Command::new(bin(name))
-        .env(format!("{p}_HTTP_ADDR"), format!("127.0.0.1:{http}"))
-        .env(format!("{p}_GRPC_ADDR"), format!("127.0.0.1:{grpc}"))
-        .env(format!("{p}_DATABASE_URL"), format!("postgres://postgres@127.0.0.1:5432/{db}_{}", name.replace('-', "_")))
-        .env("SWITCHBOARD_AMQP_URL", sb_testkit::amqp_url())
-        .env("SWITCHBOARD_BUS_PREFIX", prefix)
-        .env("SWITCHBOARD_RETRY_DELAYS", "1s,5s")
-        .env("SWITCHBOARD_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(file.try_clone().expect("clone log handle"))
-        .stderr(file)
-        .spawn()
-        .expect("start the service binary");
-    Running { name, child, http, grpc, log }
-}
-
-async fn drop_databases(db: &str) {
-    use sqlx::Connection;
-    let Ok(mut admin) = sqlx::PgConnection::connect(&sb_testkit::admin_url()).await else { return };
-    for s in SERVICES {
-        let q = format!("DROP DATABASE IF EXISTS \"{db}_{}\" WITH (FORCE)", s.replace('-', "_"));
-        let _ = sqlx::query(sqlx::AssertSqlSafe(q)).execute(&mut admin).await;
-    }
+    system_tests::bin_of("debug", name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_six_services_become_ready_serve_grpc_and_stop_cleanly_on_sigterm() {
-    let prefix = unique("sys");
-    let db = format!("sbsys_{}", &prefix[1..9]);
-    let dir = std::env::temp_dir().join(&prefix);
-    std::fs::create_dir_all(&dir).unwrap();
-    // The services find each other as a deployment wires them: the gateway calls identity and
-    // billing over gRPC, billing's local checkout posts its webhooks to the gateway.
-    let ports: std::collections::HashMap<&str, (u16, u16)> = SERVICES.iter().map(|s| (*s, (free_port(), free_port()))).collect();
-    let gateway_url = format!("http://127.0.0.1:{}", ports["gateway"].0);
-    let extra = |s: &str| -> Vec<(String, String)> {
-        match s {
-            "gateway" => vec![
-                ("GATEWAY_IDENTITY_URL".into(), format!("http://127.0.0.1:{}", ports["identity"].1)),
-                ("GATEWAY_BILLING_URL".into(), format!("http://127.0.0.1:{}", ports["billing"].1)),
-            ],
-            "billing" => vec![("SWITCHBOARD_PUBLIC_URL".into(), gateway_url.clone())],
-            _ => vec![],
-        }
-    };
-    let mut running: Vec<Running> = SERVICES.iter().map(|s| spawn_with(s, &prefix, &db, &dir, ports[s], &extra(s))).collect();
+    let mut six = Six::start("debug");
+    let (prefix, gateway_url) = (six.prefix.clone(), six.gateway_url.clone());
     let http = reqwest::Client::new();
 
-    for r in &running {
-        let url = format!("http://127.0.0.1:{}/readyz", r.http);
-        let log = r.log.clone();
-        let body: serde_json::Value =
-            wait_for(Duration::from_secs(90), &format!("{} /readyz 200 (log: {})", r.name, log.display()), || {
-                let (http, url) = (http.clone(), url.clone());
-                async move {
-                    let resp = http.get(&url).send().await.ok()?;
-                    if resp.status() != 200 {
-                        return None;
-                    }
-                    resp.json().await.ok()
-                }
-            })
-            .await;
+    for (r, body) in six.running.iter().zip(six.wait_ready().await) {
         assert_eq!(body["checks"]["postgres"], "ok");
         assert_eq!(body["checks"]["rabbitmq"], "ok");
         let live = http.get(format!("http://127.0.0.1:{}/healthz", r.http)).send().await.unwrap();
         assert_eq!(live.status(), 200);
     }
 
-    for r in &running {
+    for r in &six.running {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", r.grpc)).unwrap().connect().await.unwrap();
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
         wait_for(Duration::from_secs(30), &format!("{} gRPC health SERVING", r.name), || {
@@ -193,10 +101,7 @@ async fn all_six_services_become_ready_serve_grpc_and_stop_cleanly_on_sigterm() 
     assert_eq!(me["access"]["plan"], "starter");
 
     // Every work, retry and dead-letter queue exists on the broker (what the dashboard shows).
-    let mut cfg = BusConfig::new(sb_testkit::amqp_url());
-    cfg.prefix = prefix.clone();
-    cfg.retry_delays = vec![Duration::from_secs(1), Duration::from_secs(5)];
-    let ops = Ops::connect(cfg).await.unwrap();
+    let ops = Ops::connect(six.bus()).await.unwrap();
     let depths = ops.depths(&[]).await.unwrap();
     assert_eq!(depths.len(), SERVICES.len() * 4, "work + 2 rungs + dlq per service");
     for d in &depths {
@@ -205,11 +110,11 @@ async fn all_six_services_become_ready_serve_grpc_and_stop_cleanly_on_sigterm() 
     ops.close().await;
 
     // SIGTERM: every service drains and exits 0.
-    for r in &running {
+    for r in &six.running {
         let ok = Command::new("kill").args(["-TERM", &r.child.id().to_string()]).status().unwrap().success();
         assert!(ok);
     }
-    for r in &mut running {
+    for r in &mut six.running {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let status = loop {
             if let Some(s) = r.child.try_wait().unwrap() {
@@ -228,12 +133,7 @@ async fn all_six_services_become_ready_serve_grpc_and_stop_cleanly_on_sigterm() 
         assert!(log.contains("\"stopped\""), "{}: no clean stop in its log", r.name);
         assert!(!log.contains("guest:guest"), "{}: the broker password reached the log", r.name);
     }
-    drop_databases(&db).await;
-    let mut cfg = BusConfig::new(sb_testkit::amqp_url());
-    cfg.prefix = prefix.clone();
-    cfg.retry_delays = vec![Duration::from_secs(1), Duration::from_secs(5)];
-    sb_testkit::delete_services_topology(&cfg, &SERVICES).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    six.clean_up().await;
 }
 
 #[test]
@@ -330,7 +230,7 @@ async fn a_flood_of_200_concurrent_logins_keeps_identitys_memory_bounded() {
     std::fs::create_dir_all(&dir).unwrap();
     let token = "login-flood-test-service-token";
     let extra = vec![("SWITCHBOARD_SERVICE_TOKEN".to_owned(), token.to_owned())];
-    let identity = spawn_with("identity", &prefix, &db, &dir, (free_port(), free_port()), &extra);
+    let identity = spawn_with(&bin("identity"), "identity", &prefix, &db, &dir, (free_port(), free_port()), &extra);
     let http = reqwest::Client::new();
     let ready = format!("http://127.0.0.1:{}/readyz", identity.http);
     wait_for(Duration::from_secs(90), "identity /readyz", || {
