@@ -1054,8 +1054,14 @@ fn main() {
         }
         println!();
         let scratch = sb_testkit::TestDb::new("direct").await.unwrap();
-        gateway::MIGRATOR.run(&scratch.pool).await.unwrap();
-        let direct = sqlx::postgres::PgPoolOptions::new().max_connections(s.concurrency as u32).connect(&scratch.url).await.unwrap();
+        sb_runtime::db::migrate(&scratch.pool, &gateway::MIGRATOR).await.unwrap();
+        // As the gateway's own pool: no ping before each checkout.
+        let direct = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(s.concurrency as u32)
+            .test_before_acquire(false)
+            .connect(&scratch.url)
+            .await
+            .unwrap();
         let mut throughputs = Vec::new();
         for round in 0..s.rounds {
             throughputs.push(ctx.throughput(round, &direct).await);
