@@ -37,6 +37,9 @@ const CAPACITY: u64 = 10_000;
 
 type Key = [u8; 32];
 
+/// The turn of each token whose answer is being made.
+type Turns = std::sync::Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>;
+
 #[derive(Clone)]
 struct Entry {
     /// When identity was asked for the session this answer was made from.
@@ -44,6 +47,15 @@ struct Entry {
     body: Bytes,
     /// One background refresh per answer.
     refreshing: Arc<AtomicBool>,
+}
+
+/// Removes a token's turn from the map when dropped.
+struct Leave<'a>(&'a Turns, Key);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.1);
+    }
 }
 
 /// What the cache holds for a token.
@@ -68,7 +80,7 @@ pub struct MeCache {
     dropped: Option<moka::sync::Cache<Key, Instant>>,
     /// One turn per token whose answer is being made: requests for it that find none wait for
     /// that one instead of asking the services too (a page firing several at once).
-    making: Arc<std::sync::Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>>,
+    making: Arc<Turns>,
 }
 
 impl MeCache {
@@ -87,12 +99,13 @@ impl MeCache {
         let key = Self::key(token);
         let turn = self.making.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(key).or_default().clone();
         let _turn = turn.lock().await;
+        // However this ends — answered, failed, or dropped because the client went away — the
+        // token's turn goes from the map (requests still waiting on it hold their own handle).
+        let _leave = Leave(&self.making, key);
         if let Some(e) = answers.get(&key).filter(|e| e.checked.elapsed() < self.ttl) {
             return Ok(e.body);
         }
-        let made = make().await;
-        self.making.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
-        made
+        make().await
     }
 
     fn key(token: &str) -> Key {
@@ -195,6 +208,14 @@ mod tests {
         let answers = futures::future::join_all((0..8).map(|_| cache.answer("sbs_a", make))).await;
         assert!(answers.iter().all(|a| *a == Ok(body("a"))), "{answers:?}");
         assert_eq!(made.load(Ordering::SeqCst), 1, "one request asked the services, the others waited for it");
+    }
+
+    #[tokio::test]
+    async fn a_fetch_dropped_half_way_leaves_no_turn_behind() {
+        let cache = MeCache::new(Duration::from_secs(1));
+        let never = cache.answer("sbs_a", std::future::pending::<Result<Bytes, ()>>);
+        assert!(tokio::time::timeout(Duration::from_millis(10), never).await.is_err());
+        assert!(cache.making.lock().unwrap().is_empty());
     }
 
     #[test]
