@@ -19,15 +19,11 @@ use std::{
     time::Duration,
 };
 
-use sb_testkit::report::{Figure, num, write};
+use sb_testkit::report::{Figure, env_num, num, write};
 use serde_json::{Value, json};
 use system_tests::Six;
 
 const PASSWORD: &str = "correct horse battery staple";
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// Each service's resident memory now, in MB (10^6 bytes).
 fn resident(six: &Six) -> Vec<f64> {

@@ -9,6 +9,12 @@
 
 use std::path::PathBuf;
 
+/// A benchmark's numeric setting from the environment (`1_000` reads as 1000), or `default` when
+/// unset or unreadable.
+pub fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.trim().replace('_', "").parse().ok()).unwrap_or(default)
+}
+
 use serde_json::{Value, json};
 
 /// Where the benchmarks' figures go.

@@ -36,15 +36,11 @@ use sb_bus::{
     events::{AiDraftFailed, AiDraftReady, MessageAuthor, Requester, TicketMessageAdded, TicketOpened},
     topology::Names,
 };
-use sb_testkit::{openai::FakeOpenAi, probe::CpuTimes, service::TestService};
+use sb_testkit::{openai::FakeOpenAi, probe::CpuTimes, report::env_num, service::TestService};
 use sb_types::{AccountId, Email, TicketCategory, TicketId, TicketPriority, TicketQueue, UserId};
 use uuid::Uuid;
 
 type Seen = Arc<Mutex<HashMap<String, Instant>>>;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

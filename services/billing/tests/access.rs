@@ -231,23 +231,29 @@ async fn a_full_refund_revokes_access_and_a_partial_one_does_not() {
     b.stop().await;
 }
 
+/// A paid subscription-mode checkout (`cs_<tag>`, customer `cus_<tag>`, subscription
+/// `sub_<tag>`) for `account`, applied: access is active when this returns.
+async fn pay_checkout(b: &TestService, account: AccountId, tag: &str, at: i64, amount: i64) {
+    let session = objects::checkout_session(&CheckoutSpec {
+        id: &format!("cs_{tag}"),
+        account_id: &account.to_string(),
+        customer: &format!("cus_{tag}"),
+        subscription: &format!("sub_{tag}"),
+        created: at,
+        amount_total: amount,
+        email: "",
+    });
+    b.publish_stripe_event(stripe_event("checkout.session.completed", at, session).1).await;
+    b.wait_access(account, AccessStatus::Active).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_payment_keeps_access_for_the_grace_period_then_revokes_it() {
     let b = start(&[("BILLING_GRACE_PERIOD", "2s"), ("BILLING_GRACE_SWEEP_INTERVAL", "200ms")]).await;
     let account = AccountId::new();
     let a = account.to_string();
     let t = now();
-    let session = objects::checkout_session(&CheckoutSpec {
-        id: "cs_grace",
-        account_id: &a,
-        customer: "cus_grace",
-        subscription: "sub_grace",
-        created: t - 5,
-        amount_total: 1900,
-        email: "",
-    });
-    b.publish_stripe_event(stripe_event("checkout.session.completed", t - 5, session).1).await;
-    b.wait_access(account, AccessStatus::Active).await;
+    pay_checkout(&b, account, "grace", t - 5, 1900).await;
     let failed = objects::invoice(&InvoiceSpec {
         id: "in_grace",
         customer: "cus_grace",
@@ -280,17 +286,7 @@ async fn the_grace_period_counts_from_the_first_failure_whatever_order_the_failu
     let account = AccountId::new();
     let a = account.to_string();
     let t = now();
-    let session = objects::checkout_session(&CheckoutSpec {
-        id: "cs_spell",
-        account_id: &a,
-        customer: "cus_spell",
-        subscription: "sub_spell",
-        created: t - 500,
-        amount_total: 4900,
-        email: "",
-    });
-    b.publish_stripe_event(stripe_event("checkout.session.completed", t - 500, session).1).await;
-    b.wait_access(account, AccessStatus::Active).await;
+    pay_checkout(&b, account, "spell", t - 500, 4900).await;
     let failed = |n: i64, at: i64| {
         objects::invoice(&InvoiceSpec {
             id: &format!("in_spell_{n}"),

@@ -2,10 +2,7 @@
 
 use std::time::Duration;
 
-/// A whole-number setting from the environment, or its default.
-pub fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+pub use sb_testkit::report::env_num;
 
 /// The `p` quantile (0..=1) of sorted values (NaN when there are none).
 pub fn pct(sorted: &[f64], p: f64) -> f64 {
