@@ -67,12 +67,13 @@ pub struct Shared {
     support: SupportClient<Channel>,
     ai: AssistClient<Channel>,
     service_token: SecretString,
-    /// The gateway's own database (Stripe webhook receipts and the outbox).
-    pool: PgPool,
     /// The bus, for the admin operations routes (queue depths, parked messages).
     bus: sb_bus::config::BusConfig,
     /// `/v1/me` answers, a second at most per token.
     pub me_cache: me_cache::MeCache,
+    /// Writes accepted Stripe webhooks to the gateway's own database (receipts and the outbox),
+    /// committing those that arrive together at once.
+    pub intake: service::Intake,
 }
 
 impl Shared {
@@ -144,8 +145,9 @@ pub fn api(
         .max_age(Duration::from_secs(600));
     let body_limit = cfg.body_limit;
     let me_cache = me_cache::MeCache::new(cfg.me_cache_ttl);
-    let state =
-        AppState(Arc::new(Shared { cfg, identity, billing, crm, support, ai, service_token, pool, bus, me_cache: me_cache.clone() }));
+    let intake = service::Intake::new(pool.clone());
+    let shared = Shared { cfg, identity, billing, crm, support, ai, service_token, bus, me_cache: me_cache.clone(), intake };
+    let state = AppState(Arc::new(shared));
     let request_id = HeaderName::from_static("x-request-id");
     let headers = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),

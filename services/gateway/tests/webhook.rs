@@ -357,6 +357,87 @@ async fn one_event_delivered_ten_times_at_once_is_recorded_and_published_once() 
     sys.stop().await;
 }
 
+/// Forty events, each delivered twice at once, and one already recorded delivered again among
+/// them: the gateway commits what arrives together in one statement, and still records and
+/// publishes each event exactly once and answers exactly one delivery of each as the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_events_at_once_are_each_recorded_and_published_once() {
+    let sys = common::start(&[], &[("GATEWAY_STRIPE_WEBHOOK_SECRET", SECRETS)]).await;
+    let queue = TestQueue::bind(&sys).await;
+    let created = now() - 5;
+    let earlier = checkout_event("evt_1BurstEarlier", created);
+    deliver(&sys, &earlier, SECRET, now()).await;
+    assert_eq!(queue.next().await.data_json()["id"], "evt_1BurstEarlier");
+
+    let events: Vec<Value> = (0..40).map(|i| checkout_event(&format!("evt_1Burst{i:02}"), created)).collect();
+    let t = now();
+    let sends = events.iter().chain(events.iter()).chain(std::iter::once(&earlier)).map(|event| {
+        let body = bytes(event);
+        let header = header_value(SECRET, t, &body);
+        let sys = &sys;
+        async move {
+            let (status, text) = post(sys, &body, Some(&header)).await;
+            assert_eq!(status, 200, "{text}");
+            let ack: Value = serde_json::from_str(&text).unwrap();
+            (event["id"].as_str().unwrap().to_owned(), ack.get("duplicate").is_some())
+        }
+    });
+    let answers = futures::future::join_all(sends).await;
+    for event in &events {
+        let id = event["id"].as_str().unwrap();
+        let firsts = answers.iter().filter(|(a, dup)| a == id && !dup).count();
+        assert_eq!(firsts, 1, "{id}: exactly one of its two deliveries is the first");
+    }
+    assert!(answers.iter().any(|(id, dup)| id == "evt_1BurstEarlier" && *dup), "the earlier event is a duplicate");
+    assert_eq!(written(&sys).await, (41, 41));
+
+    let mut published = Vec::new();
+    for _ in 0..40 {
+        let msg = queue.next().await;
+        let id = msg.data_json()["id"].as_str().unwrap().to_owned();
+        assert_eq!(msg.data_json(), events.iter().find(|e| e["id"] == id.as_str()).cloned().unwrap(), "{id} as Stripe sent it");
+        published.push(id);
+    }
+    published.sort();
+    published.dedup();
+    assert_eq!(published.len(), 40, "each event once");
+    let later = checkout_event("evt_1BurstLater", now());
+    deliver(&sys, &later, SECRET, now()).await;
+    assert_eq!(queue.next().await.data_json()["id"], "evt_1BurstLater", "no copy is on its way");
+    queue.delete().await;
+    sys.stop().await;
+}
+
+/// The batch statement itself: in input order, which receipts were new; outbox rows only for those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_records_new_receipts_and_queues_only_their_events() {
+    let sys = common::start(&[], &[("GATEWAY_STRIPE_WEBHOOK_SECRET", SECRETS)]).await;
+    let pool = &sys.gateway.db.pool;
+    let events: Vec<StripeEventReceived> =
+        ["evt_1BatchA", "evt_1BatchB", "evt_1BatchC"].iter().map(|id| serde_json::from_value(checkout_event(id, now())).unwrap()).collect();
+    let rows: Vec<sb_bus::outbox::Row> = events.iter().map(|e| sb_bus::outbox::Row::of(&Envelope::of(e)).unwrap()).collect();
+    fn receipt(e: &StripeEventReceived) -> gateway::store::Receipt<'_> {
+        gateway::store::Receipt {
+            event_id: &e.id,
+            event_type: &e.event_type,
+            livemode: e.livemode,
+            stripe_created: chrono::Utc::now(),
+            signed_at: chrono::Utc::now(),
+            body_sha256: b"digest",
+        }
+    }
+    assert!(gateway::store::insert_receipt_and_event(pool, &receipt(&events[1]), &rows[1]).await.unwrap());
+    let batch: Vec<_> = events.iter().zip(&rows).map(|(e, r)| (receipt(e), r)).collect();
+    assert_eq!(gateway::store::insert_receipts_and_events(pool, &batch).await.unwrap(), vec![true, false, true]);
+    let queued: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT event_id FROM sb_test_outbox ORDER BY seq").fetch_all(pool).await.unwrap();
+    assert_eq!(queued.len(), 3);
+    for row in &rows {
+        assert_eq!(queued.iter().filter(|q| **q == row.event_id).count(), 1, "one outbox row per new receipt");
+    }
+    assert_eq!(written(&sys).await, (3, 3));
+    sys.stop().await;
+}
+
 /// Writes a raw HTTP/1.1 request and returns the status of the answer, waiting at most 10 s.
 /// The body is written while the answer is read: the server may answer (and close) before it
 /// has taken all of it.

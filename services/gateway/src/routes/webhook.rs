@@ -142,7 +142,7 @@ pub async fn receive_stripe_webhook(State(app): State<AppState>, req: Request) -
     };
 
     let (id, event_type) = (event.id.clone(), event.event_type.clone());
-    match crate::service::accept_stripe_event(&app.pool, event, &body, signed_at).await {
+    match app.intake.accept(event, &body, signed_at).await {
         Ok(inserted) => {
             let duplicate = !inserted;
             metrics::counter!("stripe_webhook_accepted_total", "duplicate" => if duplicate { "true" } else { "false" }).increment(1);
