@@ -7,7 +7,7 @@
 //! commit carries every webhook that arrived during the previous one. A commit costs PostgreSQL
 //! far more than a row, so this is what lets the ack keep pace with a burst on two cores.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -51,15 +51,15 @@ impl Job {
 }
 
 /// The gateway's webhook writer: one per [`crate::AppState`]; its committing task starts with the
-/// first webhook and ends when the state is dropped.
+/// first webhook (and again after one that ended unexpectedly) and ends when the state is dropped.
 pub struct Intake {
     pool: PgPool,
-    queue: OnceLock<mpsc::Sender<Job>>,
+    queue: Mutex<Option<mpsc::Sender<Job>>>,
 }
 
 impl Intake {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, queue: OnceLock::new() }
+        Self { pool, queue: Mutex::new(None) }
     }
 
     /// Records the event (once per event id) and queues it for billing; returns once that is
@@ -77,9 +77,20 @@ impl Intake {
             row,
             answer,
         };
-        let queue = self.queue.get_or_init(|| committer(self.pool.clone()));
-        queue.send(job).await.map_err(|_| sqlx::Error::PoolClosed)?;
+        self.queue().send(job).await.map_err(|_| sqlx::Error::PoolClosed)?;
         answered.await.map_err(|_| sqlx::Error::PoolClosed)?
+    }
+}
+
+impl Intake {
+    /// The committing task's queue, starting the task if there is none or it has ended (a
+    /// webhook caught in a task that ended was answered with an error: Stripe retries it).
+    fn queue(&self) -> mpsc::Sender<Job> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        match queue.as_ref() {
+            Some(q) if !q.is_closed() => q.clone(),
+            _ => queue.insert(committer(self.pool.clone())).clone(),
+        }
     }
 }
 
@@ -99,7 +110,7 @@ fn stream_of(mut jobs: mpsc::Receiver<Job>) -> impl futures::Stream<Item = Job> 
 
 /// Commits one batch and answers each of its webhooks. A second delivery of an event id within
 /// the batch is answered as a duplicate once the first is committed. If the database refuses
-/// the batch's statement, each webhook is tried on its own, so one cannot fail the others.
+/// a row of the batch, each webhook is tried on its own, so one cannot fail the others.
 async fn commit(pool: &PgPool, batch: Vec<Job>) {
     metrics::histogram!("gateway_webhook_commit_batch_size").record(batch.len() as f64);
     let (mut firsts, mut repeats): (Vec<Job>, Vec<Job>) = (Vec::with_capacity(batch.len()), Vec::new());
@@ -110,6 +121,9 @@ async fn commit(pool: &PgPool, batch: Vec<Job>) {
             firsts.push(job);
         }
     }
+    // In one order in every statement, so two statements under way at once never wait for each
+    // other's rows crosswise (a deadlock PostgreSQL would break only after a second).
+    firsts.sort_unstable_by(|a, b| a.event_id.cmp(&b.event_id));
     let outcome = if firsts.len() == 1 {
         let only = &firsts[0];
         store::insert_receipt_and_event(pool, &only.receipt(), &only.row).await.map(|new| vec![new])
@@ -135,9 +149,10 @@ async fn commit(pool: &PgPool, batch: Vec<Job>) {
                 let _ = job.answer.send(Ok(false));
             }
         }
-        // A statement the database refused (not a lost connection): each on its own, so one
-        // webhook cannot fail the others.
-        Err(sqlx::Error::Database(_)) if firsts.len() + repeats.len() > 1 => {
+        // A row the database refused (a data exception or a constraint): each on its own, so one
+        // webhook cannot fail the others. Anything else (timeouts, a lost or refused connection)
+        // would fail each of them again, one after another: the whole batch is answered with it.
+        Err(sqlx::Error::Database(e)) if refused_row(e.code().as_deref()) && firsts.len() + repeats.len() > 1 => {
             for job in firsts.into_iter().chain(repeats) {
                 let new = store::insert_receipt_and_event(pool, &job.receipt(), &job.row).await;
                 if matches!(new, Ok(true)) {
@@ -158,4 +173,10 @@ async fn commit(pool: &PgPool, batch: Vec<Job>) {
             }
         }
     }
+}
+
+/// Whether a SQLSTATE says the statement's data was refused (class 22, data exception; class 23,
+/// integrity constraint violation) rather than the database being unable to run it now.
+fn refused_row(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.starts_with("22") || c.starts_with("23"))
 }

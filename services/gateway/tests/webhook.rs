@@ -390,6 +390,11 @@ async fn many_events_at_once_are_each_recorded_and_published_once() {
     }
     assert!(answers.iter().any(|(id, dup)| id == "evt_1BurstEarlier" && *dup), "the earlier event is a duplicate");
     assert_eq!(written(&sys).await, (41, 41));
+    // 82 webhooks so far; fewer commits than webhooks means some commit carried several.
+    let (commits, webhooks) =
+        (metric(&sys, "gateway_webhook_commit_batch_size_count").await, metric(&sys, "gateway_webhook_commit_batch_size_sum").await);
+    assert_eq!(webhooks, 82.0);
+    assert!(commits < webhooks, "{commits} commits for {webhooks} webhooks: none was committed with another");
 
     let mut published = Vec::new();
     for _ in 0..40 {
