@@ -30,6 +30,16 @@ fn resident(six: &Six) -> Vec<f64> {
     six.running.iter().map(|r| sb_testkit::probe::memory_of(r.child.id()).map_or(f64::NAN, |(rss, _)| rss as f64 / 1e6)).collect()
 }
 
+/// Each service's thread count now (`Threads:` of `/proc/<pid>/status`): every thread may get a
+/// malloc arena of its own, so threads started during the load show as growth.
+fn threads(six: &Six) -> Vec<u64> {
+    let of = |pid: u32| -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok())
+    };
+    six.running.iter().map(|r| of(r.child.id()).unwrap_or(0)).collect()
+}
+
 #[derive(Default)]
 struct Counts {
     ok: AtomicU64,
@@ -136,20 +146,25 @@ fn main() {
         load(&six, warmup_secs, "warm", &counts).await;
         tokio::time::sleep(settle).await;
         let warm = resident(&six);
+        let (warm_conns, warm_threads) = (system_tests::connections(&six.db).await, threads(&six));
         load(&six, load_secs, "load", &counts).await;
         tokio::time::sleep(settle).await;
         let after = resident(&six);
+        let (after_conns, after_threads) = (system_tests::connections(&six.db).await, threads(&six));
 
         println!(
             "resident memory of the six release services (VmRSS, MB): idle after start, after a {warmup_secs} s warm-up and after {load_secs} s of mixed load (each read {} s after the load stops)",
             settle.as_secs()
         );
-        println!("  {:<16} {:>8} {:>10} {:>11} {:>8}", "service", "idle", "warmed up", "after load", "growth");
+        println!("  {:<16} {:>8} {:>10} {:>11} {:>8}   {}", "service", "idle", "warmed up", "after load", "growth", "PostgreSQL connections, threads: warmed up / after");
         let mut figures = Vec::new();
         let mut growths = Vec::new();
         for (i, r) in six.running.iter().enumerate() {
             let growth = (after[i] / warm[i] - 1.0) * 100.0;
-            println!("  {:<16} {:>8.1} {:>10.1} {:>11.1} {:>7.1}%", r.name, idle[i], warm[i], after[i], growth);
+            println!(
+                "  {:<16} {:>8.1} {:>10.1} {:>11.1} {:>7.1}%   {} / {}, {} / {}",
+                r.name, idle[i], warm[i], after[i], growth, warm_conns[i], after_conns[i], warm_threads[i], after_threads[i]
+            );
             figures.push(Figure::at_most(&format!("{} idle resident memory", r.name), "MB", 30.0, vec![idle[i]]));
             growths.push((r.name, growth));
         }
@@ -164,16 +179,7 @@ fn main() {
             println!("  target: {} {} -> {}   ({})", f.name, f.target_text(), if f.met() { "MET" } else { "MISSED" }, num(f.worst()));
         }
         write("memory", &figures).unwrap();
-        for r in &mut six.running {
-            let _ = r.child.kill();
-            let _ = r.child.wait();
-        }
-        if failed > 0 {
-            // Kept for reading: the logs say why.
-            println!("  {failed} failed: the services' logs are in {}", six.dir.display());
-        } else {
-            six.clean_up().await;
-        }
+        six.kill_and_clean_up(failed).await;
         assert_eq!(failed, 0, "every request of the load succeeds");
     });
 }

@@ -31,7 +31,7 @@ fn main() {
         let http = reqwest::Client::new();
         let base = six.gateway_url.clone();
         let mut times = Vec::with_capacity(n);
-        let mut failed = 0;
+        let mut failed = 0u64;
         // One sign-up first, not counted: connections and prepared statements.
         for i in 0..=n {
             let body = json!({"email": format!("signup{i}@bench.test"), "password": "correct horse battery staple", "name": "Bench"});
@@ -59,15 +59,7 @@ fn main() {
                 times.iter().sum::<f64>() / times.len() as f64
             );
         }
-        for r in &mut six.running {
-            let _ = r.child.kill();
-            let _ = r.child.wait();
-        }
-        if failed > 0 {
-            println!("  {failed} sign-ups failed: the services' logs are in {}", six.dir.display());
-        } else {
-            six.clean_up().await;
-        }
+        six.kill_and_clean_up(failed).await;
         assert_eq!(failed, 0, "every sign-up succeeds");
     });
 }

@@ -83,6 +83,23 @@ pub fn spawn_with(
     Running { name, child, http, grpc, log }
 }
 
+/// How many connections each service (in [`SERVICES`] order) has open to its database now.
+pub async fn connections(db: &str) -> Vec<i64> {
+    use sqlx::Connection;
+    let Ok(mut admin) = sqlx::PgConnection::connect(&sb_testkit::admin_url()).await else { return vec![-1; SERVICES.len()] };
+    let mut out = Vec::new();
+    for s in SERVICES {
+        let name = format!("{db}_{}", s.replace('-', "_"));
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+            .bind(name)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap_or(-1);
+        out.push(n);
+    }
+    out
+}
+
 pub async fn drop_databases(db: &str) {
     use sqlx::Connection;
     let Ok(mut admin) = sqlx::PgConnection::connect(&sb_testkit::admin_url()).await else { return };
@@ -162,6 +179,20 @@ impl Six {
 
     /// Removes what the run left: databases, queues and the log folder (the processes are
     /// killed when dropped, if still running).
+    /// Kills the six; then removes their databases, queues and logs, unless `failed` (of a
+    /// benchmark's requests) is not 0: the logs, which say why, are kept and their place printed.
+    pub async fn kill_and_clean_up(&mut self, failed: u64) {
+        for r in &mut self.running {
+            let _ = r.child.kill();
+            let _ = r.child.wait();
+        }
+        if failed > 0 {
+            println!("  {failed} failed: the services' logs are in {}", self.dir.display());
+        } else {
+            self.clean_up().await;
+        }
+    }
+
     pub async fn clean_up(&self) {
         drop_databases(&self.db).await;
         sb_testkit::delete_services_topology(&self.bus(), &SERVICES).await;
