@@ -46,6 +46,9 @@ pub fn init(service: &str, format: LogFormat, otlp_endpoint: Option<&str>) -> an
     Ok(TelemetryGuard(provider))
 }
 
+/// How often recorded histogram samples are folded into their buckets when nothing scrapes.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide Prometheus recorder (installed on first use).
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -60,6 +63,16 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
+            // Histogram samples wait in the recorder until they are folded into the buckets: at
+            // a scrape, or by this upkeep. Without it a service nobody scrapes keeps every sample
+            // it ever recorded (8 bytes each, without bound).
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(METRICS_UPKEEP);
+                    upkeep.run_upkeep();
+                }
+            });
             // Fails only if another recorder was installed first; ours then renders nothing new.
             let _ = metrics::set_global_recorder(recorder);
             handle
