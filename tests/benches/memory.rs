@@ -156,7 +156,7 @@ fn main() {
             "resident memory of the six release services (VmRSS, MB): idle after start, after a {warmup_secs} s warm-up and after {load_secs} s of mixed load (each read {} s after the load stops)",
             settle.as_secs()
         );
-        println!("  {:<16} {:>8} {:>10} {:>11} {:>8}   {}", "service", "idle", "warmed up", "after load", "growth", "PostgreSQL connections, threads: warmed up / after");
+        println!("  {:<16} {:>8} {:>10} {:>11} {:>8}   PostgreSQL connections, threads: warmed up / after", "service", "idle", "warmed up", "after load", "growth");
         let mut figures = Vec::new();
         let mut growths = Vec::new();
         for (i, r) in six.running.iter().enumerate() {
