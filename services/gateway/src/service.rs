@@ -7,7 +7,7 @@
 //! commit carries every webhook that arrived during the previous one. A commit costs PostgreSQL
 //! far more than a row, so this is what lets the ack keep pace with a burst on two cores.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -34,8 +34,12 @@ struct Job {
     signed_at: DateTime<Utc>,
     body_sha256: [u8; 32],
     row: outbox::Row,
-    answer: oneshot::Sender<sqlx::Result<bool>>,
+    answer: oneshot::Sender<Result<bool, Failure>>,
 }
+
+/// Why a webhook was not recorded: the database's error, shared by every webhook of a batch it
+/// failed; or [`sqlx::Error::WorkerCrashed`] when the committing task ended under it.
+pub type Failure = Arc<sqlx::Error>;
 
 impl Job {
     fn receipt(&self) -> Receipt<'_> {
@@ -64,7 +68,7 @@ impl Intake {
 
     /// Records the event (once per event id) and queues it for billing; returns once that is
     /// committed, with whether the event was new. An error means nothing of it was written.
-    pub async fn accept(&self, event: StripeEventReceived, body: &[u8], signed_at: DateTime<Utc>) -> sqlx::Result<bool> {
+    pub async fn accept(&self, event: StripeEventReceived, body: &[u8], signed_at: DateTime<Utc>) -> Result<bool, Failure> {
         let row = outbox::Row::of(&Envelope::of(&event))?;
         let (answer, answered) = oneshot::channel();
         let job = Job {
@@ -77,12 +81,10 @@ impl Intake {
             row,
             answer,
         };
-        self.queue().send(job).await.map_err(|_| sqlx::Error::PoolClosed)?;
-        answered.await.map_err(|_| sqlx::Error::PoolClosed)?
+        self.queue().send(job).await.map_err(|_| Arc::new(sqlx::Error::WorkerCrashed))?;
+        answered.await.map_err(|_| Arc::new(sqlx::Error::WorkerCrashed))?
     }
-}
 
-impl Intake {
     /// The committing task's queue, starting the task if there is none or it has ended (a
     /// webhook caught in a task that ended was answered with an error: Stripe retries it).
     fn queue(&self) -> mpsc::Sender<Job> {
@@ -97,15 +99,12 @@ impl Intake {
 /// Starts the task that commits queued webhooks: whatever is waiting (up to [`MAX_BATCH`]) goes
 /// into the next statement, with at most [`IN_FLIGHT`] statements under way.
 fn committer(pool: PgPool) -> mpsc::Sender<Job> {
-    let (queue, jobs) = mpsc::channel::<Job>(QUEUE);
+    let (queue, mut jobs) = mpsc::channel::<Job>(QUEUE);
+    let jobs = futures::stream::poll_fn(move |cx| jobs.poll_recv(cx));
     tokio::spawn(async move {
-        stream_of(jobs).ready_chunks(MAX_BATCH).for_each_concurrent(IN_FLIGHT, |batch| commit(&pool, batch)).await;
+        jobs.ready_chunks(MAX_BATCH).for_each_concurrent(IN_FLIGHT, |batch| commit(&pool, batch)).await;
     });
     queue
-}
-
-fn stream_of(mut jobs: mpsc::Receiver<Job>) -> impl futures::Stream<Item = Job> {
-    futures::stream::poll_fn(move |cx| jobs.poll_recv(cx))
 }
 
 /// Commits one batch and answers each of its webhooks. A second delivery of an event id within
@@ -159,17 +158,13 @@ async fn commit(pool: &PgPool, batch: Vec<Job>) {
                     job.row.enqueued();
                     outbox::committed(crate::SERVICE);
                 }
-                let _ = job.answer.send(new);
+                let _ = job.answer.send(new.map_err(Arc::new));
             }
         }
         Err(e) => {
-            let message = e.to_string();
-            let mut jobs = firsts.into_iter().chain(repeats);
-            if let Some(first) = jobs.next() {
-                let _ = first.answer.send(Err(e));
-            }
-            for job in jobs {
-                let _ = job.answer.send(Err(sqlx::Error::Protocol(message.clone())));
+            let e = Arc::new(e);
+            for job in firsts.into_iter().chain(repeats) {
+                let _ = job.answer.send(Err(e.clone()));
             }
         }
     }
