@@ -210,6 +210,7 @@ impl App {
             // Without TCP_NODELAY, small HTTP/2 frames wait on Nagle + delayed ACK (tens of ms per call).
             let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
             if let Err(e) = tonic::transport::Server::builder()
+                .layer(crate::upstream::RpcScopeLayer)
                 .add_routes(grpc_routes)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                 .await

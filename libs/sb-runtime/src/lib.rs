@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod status;
 pub mod telemetry;
+pub mod upstream;
 
 use std::process::ExitCode;
 

@@ -232,7 +232,7 @@ where
         let req = app.service_request(pb::AuthenticateRequest { token: bearer.0.clone() }, &ctx);
         let principal = app.identity().authenticate(req).await.map_err(|s| match s.code() {
             tonic::Code::Unauthenticated | tonic::Code::InvalidArgument => ApiError::unauthenticated(),
-            _ => ApiError::upstream("identity", s),
+            _ => ApiError::from(s),
         })?;
         Session::from_identity(bearer, principal.get_ref())
     }

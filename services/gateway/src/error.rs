@@ -52,7 +52,7 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, "Bad request", Some(detail.into()))
     }
     pub fn internal(cause: impl std::fmt::Display) -> Self {
-        warn!(error = %cause, "request failed");
+        warn!(error = %cause, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", None)
     }
     /// A dependency is down or overloaded: 503 with `Retry-After`, so clients know to retry.
@@ -61,14 +61,6 @@ impl ApiError {
             retry_after: Some(retry_after_secs.max(1)),
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable", Some("please retry shortly".into()))
         }
-    }
-    /// An upstream service's answer, with the service named in the log of anything 5xx-class.
-    pub fn upstream(service: &'static str, s: tonic::Status) -> Self {
-        let e = Self::from(s);
-        if e.status.is_server_error() {
-            warn!(upstream = service, status = %e.status, code = e.code, "upstream call failed");
-        }
-        e
     }
     /// No route for this path.
     pub fn no_route() -> Self {
@@ -126,8 +118,9 @@ impl From<tonic::Status> for ApiError {
                     ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "Too many requests", msg)
                 }
             }
+            // Logged, with the service's name, by the channel it came through
+            // (`sb_runtime::upstream::Upstream`).
             Code::Unavailable | Code::DeadlineExceeded => {
-                warn!(status = %s, "upstream unavailable");
                 let retry = s.metadata().get(sb_runtime::status::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
                 Self::unavailable(retry.unwrap_or(sb_runtime::status::OUTAGE_RETRY_SECS))
             }

@@ -31,13 +31,13 @@ use sb_proto::{
 use sb_runtime::{
     Parts, ServiceConfig, ServiceDef,
     caller::{OnBehalfOf, ServiceContext},
+    upstream::Upstream,
 };
 use secrecy::SecretString;
 use sqlx::{PgPool, migrate::Migrator};
 use tonic::{Request, transport::Channel};
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     set_header::SetResponseHeaderLayer,
 };
 
@@ -61,11 +61,11 @@ impl std::ops::Deref for AppState {
 /// What [`AppState`] holds.
 pub struct Shared {
     pub cfg: config::GatewayConfig,
-    identity: IdentityClient<Channel>,
-    billing: BillingClient<Channel>,
-    crm: CrmClient<Channel>,
-    support: SupportClient<Channel>,
-    ai: AssistClient<Channel>,
+    identity: IdentityClient<Upstream>,
+    billing: BillingClient<Upstream>,
+    crm: CrmClient<Upstream>,
+    support: SupportClient<Upstream>,
+    ai: AssistClient<Upstream>,
     service_token: SecretString,
     /// The bus, for the admin operations routes (queue depths, parked messages).
     bus: sb_bus::config::BusConfig,
@@ -77,7 +77,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn identity(&self) -> IdentityClient<Channel> {
+    pub fn identity(&self) -> IdentityClient<Upstream> {
         self.identity.clone()
     }
 
@@ -86,22 +86,22 @@ impl Shared {
         &self.bus
     }
 
-    pub fn billing(&self) -> BillingClient<Channel> {
+    pub fn billing(&self) -> BillingClient<Upstream> {
         self.billing.clone()
     }
 
     /// crm-sync (`switchboard.crm.v1.Crm`): each user's CRM sync status and the contact book.
-    pub fn crm(&self) -> CrmClient<Channel> {
+    pub fn crm(&self) -> CrmClient<Upstream> {
         self.crm.clone()
     }
 
     /// support-router (`switchboard.support.v1.Support`): tickets, queues, SLA clocks.
-    pub fn support(&self) -> SupportClient<Channel> {
+    pub fn support(&self) -> SupportClient<Upstream> {
         self.support.clone()
     }
 
     /// ai-assist (`switchboard.ai.v1.Assist`): what the AI drafted for a ticket, and its cost.
-    pub fn ai(&self) -> AssistClient<Channel> {
+    pub fn ai(&self) -> AssistClient<Upstream> {
         self.ai.clone()
     }
 
@@ -130,11 +130,11 @@ pub fn api(
             .timeout(Duration::from_secs(10))
             .connect_lazy())
     };
-    let identity = IdentityClient::new(channel(&cfg.identity_url)?);
-    let billing = BillingClient::new(channel(&cfg.billing_url)?);
-    let crm = CrmClient::new(channel(&cfg.crm_sync_url)?);
-    let support = SupportClient::new(channel(&cfg.support_url)?);
-    let ai = AssistClient::new(channel(&cfg.ai_url)?);
+    let identity = IdentityClient::new(Upstream::new("identity", channel(&cfg.identity_url)?));
+    let billing = BillingClient::new(Upstream::new("billing", channel(&cfg.billing_url)?));
+    let crm = CrmClient::new(Upstream::new("crm-sync", channel(&cfg.crm_sync_url)?));
+    let support = SupportClient::new(Upstream::new("support-router", channel(&cfg.support_url)?));
+    let ai = AssistClient::new(Upstream::new("ai-assist", channel(&cfg.ai_url)?));
     let cors_origins = cfg.cors_origins.clone();
     let origins: Vec<HeaderValue> = cfg.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
     let cors = CorsLayer::new()
@@ -148,7 +148,6 @@ pub fn api(
     let intake = service::Intake::new(pool.clone());
     let shared = Shared { cfg, identity, billing, crm, support, ai, service_token, bus, me_cache: me_cache.clone(), intake };
     let state = AppState(Arc::new(shared));
-    let request_id = HeaderName::from_static("x-request-id");
     let headers = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
@@ -180,8 +179,38 @@ pub fn api(
         .layer(axum::middleware::from_fn(move |req, next| auth::fresh_me_after_changes(me_cache.clone(), req, next)))
         .layer(axum::middleware::from_fn(move |req, next| auth::refuse_cross_site(csrf.clone(), req, next)))
         .layer(cors)
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid)))
+        .layer(axum::middleware::from_fn(request_scope)))
+}
+
+/// Every request is served under a request id — the caller's `x-request-id` when it is a plain
+/// token of at most 64 characters, a new UUID otherwise — answered in the response's
+/// `x-request-id`, inside a span `request` with the id, method and route: every log line written
+/// while serving it carries them, gRPC calls made for it forward the id to the service's own logs,
+/// and a failed call names the service (`upstream`, see `sb_runtime::upstream`). A 5xx answer is
+/// logged once more, as "request failed", with its status.
+async fn request_scope(mut req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use sb_runtime::upstream::{REQUEST_ID_HEADER, is_valid_request_id};
+    let id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .filter(|v| v.to_str().is_ok_and(is_valid_request_id))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a header value"));
+    req.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+    let span = tracing::info_span!(
+        "request",
+        request_id = id.to_str().unwrap_or_default(),
+        method = %req.method(),
+        route = route.as_deref().unwrap_or("(no route)"),
+        upstream = tracing::field::Empty,
+    );
+    let mut resp = sb_runtime::upstream::serving(id.clone(), span.clone(), next.run(req)).await;
+    if resp.status().is_server_error() {
+        span.in_scope(|| tracing::warn!(status = resp.status().as_u16(), "request failed"));
+    }
+    resp.headers_mut().insert(REQUEST_ID_HEADER, id);
+    resp
 }
 
 pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {

@@ -228,6 +228,12 @@ async fn responses_carry_request_ids_security_headers_and_narrow_cors() {
     assert!(h["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
     let r = sys.web.get(sys.url("/v1/me")).header("x-request-id", "trace-me-123").send().await.unwrap();
     assert_eq!(r.headers()["x-request-id"], "trace-me-123");
+    // An id unfit for the logs (too long, or other than letters, digits and `-_.:`) is replaced.
+    for unfit in ["<script>alert(1)</script>", &"a".repeat(65), "two words"] {
+        let r = sys.web.get(sys.url("/v1/me")).header("x-request-id", unfit).send().await.unwrap();
+        let answered = r.headers()["x-request-id"].to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(answered).is_ok(), "{unfit:?} answered as {answered:?}");
+    }
 
     let preflight = |origin: &'static str| {
         sys.web

@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sb_proto::billing::v1::{self as pb, billing_client::BillingClient};
 use sb_runtime::caller::{OnBehalfOf, ServiceContext};
+use sb_runtime::upstream::Upstream;
 use secrecy::SecretString;
-use tonic::transport::Channel;
 
 use crate::domain::{AccessStatus, AccountId, PlanProjection};
 
@@ -23,7 +23,7 @@ pub enum BillingError {
 
 #[derive(Clone)]
 pub struct BillingPlans {
-    client: BillingClient<Channel>,
+    client: BillingClient<Upstream>,
     token: SecretString,
     timeout: Duration,
 }
@@ -32,7 +32,7 @@ impl BillingPlans {
     /// A client of billing at `url` (connects lazily; every call bounded by `timeout`).
     pub fn new(url: &str, timeout: Duration, token: SecretString) -> anyhow::Result<Self> {
         let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?.connect_timeout(timeout).timeout(timeout).connect_lazy();
-        Ok(Self { client: BillingClient::new(channel), token, timeout })
+        Ok(Self { client: BillingClient::new(Upstream::new("billing", channel)), token, timeout })
     }
 
     /// The account's plan as billing knows it now.

@@ -161,7 +161,7 @@ pub async fn get_ticket_ai(
         // Not seen by ai-assist (yet): an empty audit for a ticket that exists, else support-router's 404.
         Err(s) if s.code() == tonic::Code::NotFound => {
             let req = app.on_behalf_of(&session, support_pb::GetTicketRequest { ticket_id });
-            let view = app.support().get_ticket(req).await.map_err(|s| ApiError::upstream("support-router", s))?.into_inner();
+            let view = app.support().get_ticket(req).await.map_err(ApiError::from)?.into_inner();
             let ticket = view.ticket.unwrap_or_default();
             Ok(Json(TicketAiAuditOut {
                 ticket_id: ticket.id,
@@ -174,7 +174,7 @@ pub async fn get_ticket_ai(
                 internal: true,
             }))
         }
-        Err(s) => Err(ApiError::upstream("ai-assist", s)),
+        Err(s) => Err(ApiError::from(s)),
     }
 }
 

@@ -319,11 +319,7 @@ fn target_account(session: &Session, requested: Option<&str>) -> Result<String, 
 /// The plans customers can buy, the default first (the one a checkout that names none gets).
 #[utoipa::path(get, path = "/v1/billing/plans", tag = "billing", responses((status = 200, body = [PlanOut])))]
 pub async fn list_plans(State(app): State<AppState>, Origin(origin): Origin) -> Result<Json<Vec<PlanOut>>, ApiError> {
-    let plans = app
-        .billing()
-        .list_plans(app.service_request(pb::ListPlansRequest {}, &origin))
-        .await
-        .map_err(|s| ApiError::upstream("billing", s))?;
+    let plans = app.billing().list_plans(app.service_request(pb::ListPlansRequest {}, &origin)).await.map_err(ApiError::from)?;
     Ok(Json(
         plans
             .into_inner()

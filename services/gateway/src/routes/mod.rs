@@ -49,7 +49,7 @@ pub async fn audit_first(
     detail: serde_json::Value,
 ) -> Result<(), ApiError> {
     let req = pb::RecordAuditRequest { action: action.to_owned(), account_id, detail_json: detail.to_string() };
-    app.identity().record_audit(session.request(req)).await.map_err(|s| ApiError::upstream("identity", s))?;
+    app.identity().record_audit(session.request(req)).await.map_err(ApiError::from)?;
     Ok(())
 }
 

@@ -146,7 +146,7 @@ pub async fn sign_up(State(app): State<AppState>, Origin(origin): Origin, ApiJso
                 Some("an account with this email already exists; sign in instead".into()),
             )
         } else {
-            ApiError::upstream("identity", s)
+            ApiError::from(s)
         }
     })?;
     Ok(session_response(&app, StatusCode::CREATED, grant.into_inner()))
@@ -158,7 +158,7 @@ pub async fn sign_up(State(app): State<AppState>, Origin(origin): Origin, ApiJso
               (status = 429, description = "too many failed attempts; see Retry-After", body = Problem)))]
 pub async fn log_in(State(app): State<AppState>, Origin(origin): Origin, ApiJson(body): ApiJson<LogInIn>) -> Result<Response, ApiError> {
     let req = app.service_request(pb::LogInRequest { email: body.email, password: body.password }, &origin);
-    let grant = app.identity().log_in(req).await.map_err(|s| ApiError::upstream("identity", s))?;
+    let grant = app.identity().log_in(req).await.map_err(ApiError::from)?;
     Ok(session_response(&app, StatusCode::OK, grant.into_inner()))
 }
 
@@ -215,7 +215,7 @@ pub async fn get_me(State(app): State<AppState>, bearer: Bearer) -> Result<Respo
 async fn answer_me(app: &AppState, bearer: Bearer) -> Result<axum::body::Bytes, ApiError> {
     let checked = std::time::Instant::now();
     // identity authenticates the token itself in GetMe; no separate Authenticate call.
-    let me = app.identity().get_me(bearer.request(pb::GetMeRequest {})).await.map_err(|s| ApiError::upstream("identity", s))?.into_inner();
+    let me = app.identity().get_me(bearer.request(pb::GetMeRequest {})).await.map_err(ApiError::from)?.into_inner();
     let principal = me.principal.unwrap_or_default();
     let session = Session::from_identity(bearer, &principal)?;
     // billing and crm-sync are asked at the same time, each bounded: neither can fail or hold up

@@ -248,7 +248,7 @@ pub async fn create_ticket(
         idempotency_key,
         ..Default::default()
     };
-    let view = app.support().create_ticket(app.on_behalf_of(&session, req)).await.map_err(|s| ApiError::upstream("support-router", s))?;
+    let view = app.support().create_ticket(app.on_behalf_of(&session, req)).await.map_err(ApiError::from)?;
     Ok((StatusCode::CREATED, Json(customer_view(view.into_inner()))).into_response())
 }
 
@@ -258,7 +258,7 @@ pub async fn create_ticket(
 pub async fn list_own_tickets(State(app): State<AppState>, session: Session) -> Result<Json<Vec<TicketOut>>, ApiError> {
     let req =
         app.on_behalf_of(&session, pb::ListTicketsRequest { account_id: session.principal.account_id.to_string(), ..Default::default() });
-    let list = app.support().list_tickets(req).await.map_err(|s| ApiError::upstream("support-router", s))?;
+    let list = app.support().list_tickets(req).await.map_err(ApiError::from)?;
     Ok(Json(list.into_inner().tickets.into_iter().map(customer_ticket).collect()))
 }
 
@@ -273,7 +273,7 @@ pub async fn get_own_ticket(
 ) -> Result<Json<TicketViewOut>, ApiError> {
     let ticket_id = path_id("ticket", &ticket_id)?;
     let view = app.support().get_ticket(app.on_behalf_of(&session, pb::GetTicketRequest { ticket_id })).await;
-    let view = view.map_err(|s| ApiError::upstream("support-router", s))?.into_inner();
+    let view = view.map_err(ApiError::from)?.into_inner();
     Ok(Json(customer_view(view)))
 }
 
@@ -289,7 +289,7 @@ pub async fn reply_own_ticket(
 ) -> Result<Response, ApiError> {
     let ticket_id = path_id("ticket", &ticket_id)?;
     let req = app.on_behalf_of(&session, pb::AddMessageRequest { ticket_id, body: body.body });
-    let view = app.support().add_message(req).await.map_err(|s| ApiError::upstream("support-router", s))?.into_inner();
+    let view = app.support().add_message(req).await.map_err(ApiError::from)?.into_inner();
     Ok((StatusCode::CREATED, Json(customer_view(view))).into_response())
 }
 
@@ -304,7 +304,7 @@ pub async fn close_own_ticket(
 ) -> Result<Json<TicketViewOut>, ApiError> {
     let ticket_id = path_id("ticket", &ticket_id)?;
     let view = app.support().resolve(app.on_behalf_of(&session, pb::ResolveRequest { ticket_id })).await;
-    Ok(Json(customer_view(view.map_err(|s| ApiError::upstream("support-router", s))?.into_inner())))
+    Ok(Json(customer_view(view.map_err(ApiError::from)?.into_inner())))
 }
 
 /// The public contact form: a visitor who is not signed in writes to support. Throttled per
@@ -321,7 +321,7 @@ pub async fn contact(State(app): State<AppState>, Origin(origin): Origin, ApiJso
         contact_name: body.name,
         ..Default::default()
     };
-    app.support().create_ticket(app.service_request(req, &origin)).await.map_err(|s| ApiError::upstream("support-router", s))?;
+    app.support().create_ticket(app.service_request(req, &origin)).await.map_err(ApiError::from)?;
     // Nothing about the ticket itself: the visitor is not signed in.
     let out = ContactOut { status: "received", message: "Thanks: your message reached our team; we answer by email." };
     Ok((StatusCode::ACCEPTED, Json(out)).into_response())
@@ -662,7 +662,7 @@ pub struct ReopenIn {
     responses((status = 200, body = [QueueOut]), (status = 403, body = Problem)))]
 pub async fn list_queues(State(app): State<AppState>, Guarded(session, _): StaffSession) -> Result<Json<Vec<QueueOut>>, ApiError> {
     let list = app.support().list_queues(app.on_behalf_of(&session, pb::ListQueuesRequest {})).await;
-    let list = list.map_err(|s| ApiError::upstream("support-router", s))?.into_inner();
+    let list = list.map_err(ApiError::from)?.into_inner();
     Ok(Json(
         list.queues
             .into_iter()
@@ -694,7 +694,7 @@ pub async fn list_tickets(
         open_only: q.open,
         limit: q.limit.min(200),
     };
-    let list = app.support().list_tickets(app.on_behalf_of(&session, req)).await.map_err(|s| ApiError::upstream("support-router", s))?;
+    let list = app.support().list_tickets(app.on_behalf_of(&session, req)).await.map_err(ApiError::from)?;
     Ok(Json(list.into_inner().tickets.into_iter().map(staff_ticket).collect()))
 }
 
@@ -709,7 +709,7 @@ pub async fn get_ticket(
 ) -> Result<Json<StaffTicketViewOut>, ApiError> {
     let ticket_id = path_id("ticket", &ticket_id)?;
     let view = app.support().get_ticket(app.on_behalf_of(&session, pb::GetTicketRequest { ticket_id })).await;
-    Ok(Json(staff_view(view.map_err(|s| ApiError::upstream("support-router", s))?.into_inner())))
+    Ok(Json(staff_view(view.map_err(ApiError::from)?.into_inner())))
 }
 
 /// Answers the customer (public; emailed to them) (staff).
@@ -724,7 +724,7 @@ pub async fn answer_ticket(
 ) -> Result<Response, ApiError> {
     let ticket_id = path_id("ticket", &ticket_id)?;
     let view = app.support().add_message(app.on_behalf_of(&session, pb::AddMessageRequest { ticket_id, body: body.body })).await;
-    let view = staff_view(view.map_err(|s| ApiError::upstream("support-router", s))?.into_inner());
+    let view = staff_view(view.map_err(ApiError::from)?.into_inner());
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -740,7 +740,7 @@ pub async fn add_note(
 ) -> Result<Response, ApiError> {
     let ticket_id = path_id("ticket", &ticket_id)?;
     let view = app.support().add_note(app.on_behalf_of(&session, pb::AddNoteRequest { ticket_id, body: body.body })).await;
-    let view = staff_view(view.map_err(|s| ApiError::upstream("support-router", s))?.into_inner());
+    let view = staff_view(view.map_err(ApiError::from)?.into_inner());
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -761,7 +761,7 @@ pub async fn assign_ticket(
         Some(Some(id)) => staff_member(&app, &session, path_id("assignee user", &id)?).await?,
     };
     let view = app.support().assign(app.on_behalf_of(&session, pb::AssignRequest { ticket_id, assignee_user_id })).await;
-    Ok(Json(staff_view(view.map_err(|s| ApiError::upstream("support-router", s))?.into_inner())))
+    Ok(Json(staff_view(view.map_err(ApiError::from)?.into_inner())))
 }
 
 /// Sets priority and/or queue with a reason: the only way out of human review (staff).
@@ -782,7 +782,7 @@ pub async fn reprioritise_ticket(
         reason: body.reason,
     };
     let view = app.support().reprioritise(app.on_behalf_of(&session, req)).await;
-    Ok(Json(staff_view(view.map_err(|s| ApiError::upstream("support-router", s))?.into_inner())))
+    Ok(Json(staff_view(view.map_err(ApiError::from)?.into_inner())))
 }
 
 /// Resolves the ticket (staff).
@@ -796,7 +796,7 @@ pub async fn resolve_ticket(
 ) -> Result<Json<StaffTicketViewOut>, ApiError> {
     let ticket_id = path_id("ticket", &ticket_id)?;
     let view = app.support().resolve(app.on_behalf_of(&session, pb::ResolveRequest { ticket_id })).await;
-    Ok(Json(staff_view(view.map_err(|s| ApiError::upstream("support-router", s))?.into_inner())))
+    Ok(Json(staff_view(view.map_err(ApiError::from)?.into_inner())))
 }
 
 /// Reopens a resolved ticket, with the reason (staff).
@@ -816,7 +816,7 @@ pub async fn reopen_ticket(
             .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "Invalid input", Some(e.to_string())))?,
     };
     let view = app.support().reopen(app.on_behalf_of(&session, pb::ReopenRequest { ticket_id, reason })).await;
-    Ok(Json(staff_view(view.map_err(|s| ApiError::upstream("support-router", s))?.into_inner())))
+    Ok(Json(staff_view(view.map_err(ApiError::from)?.into_inner())))
 }
 
 /// Sends an offered AI draft as the caller's answer, as drafted or edited (staff). Approving an
@@ -841,7 +841,7 @@ pub async fn approve_draft(
             .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "Invalid input", Some(e.to_string())))?,
     };
     let view = app.support().approve_draft(app.on_behalf_of(&session, pb::ApproveDraftRequest { ticket_id, draft_id, body })).await;
-    Ok(Json(staff_view(view.map_err(|s| ApiError::upstream("support-router", s))?.into_inner())))
+    Ok(Json(staff_view(view.map_err(ApiError::from)?.into_inner())))
 }
 
 /// Turns an offered AI draft down, with an optional reason (staff).
@@ -863,7 +863,7 @@ pub async fn reject_draft(
             .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "Invalid input", Some(e.to_string())))?,
     };
     let view = app.support().reject_draft(app.on_behalf_of(&session, pb::RejectDraftRequest { ticket_id, draft_id, reason })).await;
-    Ok(Json(staff_view(view.map_err(|s| ApiError::upstream("support-router", s))?.into_inner())))
+    Ok(Json(staff_view(view.map_err(ApiError::from)?.into_inner())))
 }
 
 /// Shown instead of the tickets when support-router cannot be reached (details are logged).
