@@ -51,6 +51,23 @@ fn env_prefix(service: &str) -> String {
     service.to_uppercase().replace('-', "_")
 }
 
+/// The settings of service `name` on `ports` (HTTP, gRPC) with its database `<db>_<service>` and
+/// the bus under `prefix`, logging JSON.
+pub fn service_env(name: &str, prefix: &str, db: &str, ports: (u16, u16)) -> Vec<(String, String)> {
+    let (http, grpc) = ports;
+    let p = env_prefix(name);
+    vec![
+        (format!("{p}_HTTP_ADDR"), format!("127.0.0.1:{http}")),
+        (format!("{p}_GRPC_ADDR"), format!("127.0.0.1:{grpc}")),
+        (format!("{p}_DATABASE_URL"), format!("postgres://postgres@127.0.0.1:5432/{db}_{}", name.replace('-', "_"))),
+        ("SWITCHBOARD_AMQP_URL".into(), sb_testkit::amqp_url()),
+        ("SWITCHBOARD_BUS_PREFIX".into(), prefix.into()),
+        ("SWITCHBOARD_RETRY_DELAYS".into(), "1s,5s".into()),
+        ("SWITCHBOARD_LOG_FORMAT".into(), "json".into()),
+        ("RUST_LOG".into(), "info".into()),
+    ]
+}
+
 /// Starts one service binary on `ports` (HTTP, gRPC) with its database `<db>_<service>`, logging
 /// JSON to `<dir>/<name>.log`.
 pub fn spawn_with(
@@ -63,19 +80,11 @@ pub fn spawn_with(
     extra: &[(String, String)],
 ) -> Running {
     let (http, grpc) = ports;
-    let p = env_prefix(name);
     let log = dir.join(format!("{name}.log"));
     let file = std::fs::File::create(&log).expect("create log file");
+    let env = service_env(name, prefix, db, ports).into_iter().chain(extra.iter().cloned());
     let child = Command::new(bin)
-        .env(format!("{p}_HTTP_ADDR"), format!("127.0.0.1:{http}"))
-        .env(format!("{p}_GRPC_ADDR"), format!("127.0.0.1:{grpc}"))
-        .env(format!("{p}_DATABASE_URL"), format!("postgres://postgres@127.0.0.1:5432/{db}_{}", name.replace('-', "_")))
-        .env("SWITCHBOARD_AMQP_URL", sb_testkit::amqp_url())
-        .env("SWITCHBOARD_BUS_PREFIX", prefix)
-        .env("SWITCHBOARD_RETRY_DELAYS", "1s,5s")
-        .env("SWITCHBOARD_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(env)
         .stdout(file.try_clone().expect("clone log handle"))
         .stderr(file)
         .spawn()
@@ -115,34 +124,55 @@ pub struct Six {
     pub db: String,
     pub dir: PathBuf,
     pub gateway_url: String,
+    /// Each service's (HTTP, gRPC) port.
+    pub ports: HashMap<&'static str, (u16, u16)>,
     pub running: Vec<Running>,
 }
 
 impl Six {
-    /// Starts the six binaries (not waiting for them: see [`Six::wait_ready`]).
-    pub fn start(profile: &str) -> Self {
+    /// A fresh prefix, databases, ports and log folder for the six, none started yet.
+    pub fn layout() -> Self {
         let prefix = unique("sys");
         let db = format!("sbsys_{}", &prefix[1..9]);
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir).unwrap();
-        let ports: HashMap<&str, (u16, u16)> = SERVICES.iter().map(|s| (*s, (free_port(), free_port()))).collect();
+        let ports: HashMap<&'static str, (u16, u16)> = SERVICES.iter().map(|s| (*s, (free_port(), free_port()))).collect();
         let gateway_url = format!("http://127.0.0.1:{}", ports["gateway"].0);
-        let grpc = |s: &str| format!("http://127.0.0.1:{}", ports[s].1);
-        let extra = |s: &str| -> Vec<(String, String)> {
-            match s {
-                "gateway" => vec![
-                    ("GATEWAY_IDENTITY_URL".into(), grpc("identity")),
-                    ("GATEWAY_BILLING_URL".into(), grpc("billing")),
-                    ("GATEWAY_CRM_SYNC_URL".into(), grpc("crm-sync")),
-                    ("GATEWAY_SUPPORT_URL".into(), grpc("support-router")),
-                    ("GATEWAY_AI_URL".into(), grpc("ai-assist")),
-                ],
-                "billing" => vec![("SWITCHBOARD_PUBLIC_URL".into(), gateway_url.clone())],
-                _ => vec![],
-            }
-        };
-        let running = SERVICES.iter().map(|s| spawn_with(&bin_of(profile, s), s, &prefix, &db, &dir, ports[s], &extra(s))).collect();
-        Self { prefix, db, dir, gateway_url, running }
+        Self { prefix, db, dir, gateway_url, ports, running: Vec::new() }
+    }
+
+    /// What service `s` is wired to besides its own settings: the gateway calls the others over
+    /// gRPC, billing's local checkout posts its webhooks to the gateway.
+    pub fn wiring(&self, s: &str) -> Vec<(String, String)> {
+        let grpc = |s: &str| format!("http://127.0.0.1:{}", self.ports[s].1);
+        match s {
+            "gateway" => vec![
+                ("GATEWAY_IDENTITY_URL".into(), grpc("identity")),
+                ("GATEWAY_BILLING_URL".into(), grpc("billing")),
+                ("GATEWAY_CRM_SYNC_URL".into(), grpc("crm-sync")),
+                ("GATEWAY_SUPPORT_URL".into(), grpc("support-router")),
+                ("GATEWAY_AI_URL".into(), grpc("ai-assist")),
+            ],
+            "billing" => vec![("SWITCHBOARD_PUBLIC_URL".into(), self.gateway_url.clone())],
+            _ => vec![],
+        }
+    }
+
+    /// Every setting of service `s` in this layout (its own and its wiring).
+    pub fn env_of(&self, s: &str) -> Vec<(String, String)> {
+        let mut env = service_env(s, &self.prefix, &self.db, self.ports[s]);
+        env.extend(self.wiring(s));
+        env
+    }
+
+    /// Starts the six binaries (not waiting for them: see [`Six::wait_ready`]).
+    pub fn start(profile: &str) -> Self {
+        let mut six = Self::layout();
+        six.running = SERVICES
+            .iter()
+            .map(|s| spawn_with(&bin_of(profile, s), s, &six.prefix, &six.db, &six.dir, six.ports[s], &six.wiring(s)))
+            .collect();
+        six
     }
 
     /// Waits until every service answers `/readyz` 200 and returns each one's answer.
