@@ -170,25 +170,33 @@ impl Ops {
         Ok(res.ok().map(|q| (q.message_count(), q.consumer_count())))
     }
 
-    /// Work, retry and DLQ depths for the given services (all six when empty).
+    /// The work, retry and DLQ queues of `service` under this prefix as `(role, queue)`, the retry
+    /// queues named from the configured ladder.
+    pub fn queues_of(&self, service: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
+        let n = self.names(service)?;
+        let mut queues = vec![("work", n.work.clone())];
+        queues.extend(n.rung_queues().into_iter().map(|(q, _)| ("retry", q.to_owned())));
+        queues.push(("dlq", n.dlq.clone()));
+        Ok(queues)
+    }
+
+    /// Work, retry and DLQ depths for the given services (all six when empty), the retry queues
+    /// from the configured ladder.
     pub async fn depths(&self, services: &[&str]) -> anyhow::Result<Vec<QueueDepth>> {
         let services: Vec<&str> = if services.is_empty() { SERVICES.to_vec() } else { services.to_vec() };
-        let mut out = Vec::new();
+        let mut queues = Vec::new();
         for svc in services {
-            let n = self.names(svc)?;
-            let mut queues = vec![("work", n.work.clone())];
-            queues.extend(n.rung_queues().into_iter().map(|(q, _)| ("retry", q.to_owned())));
-            queues.push(("dlq", n.dlq.clone()));
-            for (role, queue) in queues {
-                let stat = self.stat(&queue).await?;
-                out.push(QueueDepth {
-                    service: svc.to_owned(),
-                    role: role.to_owned(),
-                    queue,
-                    messages: stat.map(|s| s.0),
-                    consumers: stat.map(|s| s.1),
-                });
-            }
+            queues.extend(self.queues_of(svc)?.into_iter().map(|(role, q)| (svc.to_owned(), role, q)));
+        }
+        self.depths_of(queues).await
+    }
+
+    /// Depths of the given `(service, role, queue)`s, in that order.
+    pub async fn depths_of(&self, queues: Vec<(String, &'static str, String)>) -> anyhow::Result<Vec<QueueDepth>> {
+        let mut out = Vec::with_capacity(queues.len());
+        for (service, role, queue) in queues {
+            let stat = self.stat(&queue).await?;
+            out.push(QueueDepth { service, role: role.to_owned(), queue, messages: stat.map(|s| s.0), consumers: stat.map(|s| s.1) });
         }
         Ok(out)
     }

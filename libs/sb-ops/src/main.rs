@@ -15,6 +15,8 @@ use sb_bus::{
 };
 use uuid::Uuid;
 
+mod management;
+
 /// Prints a line to stdout, ignoring a closed pipe (`switchboard catalog | head`).
 macro_rules! out {
     ($($t:tt)*) => {{
@@ -37,9 +39,14 @@ struct Cli {
     /// Prefix of exchange and queue names, as configured for the services.
     #[arg(long, env = "SWITCHBOARD_BUS_PREFIX", default_value = "switchboard", global = true)]
     prefix: String,
-    /// The services' retry ladder (names the retry queues).
+    /// The services' retry ladder: names the retry queues the DLQ commands use, and those
+    /// `queues` shows when the management API cannot be asked.
     #[arg(long, env = "SWITCHBOARD_RETRY_DELAYS", default_value = DEFAULT_RETRY_DELAYS, global = true)]
     retry_delays: String,
+    /// RabbitMQ's management API, which `queues` asks for the retry queues the services declared
+    /// (default: the broker's host, port 15672; the AMQP URL's user and password).
+    #[arg(long, env = "SWITCHBOARD_RABBITMQ_MANAGEMENT_URL", global = true)]
+    management_url: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -51,7 +58,8 @@ struct Cli {
 enum Command {
     /// Every event type, its producer and meaning.
     Catalog,
-    /// Message counts of work, retry and dead-letter queues.
+    /// Message counts of work, retry and dead-letter queues (the retry queues as the broker has
+    /// them, found through its management API).
     Queues {
         /// Services to show (default: all six).
         services: Vec<String>,
@@ -165,7 +173,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let code = match cli.command {
         Command::Catalog => ExitCode::SUCCESS,
         Command::Queues { services } => {
-            let depths = ops.depths(&services_or_all(&services)).await?;
+            let services = services_or_all(&services);
+            let mgmt = management::Management::new(&cli.amqp_url, cli.management_url.as_deref())?;
+            let depths = match mgmt.queue_names().await {
+                Ok(names) => {
+                    let mut queues = Vec::new();
+                    for s in &services {
+                        let mine = ops.queues_of(s)?;
+                        let retry = management::retry_queues(&names, &cli.prefix, s);
+                        for (role, q) in mine {
+                            match role {
+                                "retry" => {}
+                                "dlq" => {
+                                    queues.extend(retry.iter().map(|r| (s.to_string(), "retry", r.clone())));
+                                    queues.push((s.to_string(), role, q));
+                                }
+                                _ => queues.push((s.to_string(), role, q)),
+                            }
+                        }
+                    }
+                    ops.depths_of(queues).await?
+                }
+                Err(e) => {
+                    eprintln!(
+                        "note: RabbitMQ's management API at {} did not list the queues ({e:#}); the retry queues shown are \
+                         those of SWITCHBOARD_RETRY_DELAYS ({}), which may not be the services' ladder",
+                        mgmt.url(),
+                        cli.retry_delays
+                    );
+                    ops.depths(&services).await?
+                }
+            };
             if cli.json {
                 print_json(&depths);
             } else {

@@ -80,6 +80,39 @@ async fn operators_list_show_replay_and_purge_parked_messages() {
     sb_testkit::delete_services_topology(&cfg, &[SERVICE]).await;
 }
 
+/// The services run another retry ladder than the CLI's own setting: `queues` shows the retry
+/// queues they declared (found through the management API), and says so when it cannot ask.
+#[tokio::test]
+async fn queues_shows_the_retry_queues_the_broker_has_whatever_the_clis_ladder() {
+    let mut cfg = BusConfig::new(sb_testkit::amqp_url());
+    cfg.prefix = sb_testkit::unique("cli");
+    cfg.retry_delays = vec![std::time::Duration::from_secs(90), std::time::Duration::from_secs(2)];
+    let conn = sb_bus::publisher::connect(&cfg, "cli test").await.unwrap();
+    topology::declare_service(&conn, &cfg, SERVICE, &[]).await.unwrap();
+    let p = cfg.prefix.as_str();
+    let retry = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().unwrap().iter().filter(|q| q["role"] == "retry").map(|q| q["queue"].as_str().unwrap().to_owned()).collect()
+    };
+
+    let listed = cli(p, &["--json", "--retry-delays", "5s,30s", "queues", SERVICE]);
+    let v = json(&listed);
+    assert_eq!(retry(&v), [format!("{p}.{SERVICE}.retry.2s"), format!("{p}.{SERVICE}.retry.90s")], "{v}");
+    assert!(v.as_array().unwrap().iter().all(|q| q["messages"] == 0), "every listed queue exists: {v}");
+    let roles: Vec<&str> = v.as_array().unwrap().iter().map(|q| q["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["work", "retry", "retry", "dlq"]);
+
+    // No management API: the configured ladder, said on stderr, without the password.
+    let fallback = cli(p, &["--json", "--retry-delays", "5s", "--management-url", "http://ops:s3cr3t-pw@127.0.0.1:1", "queues", SERVICE]);
+    let err = String::from_utf8_lossy(&fallback.stderr).into_owned();
+    assert!(err.contains("management API at http://ops:***@127.0.0.1:1") && err.contains("SWITCHBOARD_RETRY_DELAYS (5s)"), "{err}");
+    assert!(!err.contains("s3cr3t-pw"), "{err}");
+    let v = json(&fallback);
+    assert_eq!(retry(&v), [format!("{p}.{SERVICE}.retry.5s")]);
+    assert!(v.as_array().unwrap().iter().any(|q| q["role"] == "retry" && q["messages"].is_null()), "5s was never declared: {v}");
+
+    sb_testkit::delete_services_topology(&cfg, &[SERVICE]).await;
+}
+
 #[test]
 fn an_unreachable_broker_is_a_clear_error_without_the_password() {
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
