@@ -14,6 +14,8 @@
 #                                Dockerfile
 #                                (check-deploy-consistency.py)
 #   5. no plaintext credentials in k8s/
+#   6. the founder's alarms      `promtool check rules` and `promtool test rules` of
+#                                k8s/monitoring/alerts.yml; k8s/monitoring/dashboard.json parses
 #
 # Exit status: 0 all passed, 1 a check failed, 2 a tool is missing
 # (install them with: bash scripts/install-check-tools.sh).
@@ -68,6 +70,9 @@ KV="$(command -v kubernetes-validate 2>/dev/null || true)"
 HADOLINT="$(command -v hadolint 2>/dev/null || true)"
 [ -n "$HADOLINT" ] || { [ -x "$TOOLS_VENV/bin/hadolint" ] && HADOLINT="$TOOLS_VENV/bin/hadolint"; }
 [ -n "$HADOLINT" ] || missing "hadolint"
+
+PROMTOOL="$(command -v promtool 2>/dev/null || true)"
+[ -n "$PROMTOOL" ] || missing "promtool (Debian's prometheus package)"
 
 # A Python with PyYAML for the consistency checks: kubernetes-validate's own interpreter has it.
 PY=""
@@ -156,6 +161,18 @@ if [ -z "$leaks" ]; then
     ok "k8s/: no plaintext credentials"
 else
     fail "k8s/: plaintext credentials found (use the Secret switchboard-secrets)" "$leaks"
+fi
+
+# --- 6. the founder's alarms -----------------------------------------------------------------
+if out="$(cd k8s/monitoring && "$PROMTOOL" check rules alerts.yml 2>&1 && "$PROMTOOL" test rules alerts.test.yml 2>&1)"; then
+    ok "k8s/monitoring: promtool check rules + test rules"
+else
+    fail "k8s/monitoring: promtool check rules + test rules" "$out"
+fi
+if out="$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["panels"], "no panels"' k8s/monitoring/dashboard.json 2>&1)"; then
+    ok "k8s/monitoring/dashboard.json: Grafana dashboard JSON"
+else
+    fail "k8s/monitoring/dashboard.json: Grafana dashboard JSON" "$out"
 fi
 
 # --- summary ------------------------------------------------------------------------------

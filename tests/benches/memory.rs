@@ -20,10 +20,8 @@ use std::{
 };
 
 use sb_testkit::report::{Figure, env_num, num, write};
-use serde_json::{Value, json};
-use system_tests::Six;
-
-const PASSWORD: &str = "correct horse battery staple";
+use serde_json::json;
+use system_tests::{Six, pay, sign_up};
 
 /// Each service's resident memory now, in MB (10^6 bytes).
 fn resident(six: &Six) -> Vec<f64> {
@@ -68,24 +66,6 @@ async fn every(secs: u64, every: Duration, task: impl Fn(u64) -> tokio::task::Jo
     for h in running {
         let _ = h.await;
     }
-}
-
-async fn sign_up(http: &reqwest::Client, base: &str, email: &str) -> Option<String> {
-    let r =
-        http.post(format!("{base}/v1/signup")).json(&json!({"email": email, "password": PASSWORD, "name": "Load"})).send().await.ok()?;
-    if r.status() != 201 {
-        return None;
-    }
-    r.json::<Value>().await.ok()?["token"].as_str().map(str::to_owned)
-}
-
-/// Starts a checkout for the token's account and pays it on the local checkout page.
-async fn pay(http: &reqwest::Client, base: &str, token: &str) -> bool {
-    let Ok(r) = http.post(format!("{base}/v1/billing/checkout")).bearer_auth(token).json(&json!({"plan": "pro"})).send().await else {
-        return false;
-    };
-    let Some(url) = r.json::<Value>().await.ok().and_then(|v| v["url"].as_str().map(str::to_owned)) else { return false };
-    http.post(&url).bearer_auth(token).send().await.is_ok_and(|r| r.status().is_success() || r.status().is_redirection())
 }
 
 /// Mixed load for `secs`: 5 sign-ups/s, 100 `/v1/me`/s, 5 tickets/s, 1 paid checkout/s.

@@ -229,3 +229,27 @@ impl Six {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The password every sign-up of the system tests and benches uses.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Signs `email` up through the gateway at `base`; the session token.
+pub async fn sign_up(http: &reqwest::Client, base: &str, email: &str) -> Option<String> {
+    let body = serde_json::json!({"email": email, "password": PASSWORD, "name": "Load"});
+    let r = http.post(format!("{base}/v1/signup")).json(&body).send().await.ok()?;
+    if r.status() != 201 {
+        return None;
+    }
+    r.json::<serde_json::Value>().await.ok()?["token"].as_str().map(str::to_owned)
+}
+
+/// Starts a checkout for the token's account and pays it on billing's local checkout page (which
+/// posts Stripe-signed webhooks to the gateway). `http` must not follow redirects.
+pub async fn pay(http: &reqwest::Client, base: &str, token: &str) -> bool {
+    let body = serde_json::json!({"plan": "pro"});
+    let Ok(r) = http.post(format!("{base}/v1/billing/checkout")).bearer_auth(token).json(&body).send().await else {
+        return false;
+    };
+    let Some(url) = r.json::<serde_json::Value>().await.ok().and_then(|v| v["url"].as_str().map(str::to_owned)) else { return false };
+    http.post(&url).bearer_auth(token).send().await.is_ok_and(|r| r.status().is_success() || r.status().is_redirection())
+}

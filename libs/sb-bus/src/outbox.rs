@@ -153,6 +153,17 @@ pub async fn pending(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM sb_outbox WHERE published_at IS NULL").fetch_one(pool).await
 }
 
+/// The backlog and the age in seconds of its oldest event (0 when there is none): an event the
+/// broker has not taken for minutes is the founder's alarm, whatever the count.
+pub async fn backlog(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0)
+         FROM sb_outbox WHERE published_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// How the relay opens its claiming transaction, and its claim (`$1` batch size, `$2` floor):
 /// public so a benchmark can time the very statements on a large outbox.
 pub const CLAIM_BEGIN: &str = "BEGIN; SET LOCAL enable_bitmapscan = off";

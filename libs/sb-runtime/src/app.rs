@@ -278,8 +278,9 @@ async fn watch_queues(
                 Err(_) => ops = None,
             }
         }
-        if let Ok(n) = sb_bus::outbox::pending(&pool).await {
+        if let Ok((n, oldest)) = sb_bus::outbox::backlog(&pool).await {
             metrics::gauge!("sb_outbox_pending").set(n as f64);
+            metrics::gauge!("sb_outbox_oldest_pending_seconds").set(oldest);
         }
         tokio::select! {
             _ = shutdown.cancelled() => {

@@ -39,6 +39,8 @@ pub async fn prepare_database(config: &ServiceConfig, def: &ServiceDef) -> anyho
 /// Starts a service from its definition; cancels `shutdown` ends it gracefully.
 pub async fn start(config: ServiceConfig, def: &ServiceDef) -> anyhow::Result<App> {
     let pool = prepare_database(&config, def).await?;
+    // Installed before the parts, so metrics they register at start (at zero) are kept.
+    telemetry::metrics_handle();
     let parts = (def.parts)(&config, &pool)?;
     App::build(config, pool, parts).await
 }

@@ -221,6 +221,10 @@ pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
              live-mode events must verify with another secret; set the endpoint's real signing secret in any shared deployment"
         );
     }
+    // The founder's alarms (k8s/monitoring/alerts.yml) read these from the start, at zero.
+    metrics::counter!("stripe_webhook_failed_total").increment(0);
+    metrics::counter!("stripe_webhook_accepted_total", "duplicate" => "false").increment(0);
+    metrics::counter!("stripe_webhook_rejected_total", "reason" => "signature_mismatch").increment(0);
     let mut parts = Parts::bare(config, pool);
     parts.http = api(cfg, config.service_token.clone(), pool.clone(), config.bus.clone())?;
     Ok(parts)

@@ -31,6 +31,10 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
     let cfg = config::IdentityConfig::load(config)?;
+    // The founder's alarm on login failures (k8s/monitoring/alerts.yml) reads these from the start.
+    for reason in ["bad_credentials", "throttled"] {
+        metrics::counter!("identity_login_failures_total", "reason" => reason).increment(0);
+    }
     let smtp = cfg.smtp.clone();
     let identity = service::Identity::new(pool.clone(), cfg);
     let consumer = Consumer::new(config.bus.clone(), SERVICE, pool.clone())

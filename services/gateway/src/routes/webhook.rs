@@ -152,6 +152,7 @@ pub async fn receive_stripe_webhook(State(app): State<AppState>, req: Request) -
         }
         Err(e) => {
             // The error names the failing statement or connection, never the bound payload.
+            metrics::counter!("stripe_webhook_failed_total").increment(1);
             warn!(error = %e, event_id = %id, event_type = %event_type, "could not record a stripe webhook; answering 503 so Stripe retries");
             empty(StatusCode::SERVICE_UNAVAILABLE)
         }
