@@ -167,10 +167,18 @@ impl Six {
 
     /// Starts the six binaries (not waiting for them: see [`Six::wait_ready`]).
     pub fn start(profile: &str) -> Self {
+        Self::start_with(profile, &[])
+    }
+
+    /// Starts the six binaries with `extra` settings for all of them.
+    pub fn start_with(profile: &str, extra: &[(String, String)]) -> Self {
         let mut six = Self::layout();
         six.running = SERVICES
             .iter()
-            .map(|s| spawn_with(&bin_of(profile, s), s, &six.prefix, &six.db, &six.dir, six.ports[s], &six.wiring(s)))
+            .map(|s| {
+                let env: Vec<(String, String)> = six.wiring(s).into_iter().chain(extra.iter().cloned()).collect();
+                spawn_with(&bin_of(profile, s), s, &six.prefix, &six.db, &six.dir, six.ports[s], &env)
+            })
             .collect();
         six
     }

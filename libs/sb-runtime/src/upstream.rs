@@ -9,6 +9,11 @@
 //!   call, logs a failed call with `upstream = "<service>"`, and records the name on the request's
 //!   span (its `upstream` field), so the lines that follow — the gateway's "internal error" and
 //!   "request failed" — name it too.
+//! - The W3C trace context (`traceparent`, `tracestate`) travels the same way: an [`Upstream`]
+//!   call carries the current span's, and [`RpcScopeLayer`] makes its `rpc` span a child of it, so
+//!   with OpenTelemetry export on (`OTEL_EXPORTER_OTLP_ENDPOINT`) a request, the calls it makes and
+//!   the events they publish (the outbox and the bus carry it on, see `sb_bus::trace`) form one
+//!   trace.
 
 use std::{
     future::Future,
@@ -40,6 +45,11 @@ tokio::task_local! {
 /// Whether `id` is fit to be logged and forwarded as a request id.
 pub fn is_valid_request_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// The W3C trace context in these headers (HTTP or gRPC), for [`sb_bus::trace::continue_trace`].
+pub fn trace_headers(headers: &http::HeaderMap) -> sb_bus::publisher::TraceHeaders {
+    ["traceparent", "tracestate"].into_iter().filter_map(|k| Some((k.to_owned(), headers.get(k)?.to_str().ok()?.to_owned()))).collect()
 }
 
 /// Runs `fut` as the work of the outside request `request_id`, logged inside `span` (which should
@@ -106,6 +116,11 @@ impl Service<http::Request<Body>> for Upstream {
         if let Some(s) = &scope {
             req.headers_mut().insert(REQUEST_ID_HEADER, s.request_id.clone());
         }
+        for (k, v) in sb_bus::trace::current_headers() {
+            if let (Ok(k), Ok(v)) = (http::HeaderName::try_from(k), http::HeaderValue::try_from(v)) {
+                req.headers_mut().insert(k, v);
+            }
+        }
         let rpc = req.uri().path().to_owned();
         let name = self.name;
         let answer = self.channel.call(req);
@@ -170,6 +185,7 @@ where
             Some(id) => tracing::info_span!("rpc", rpc, request_id = id.to_str().unwrap_or_default(), upstream = Empty),
             None => tracing::info_span!("rpc", rpc, upstream = Empty),
         };
+        sb_bus::trace::continue_trace(&span, &trace_headers(req.headers()));
         let answer = self.0.call(req);
         let work = async move {
             let answer = answer.await;

@@ -187,7 +187,8 @@ pub fn api(
 /// `x-request-id`, inside a span `request` with the id, method and route: every log line written
 /// while serving it carries them, gRPC calls made for it forward the id to the service's own logs,
 /// and a failed call names the service (`upstream`, see `sb_runtime::upstream`). A 5xx answer is
-/// logged once more, as "request failed", with its status.
+/// logged once more, as "request failed", with its status. A caller's W3C `traceparent` makes
+/// the span part of its trace.
 async fn request_scope(mut req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     use sb_runtime::upstream::{REQUEST_ID_HEADER, is_valid_request_id};
     let id = req
@@ -205,6 +206,7 @@ async fn request_scope(mut req: axum::extract::Request, next: axum::middleware::
         route = route.as_deref().unwrap_or("(no route)"),
         upstream = tracing::field::Empty,
     );
+    sb_bus::trace::continue_trace(&span, &sb_runtime::upstream::trace_headers(req.headers()));
     let mut resp = sb_runtime::upstream::serving(id.clone(), span.clone(), next.run(req)).await;
     if resp.status().is_server_error() {
         span.in_scope(|| tracing::warn!(status = resp.status().as_u16(), "request failed"));
