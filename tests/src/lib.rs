@@ -133,7 +133,8 @@ impl Six {
     /// A fresh prefix, databases, ports and log folder for the six, none started yet.
     pub fn layout() -> Self {
         let prefix = unique("sys");
-        let db = format!("sbsys_{}", &prefix[1..9]);
+        // Named like every test resource (`t<time><random>_…`), so the leftover cleaner knows them.
+        let db = prefix.clone();
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir).unwrap();
         let ports: HashMap<&'static str, (u16, u16)> = SERVICES.iter().map(|s| (*s, (free_port(), free_port()))).collect();
@@ -142,7 +143,8 @@ impl Six {
     }
 
     /// What service `s` is wired to besides its own settings: the gateway calls the others over
-    /// gRPC, billing's local checkout posts its webhooks to the gateway.
+    /// gRPC, support-router calls billing, billing's local checkout posts its webhooks to the
+    /// gateway.
     pub fn wiring(&self, s: &str) -> Vec<(String, String)> {
         let grpc = |s: &str| format!("http://127.0.0.1:{}", self.ports[s].1);
         match s {
@@ -154,6 +156,8 @@ impl Six {
                 ("GATEWAY_AI_URL".into(), grpc("ai-assist")),
             ],
             "billing" => vec![("SWITCHBOARD_PUBLIC_URL".into(), self.gateway_url.clone())],
+            // The background plan refresh asks billing for accounts it has not heard of.
+            "support-router" => vec![("SUPPORT_ROUTER_BILLING_URL".into(), grpc("billing"))],
             _ => vec![],
         }
     }

@@ -154,7 +154,7 @@ fn a_bad_setting_stops_the_service_at_start_naming_the_variable() {
 
 #[test]
 fn the_migrate_subcommand_creates_and_migrates_the_database_then_exits() {
-    let db = format!("sbsys_{}_mig", &unique("m")[1..9]);
+    let db = unique("mig");
     let out = Command::new(bin("support-router"))
         .arg("migrate")
         .env("SUPPORT_ROUTER_DATABASE_URL", format!("postgres://postgres@127.0.0.1:5432/{db}"))
@@ -179,7 +179,7 @@ fn the_migrate_subcommand_creates_and_migrates_the_database_then_exits() {
 #[test]
 fn identity_create_user_makes_the_first_admin_from_a_password_on_stdin() {
     use std::io::Write;
-    let db = format!("sbsys_{}_cu", &unique("c")[1..9]);
+    let db = unique("cu");
     let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
     let run = |password: &str| {
         let mut child = Command::new(bin("identity"))
@@ -225,7 +225,7 @@ const IDENTITY_LOGIN_FLOOD_MAX_RSS_MIB: u64 = 128;
 async fn a_flood_of_200_concurrent_logins_keeps_identitys_memory_bounded() {
     use sb_proto::identity::v1::{self as pb, identity_client::IdentityClient};
     let prefix = unique("flood");
-    let db = format!("sbsys_{}", &prefix[1..9]);
+    let db = prefix.clone();
     let dir = std::env::temp_dir().join(&prefix);
     std::fs::create_dir_all(&dir).unwrap();
     let token = "login-flood-test-service-token";
