@@ -1,5 +1,5 @@
 # Switchboard — the two commands a fresh machine needs are `make run` and `make test`.
-.PHONY: run stop test bench check-deploy fmt lint
+.PHONY: run stop test chaos bench check-deploy fmt lint
 
 run:            ## infrastructure up, build, start all six services, wait until ready, print URLs
 	bash scripts/dev-up.sh
@@ -9,6 +9,11 @@ stop:           ## stop services started with `scripts/dev-up.sh --detach`
 
 test:           ## the whole test suite against real PostgreSQL and RabbitMQ (what CI runs)
 	bash scripts/test.sh
+
+chaos:          ## the chaos group alone (make test runs it too): broker chaos, and the whole system under load through kill -9 of each service, a RabbitMQ restart and PostgreSQL stopped for 30 s
+	bash scripts/ensure-infra.sh
+	cargo build --workspace --bins --locked
+	cargo nextest run --workspace --locked --test-threads 1 --no-capture -E 'binary(chaos)'
 
 bench:          ## bus, /v1/me, Stripe webhook -> access, ticket intake, AI drafts and the services' memory, each beside a same-run baseline; ends with one table (target/bench-report/report.json)
 	bash scripts/ensure-infra.sh

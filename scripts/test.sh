@@ -19,6 +19,7 @@ fi
 
 cargo build --workspace --bins --locked
 cargo nextest run --workspace --locked --profile ci -E 'not binary(chaos) & not binary(lighthouse)'
-# One at a time, on a machine the rest of the suite has left alone: the broker-chaos test restarts
-# the broker, and Lighthouse's performance score would suffer from other tests' load.
+# One at a time, on a machine the rest of the suite has left alone: the chaos tests restart the
+# broker (and the whole-system one stops PostgreSQL for 30 s), and Lighthouse's performance score
+# would suffer from other tests' load.
 cargo nextest run --workspace --locked --profile ci --test-threads 1 -E 'binary(chaos) | binary(lighthouse)'

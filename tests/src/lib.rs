@@ -69,7 +69,7 @@ pub fn service_env(name: &str, prefix: &str, db: &str, ports: (u16, u16)) -> Vec
 }
 
 /// Starts one service binary on `ports` (HTTP, gRPC) with its database `<db>_<service>`, logging
-/// JSON to `<dir>/<name>.log`.
+/// JSON to `<dir>/<name>.log` (appended to).
 pub fn spawn_with(
     bin: &Path,
     name: &'static str,
@@ -81,7 +81,8 @@ pub fn spawn_with(
 ) -> Running {
     let (http, grpc) = ports;
     let log = dir.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).expect("create log file");
+    // Appended to: a service started again (after a kill) continues its log.
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("open log file");
     let env = service_env(name, prefix, db, ports).into_iter().chain(extra.iter().cloned());
     let child = Command::new(bin)
         .envs(env)

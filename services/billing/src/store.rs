@@ -506,16 +506,19 @@ pub async fn queue_local_webhook(conn: &mut PgConnection, w: &LocalWebhook) -> s
 }
 
 /// Claims up to `limit` due local webhooks, oldest first, in one statement: each is leased (its
-/// next attempt pushed `lease` ahead), so no other sender takes it while this one delivers it
-/// with no transaction open; one that is never settled comes due again when the lease ends.
-pub async fn claim_local_webhooks(conn: &mut PgConnection, limit: i64, lease: Duration) -> sqlx::Result<Vec<DueWebhook>> {
+/// next attempt pushed ahead: the k-th of the batch, from 1, by (k + 1) × `step`, as the sender
+/// posts them one after another), so no other sender takes it while this one delivers it with no
+/// transaction open; one that is never settled comes due again when its lease ends.
+pub async fn claim_local_webhooks(conn: &mut PgConnection, limit: i64, step: Duration) -> sqlx::Result<Vec<DueWebhook>> {
     let mut due: Vec<DueWebhook> = sqlx::query_as::<_, (i64, String, i32)>(
-        "UPDATE local_webhooks SET next_attempt_at = now() + make_interval(secs => $2)
-         WHERE id IN (SELECT id FROM local_webhooks WHERE next_attempt_at <= now() ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-         RETURNING id, body, attempts",
+        "WITH locked AS (SELECT id FROM local_webhooks WHERE next_attempt_at <= now() ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED),
+              ranked AS (SELECT id, row_number() OVER (ORDER BY id) AS k FROM locked)
+         UPDATE local_webhooks w SET next_attempt_at = now() + make_interval(secs => $2 * (ranked.k + 1))
+         FROM ranked WHERE w.id = ranked.id
+         RETURNING w.id, w.body, w.attempts",
     )
     .bind(limit)
-    .bind(lease.as_secs_f64())
+    .bind(step.as_secs_f64())
     .fetch_all(conn)
     .await?
     .into_iter()

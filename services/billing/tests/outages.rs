@@ -245,3 +245,31 @@ async fn a_database_outage_is_unavailable_with_a_retry_hint_not_an_internal_erro
     .await;
     b.stop().await;
 }
+
+/// A sender that dies after claiming local webhooks (`kill -9`, its database gone) holds them
+/// only as long as posting them in turn could take: the first comes due again after two post
+/// timeouts, each next one a timeout later — not after the whole batch's time (210 s before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_webhooks_a_dead_sender_claimed_come_due_again_one_post_timeout_apart() {
+    let db = sb_testkit::TestDb::new("local_lease").await.unwrap();
+    billing::MIGRATOR.run(&db.pool).await.unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    for i in 0..3 {
+        let w = billing::domain::LocalWebhook { event_id: format!("evt_local_lease_{i}"), body: "{}".into() };
+        billing::store::queue_local_webhook(&mut conn, &w).await.unwrap();
+    }
+    let step = Duration::from_secs(10);
+    let claimed = billing::store::claim_local_webhooks(&mut conn, 20, step).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(billing::store::claim_local_webhooks(&mut conn, 20, step).await.unwrap().is_empty(), "leased: no other sender takes them");
+    let leases: Vec<f64> = sqlx::query_scalar("SELECT EXTRACT(EPOCH FROM next_attempt_at - now())::float8 FROM local_webhooks ORDER BY id")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    for (k, lease) in leases.iter().enumerate() {
+        let want = 10.0 * (k as f64 + 2.0);
+        assert!((lease - want).abs() < 1.0, "webhook {k}: leased {lease:.1} s, want {want} s");
+    }
+    drop(conn);
+    db.pool.close().await;
+}

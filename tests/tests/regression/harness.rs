@@ -62,6 +62,8 @@ pub struct System {
     pub http: reqwest::Client,
     pub base: String,
     delivered: Arc<Mutex<Vec<Delivered>>>,
+    /// Each service's settings, to start it again.
+    env: Vec<(&'static str, Vec<(String, String)>)>,
     _relay: Listening,
 }
 
@@ -112,18 +114,37 @@ impl System {
             env.retain(|(key, _)| *key != k);
             env.push((k, v));
         }
-        layout.running = sb_bus::catalog::SERVICES
+        // Later settings win: these may replace the layout's own (a database URL, say).
+        let env: Vec<(&'static str, Vec<(String, String)>)> =
+            sb_bus::catalog::SERVICES.iter().map(|s| (*s, layout.wiring(s).into_iter().chain(env.iter().cloned()).collect())).collect();
+        layout.running = env
             .iter()
-            .map(|s| {
-                // Later settings win: these may replace the layout's own (a database URL, say).
-                let all: Vec<(String, String)> = layout.wiring(s).into_iter().chain(env.iter().cloned()).collect();
-                system_tests::spawn_with(&bin_of("debug", s), s, &layout.prefix, &layout.db, &layout.dir, layout.ports[s], &all)
-            })
+            .map(|(s, all)| system_tests::spawn_with(&bin_of("debug", s), s, &layout.prefix, &layout.db, &layout.dir, layout.ports[s], all))
             .collect();
         layout.wait_ready().await;
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         let base = layout.gateway_url.clone();
-        Self { six: layout, hubspot, smtp, ai, http, base, delivered, _relay: relay_server }
+        Self { six: layout, hubspot, smtp, ai, http, base, delivered, env, _relay: relay_server }
+    }
+
+    /// `kill -9` of `service`, then the same binary started again with the same settings (its
+    /// log continues); returns once it answers `/readyz`.
+    pub async fn kill_and_restart(&mut self, service: &str) {
+        let i = self.six.running.iter().position(|r| r.name == service).unwrap();
+        let r = &mut self.six.running[i];
+        r.child.kill().unwrap();
+        r.child.wait().unwrap();
+        let (name, all) = self.env.iter().find(|(s, _)| *s == service).unwrap();
+        let six = &self.six;
+        let again = system_tests::spawn_with(&bin_of("debug", name), name, &six.prefix, &six.db, &six.dir, six.ports[name], all);
+        self.six.running[i] = again;
+        let url = format!("http://127.0.0.1:{}/readyz", self.six.ports[name].0);
+        let http = reqwest::Client::new();
+        wait_for(Duration::from_secs(90), &format!("{service} ready again"), || {
+            let r = http.get(&url).send();
+            async move { r.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+        })
+        .await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -197,14 +218,26 @@ impl System {
         r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
     }
 
-    /// Messages in this system's queues (ready and unacknowledged, as the broker counts them now).
-    fn queued(&self) -> u64 {
+    /// Messages in this system's queues (ready and unacknowledged, as the broker counts them
+    /// now), by queue.
+    pub fn queues(&self) -> Vec<(String, u64)> {
         let out = sb_testkit::rabbitmqctl(&["list_queues", "-q", "--no-table-headers", "name", "messages"]);
         out.lines()
             .filter_map(|l| l.split_once('\t'))
             .filter(|(name, _)| name.starts_with(&format!("{}.", self.six.prefix)))
-            .map(|(_, n)| n.trim().parse::<u64>().unwrap_or(0))
-            .sum()
+            .map(|(name, n)| (name.to_owned(), n.trim().parse::<u64>().unwrap_or(0)))
+            .collect()
+    }
+
+    /// Messages on their way (work and retry queues; what is parked in a DLQ waits for an
+    /// operator, see [`System::parked`]).
+    fn queued(&self) -> u64 {
+        self.queues().into_iter().filter(|(q, _)| !q.ends_with(".dlq")).map(|(_, n)| n).sum()
+    }
+
+    /// Messages parked in this system's DLQs.
+    pub fn parked(&self) -> u64 {
+        self.queues().into_iter().filter(|(q, _)| q.ends_with(".dlq")).map(|(_, n)| n).sum()
     }
 
     /// Events committed but not yet on the broker, in every service, plus webhooks billing's
@@ -217,16 +250,21 @@ impl System {
         n + self.count("billing", "SELECT count(*) FROM local_webhooks").await
     }
 
-    /// Waits until nothing is under way: no event waiting in an outbox, no message in a queue
-    /// (a handler acknowledges only after its effects and its own events are committed), twice
-    /// in a row.
+    /// Waits until nothing is under way: no event waiting in an outbox, no message in a work or
+    /// retry queue (a handler acknowledges only after its effects and its own events are
+    /// committed), twice in a row.
     pub async fn settled(&self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut quiet = 0;
         while quiet < 2 {
             let idle = self.unpublished().await == 0 && self.queued() == 0;
             quiet = if idle { quiet + 1 } else { 0 };
-            assert!(tokio::time::Instant::now() < deadline, "still busy after 60 s: an outbox or a queue is not empty");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still busy after 60 s: {} events unpublished, queues {:?}",
+                self.unpublished().await,
+                self.queues()
+            );
             if quiet < 2 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -8,6 +8,7 @@
 //! 7. portal reads under load; 8. no secret anywhere after a full run.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+#[allow(dead_code)] // the chaos test uses the rest
 mod harness;
 mod permissions;
 mod secrets;

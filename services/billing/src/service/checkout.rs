@@ -20,9 +20,11 @@ use crate::{
 
 /// Local webhooks claimed per delivery round.
 const WEBHOOK_BATCH: i64 = 20;
-/// How long a claimed webhook is kept from other senders: longer than posting a whole batch can
-/// take, so each is settled (sent or rescheduled) before its lease ends.
-const WEBHOOK_LEASE: Duration = Duration::from_secs(local::POST_TIMEOUT.as_secs() * (WEBHOOK_BATCH as u64 + 1));
+/// The lease of a claimed webhook, per place in its batch: the k-th (from 1) is kept from other
+/// senders for (k + 1) × this, longer than posting the k before it and itself can take, so each is
+/// settled (sent or rescheduled) before its lease ends — and one whose sender died comes due again
+/// that soon (the first after 20 s), not after the whole batch's time.
+const WEBHOOK_LEASE_STEP: Duration = local::POST_TIMEOUT;
 /// How often the sender looks for due webhooks when nothing wakes it.
 const SENDER_POLL: Duration = Duration::from_secs(1);
 
@@ -166,7 +168,7 @@ impl Billing {
     /// were delivered.
     pub async fn deliver_local_webhooks(&self) -> Result<usize> {
         let local = self.local()?;
-        let due = store::claim_local_webhooks(&mut *self.pool.acquire().await?, WEBHOOK_BATCH, WEBHOOK_LEASE).await?;
+        let due = store::claim_local_webhooks(&mut *self.pool.acquire().await?, WEBHOOK_BATCH, WEBHOOK_LEASE_STEP).await?;
         let mut delivered = 0;
         for webhook in due {
             let posted = local.post(&webhook.body).await;
