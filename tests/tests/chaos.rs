@@ -80,7 +80,7 @@ async fn customer(http: reqwest::Client, base: String, i: u64, accepted: Arc<Mut
     .await;
     accepted.lock().unwrap().users.insert(email.clone());
 
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         let account: String = until_accepted(&accepted, || {
             let r = http.get(format!("{base}/v1/me")).bearer_auth(&token).send();
             async move { r.await.ok()?.json::<Value>().await.ok()?["account"]["id"].as_str().map(str::to_owned) }
@@ -93,7 +93,7 @@ async fn customer(http: reqwest::Client, base: String, i: u64, accepted: Arc<Mut
         .await;
         accepted.lock().unwrap().paid.insert(account);
     }
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         let subject = format!("Question {i}");
         let key = uuid::Uuid::new_v4().to_string();
         let body = json!({"subject": subject, "body": "How do I export my invoices?", "category": "billing"});
@@ -228,7 +228,7 @@ async fn under_load_kills_a_broker_restart_and_a_database_outage_lose_and_duplic
     timings.push(("settle, replay parked messages, settle", phase.elapsed()));
 
     // The checker.
-    let accepted = accepted.lock().unwrap();
+    let accepted = std::mem::take(&mut *accepted.lock().unwrap());
     let users = &accepted.users;
     let contacts = tally(sys.hubspot.contacts().iter().map(|c| c.email().to_owned()));
     let paid = &accepted.paid;
@@ -279,6 +279,5 @@ async fn under_load_kills_a_broker_restart_and_a_database_outage_lose_and_duplic
     println!("  whole test: {:.1} s", started.elapsed().as_secs_f64());
     assert!(users.len() >= 50, "the load ran through the faults ({} sign-ups)", users.len());
     assert!(results.iter().all(|r| *r == (0, 0, 0)), "the checker found lost, duplicated or unexpected effects: {results:?}");
-    drop(accepted);
     sys.stop().await;
 }

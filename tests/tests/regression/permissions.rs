@@ -1,4 +1,4 @@
-//! 5. Permissions: every route of the gateway's authorization matrix
+//! Regression test 5, permissions: every route of the gateway's authorization matrix
 //! (`services/gateway/authz-matrix.json`) answers every viewpoint — anonymous, a customer, another
 //! customer, an agent, an admin, and an admin impersonating the customer — as the matrix says,
 //! on the real binaries.

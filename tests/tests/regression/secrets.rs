@@ -1,7 +1,8 @@
-//! 8. Security: every secret setting holds a canary value, and after a full run — sign-up, a bad
-//! and a good log-in, a Stripe checkout and its signed webhook, a ticket with an AI draft, the
-//! admin's views, a log-out — no canary, no password and no session token appears in any served
-//! asset, any response, any event on the bus, any email, or any log line (debug level) of the six.
+//! Regression test 8, security: every secret setting holds a canary value, and after a full
+//! run — sign-up, a bad and a good log-in, a Stripe checkout and its signed webhook, a ticket
+//! with an AI draft, the admin's views, a log-out — no canary, no password and no session token
+//! appears in any served asset, any response, any event on the bus, any email, or any log line
+//! (debug level) of the six.
 
 use std::{
     process::Command,
@@ -246,7 +247,7 @@ async fn r8_no_secret_reaches_an_asset_a_response_an_event_an_email_or_a_log_lin
         ("second session token", second.as_str()),
     ];
     let mut leaks = Vec::new();
-    let seen = seen.0.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.0.lock().unwrap());
     for (name, secret) in secrets {
         for (what, text) in seen.iter().chain(logs.iter()) {
             // A session token is the answer of the sign-up and log-in that made it; nowhere else.
@@ -258,6 +259,5 @@ async fn r8_no_secret_reaches_an_asset_a_response_an_event_an_email_or_a_log_lin
         }
     }
     assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
-    drop(seen);
     sys.stop().await;
 }
