@@ -2,6 +2,7 @@
 //! condition polling with a deadline (never a fixed sleep).
 
 pub mod ai_corpus;
+pub mod authz;
 pub mod hubspot;
 pub mod listening;
 pub mod logs;

@@ -8,22 +8,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use common::*;
 use identity::domain::Role;
-use reqwest::Method;
+use sb_testkit::authz;
 use serde_json::Value;
-
-fn fill(template: &Value, vars: &HashMap<&str, String>) -> Value {
-    match template {
-        Value::String(s) => {
-            let mut out = s.clone();
-            for (k, v) in vars {
-                out = out.replace(&format!("{{{k}}}"), v);
-            }
-            Value::String(out)
-        }
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), fill(v, vars))).collect()),
-        other => other.clone(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_every_viewpoint_as_the_matrix_says() {
@@ -93,32 +79,24 @@ async fn every_route_answers_every_viewpoint_as_the_matrix_says() {
     ]
     .into();
 
-    let mut mismatches = Vec::new();
-    let mut checked = 0;
-    for (n, route) in routes.iter().enumerate() {
-        let method = Method::from_bytes(route["method"].as_str().unwrap().as_bytes()).unwrap();
-        let mut path = route["path"].as_str().unwrap().to_owned();
-        if let Some(params) = route.get("params").and_then(Value::as_object) {
-            for (name, target) in params {
-                path = path.replace(&format!("{{{name}}}"), &ids[target.as_str().unwrap()]);
-            }
-        }
-        for viewpoint in matrix["viewpoints"].as_array().unwrap() {
-            let viewpoint = viewpoint.as_str().unwrap();
-            let expected = route["expect"][viewpoint].as_u64().unwrap_or_else(|| panic!("{path}: no expectation for {viewpoint}"));
-            let vars: HashMap<&str, String> = [
-                ("fresh_email", format!("new{n}-{viewpoint}@fresh.test")),
-                ("customer_email", customer.email.clone()),
-                ("password", PASSWORD.to_owned()),
-                ("other_account_id", other.account_id.clone()),
-            ]
-            .into();
-            let mut req = sys.web.request(method.clone(), sys.url(&path));
-            if let Some(body) = route.get("body") {
-                req = req.json(&fill(body, &vars));
+    let vars = |n: usize, viewpoint: &str| -> HashMap<&'static str, String> {
+        [
+            ("fresh_email", format!("new{n}-{viewpoint}@fresh.test")),
+            ("customer_email", customer.email.clone()),
+            ("password", PASSWORD.to_owned()),
+            ("other_account_id", other.account_id.clone()),
+        ]
+        .into()
+    };
+    let (checked, mismatches) = authz::walk(&matrix, &ids, vars, |ask: authz::Ask| {
+        let (sys, who, admin, customer) = (&sys, &who, &admin, &customer);
+        async move {
+            let mut req = sys.web.request(ask.method, sys.url(&ask.path));
+            if let Some(body) = &ask.body {
+                req = req.json(body);
             }
             // A fresh session per request: logout and revocation must not leak into other checks.
-            match viewpoint {
+            match ask.viewpoint.as_str() {
                 "anonymous" => {}
                 // An admin acting as the customer, through an impersonation session.
                 "impersonating_admin" => {
@@ -135,18 +113,11 @@ async fn every_route_answers_every_viewpoint_as_the_matrix_says() {
                 }
                 v => req = req.bearer_auth(sys.login(who[v]).await.token),
             }
-            let got = req.send().await.unwrap().status().as_u16();
-            checked += 1;
-            if u64::from(got) != expected {
-                mismatches.push(format!(
-                    "{} {} as {viewpoint}: expected {expected}, got {got}",
-                    route["method"].as_str().unwrap(),
-                    route["path"].as_str().unwrap()
-                ));
-            }
+            req.send().await.unwrap().status().as_u16()
         }
-    }
+    })
+    .await;
     assert!(mismatches.is_empty(), "{} of {checked} answers differ from the matrix:\n{}", mismatches.len(), mismatches.join("\n"));
-    assert_eq!(checked, routes.len() * matrix["viewpoints"].as_array().unwrap().len());
+    assert_eq!(checked, routes.len() * authz::viewpoints(&matrix).len());
     sys.stop().await;
 }

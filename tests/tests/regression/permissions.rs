@@ -5,25 +5,11 @@
 
 use std::collections::HashMap;
 
-use reqwest::Method;
+use sb_testkit::authz;
 use serde_json::Value;
 use system_tests::PASSWORD;
 
 use crate::harness::System;
-
-fn fill(template: &Value, vars: &HashMap<&str, String>) -> Value {
-    match template {
-        Value::String(s) => {
-            let mut out = s.clone();
-            for (k, v) in vars {
-                out = out.replace(&format!("{{{k}}}"), v);
-            }
-            Value::String(out)
-        }
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), fill(v, vars))).collect()),
-        other => other.clone(),
-    }
-}
 
 /// The portal's stylesheet as the page links it (`/assets/<name>`).
 async fn stylesheet(sys: &System) -> String {
@@ -39,8 +25,8 @@ async fn stylesheet(sys: &System) -> String {
 async fn r5_every_route_answers_every_viewpoint_as_the_authorization_matrix_says() {
     let sys = System::start().await;
     let matrix: Value = serde_json::from_str(include_str!("../../../services/gateway/authz-matrix.json")).unwrap();
-    let viewpoints: Vec<&str> = matrix["viewpoints"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert!(viewpoints.contains(&"impersonating_admin"), "{viewpoints:?}");
+    let viewpoints = authz::viewpoints(&matrix);
+    assert!(viewpoints.iter().any(|v| v == "impersonating_admin"), "{viewpoints:?}");
 
     let customer = sys.sign_up("owner@customer-a.test").await;
     let other = sys.sign_up("someone@customer-b.test").await;
@@ -93,38 +79,30 @@ async fn r5_every_route_answers_every_viewpoint_as_the_authorization_matrix_says
 
     // As a browser or API client would: redirects followed.
     let http = reqwest::Client::new();
-    let routes = matrix["routes"].as_array().unwrap();
-    let mut mismatches = Vec::new();
-    let mut checked = 0;
-    for (n, route) in routes.iter().enumerate() {
-        let method = Method::from_bytes(route["method"].as_str().unwrap().as_bytes()).unwrap();
-        let mut path = route["path"].as_str().unwrap().to_owned();
-        if let Some(params) = route.get("params").and_then(Value::as_object) {
-            for (name, target) in params {
-                path = path.replace(&format!("{{{name}}}"), &ids[target.as_str().unwrap()]);
-            }
-        }
-        for viewpoint in &viewpoints {
-            let expected = route["expect"][viewpoint].as_u64().unwrap_or_else(|| panic!("{path}: no expectation for {viewpoint}"));
-            let vars: HashMap<&str, String> = [
-                ("fresh_email", format!("new{n}-{viewpoint}@fresh.test")),
-                ("customer_email", customer.email.clone()),
-                ("password", PASSWORD.to_owned()),
-                ("other_account_id", other.account_id.clone()),
-            ]
-            .into();
-            let mut req = http.request(method.clone(), sys.url(&path));
-            if let Some(body) = route.get("body") {
-                req = req.json(&fill(body, &vars));
+    let vars = |n: usize, viewpoint: &str| -> HashMap<&'static str, String> {
+        [
+            ("fresh_email", format!("new{n}-{viewpoint}@fresh.test")),
+            ("customer_email", customer.email.clone()),
+            ("password", PASSWORD.to_owned()),
+            ("other_account_id", other.account_id.clone()),
+        ]
+        .into()
+    };
+    let (checked, mismatches) = authz::walk(&matrix, &ids, vars, |ask: authz::Ask| {
+        let (http, sys, who, admin_token, customer_user) = (&http, &sys, &who, &admin_token, &customer_user);
+        async move {
+            let mut req = http.request(ask.method, sys.url(&ask.path));
+            if let Some(body) = &ask.body {
+                req = req.json(body);
             }
             // A fresh session per request: a logout or a revocation must not leak into the next.
-            match *viewpoint {
+            match ask.viewpoint.as_str() {
                 "anonymous" => {}
                 "impersonating_admin" => {
                     let r = sys
                         .http
                         .post(sys.url(&format!("/v1/admin/users/{customer_user}/impersonate")))
-                        .bearer_auth(&admin_token)
+                        .bearer_auth(admin_token)
                         .json(&serde_json::json!({"reason": "regression suite: permissions", "ttl_seconds": 300}))
                         .send()
                         .await
@@ -134,18 +112,11 @@ async fn r5_every_route_answers_every_viewpoint_as_the_authorization_matrix_says
                 }
                 v => req = req.bearer_auth(sys.log_in(who[v]).await),
             }
-            let got = req.send().await.unwrap().status().as_u16();
-            checked += 1;
-            if u64::from(got) != expected {
-                mismatches.push(format!(
-                    "{} {} as {viewpoint}: expected {expected}, got {got}",
-                    route["method"].as_str().unwrap(),
-                    route["path"].as_str().unwrap()
-                ));
-            }
+            req.send().await.unwrap().status().as_u16()
         }
-    }
+    })
+    .await;
     assert!(mismatches.is_empty(), "{} of {checked} answers differ from the matrix:\n{}", mismatches.len(), mismatches.join("\n"));
-    assert_eq!(checked, routes.len() * viewpoints.len());
+    assert_eq!(checked, matrix["routes"].as_array().unwrap().len() * viewpoints.len());
     sys.stop().await;
 }
