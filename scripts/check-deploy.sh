@@ -15,7 +15,8 @@
 #                                (check-deploy-consistency.py)
 #   5. no plaintext credentials in k8s/
 #   6. the founder's alarms      `promtool check rules` and `promtool test rules` of
-#                                k8s/monitoring/alerts.yml; k8s/monitoring/dashboard.json parses
+#                                k8s/monitoring/alerts.yml, `promtool check config` of
+#                                k8s/monitoring/prometheus.yml; k8s/monitoring/dashboard.json parses
 #
 # Exit status: 0 all passed, 1 a check failed, 2 a tool is missing
 # (install them with: bash scripts/install-check-tools.sh).
@@ -164,10 +165,11 @@ else
 fi
 
 # --- 6. the founder's alarms -----------------------------------------------------------------
-if out="$(cd k8s/monitoring && "$PROMTOOL" check rules alerts.yml 2>&1 && "$PROMTOOL" test rules alerts.test.yml 2>&1)"; then
-    ok "k8s/monitoring: promtool check rules + test rules"
+if out="$(cd k8s/monitoring && "$PROMTOOL" check rules alerts.yml 2>&1 && "$PROMTOOL" test rules alerts.test.yml 2>&1 &&
+          "$PROMTOOL" check config prometheus.yml 2>&1)"; then
+    ok "k8s/monitoring: promtool check rules + test rules + check config"
 else
-    fail "k8s/monitoring: promtool check rules + test rules" "$out"
+    fail "k8s/monitoring: promtool check rules + test rules + check config" "$out"
 fi
 if out="$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["panels"], "no panels"' k8s/monitoring/dashboard.json 2>&1)"; then
     ok "k8s/monitoring/dashboard.json: Grafana dashboard JSON"

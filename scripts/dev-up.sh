@@ -33,7 +33,16 @@ is_ready() { curl -fsS -o /dev/null --max-time 2 "http://$(http_of "$1")/readyz"
 supervise() {
     local s=$1 bin="$BIN_DIR/$1" log="$RUN_DIR/logs/$1.log" backoff=1 attempt=0 pid=0 started
     say() { local m; m="$(date +%T) $*"; echo "$m" >>"$SUPERVISOR_LOG"; [ "${SB_SUPERVISOR_TTY:-0}" = 1 ] && echo "$m" >&2; return 0; }
-    stop() { [ "$pid" -gt 0 ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; exit 0; }
+    # Every job of this shell is the service (or a sleep): stopping them all also catches a
+    # service started a moment before its pid was noted.
+    stop() {
+        local jobs_left
+        jobs_left=$(jobs -p)
+        [ -n "$jobs_left" ] && kill -TERM $jobs_left 2>/dev/null
+        wait 2>/dev/null
+        rm -f "$RUN_DIR/$s.pid" "$RUN_DIR/$s.supervisor.pid"
+        exit "${1:-0}"
+    }
     trap stop TERM INT
     echo $$ >"$RUN_DIR/$s.supervisor.pid"
     while true; do
@@ -53,11 +62,13 @@ supervise() {
         done
         local rc=0
         wait "$pid" || rc=$?
+        pid=0
+        rm -f "$RUN_DIR/$s.pid"
         local how="exit status $rc"
         [ "$rc" -gt 128 ] && how="killed by signal $((rc - 128))"
         if [ ! -e "$RUN_DIR/started" ]; then
             say "$s exited during start ($how); not restarting — see $log"
-            exit 1
+            stop 1
         fi
         [ $(($(date +%s) - started)) -ge 60 ] && backoff=1
         attempt=$((attempt + 1))
@@ -122,8 +133,16 @@ for s in "${SERVICES[@]}"; do
     fi
 done
 
-# From here on a service that exits is restarted (before, it stopped the start).
+# From here on a service that exits is restarted (before, it stopped the start). One that exited
+# after its own check but before this line has no supervisor any more: that still stops the start.
 touch "$RUN_DIR/started"
+for s in "${SERVICES[@]}"; do
+    if ! kill -0 "${SUPERVISOR[$s]}" 2>/dev/null; then
+        echo "$s exited during start; last log lines:" >&2
+        tail -n 20 "$RUN_DIR/logs/$s.log" >&2
+        stop_all; exit 1
+    fi
+done
 cat <<TXT
 
 Switchboard is running — all six services answered /readyz.

@@ -87,9 +87,36 @@ fn dashboard_exprs() -> Vec<String> {
 }
 
 #[test]
-fn the_alert_rules_pass_promtools_checks_and_unit_tests() {
-    assert!(promtool(&["check", "rules", "alerts.yml"]).contains("SUCCESS: 10 rules found"));
+fn the_alert_rules_and_the_prometheus_config_pass_promtools_checks_and_unit_tests() {
+    let rules = std::fs::read_to_string(monitoring().join("alerts.yml")).unwrap().matches("- alert:").count();
+    assert!(promtool(&["check", "rules", "alerts.yml"]).contains(&format!("SUCCESS: {rules} rules found")));
     assert!(promtool(&["test", "rules", "alerts.test.yml"]).contains("SUCCESS"));
+    assert!(promtool(&["check", "config", "prometheus.yml"]).contains("SUCCESS"));
+}
+
+/// The equality label matchers (`name{label="value"}`) of a PromQL expression, per metric name.
+fn equality_matchers(expr: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for (at, _) in expr.match_indices('{') {
+        let name: String = expr[..at].chars().rev().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':').collect();
+        let name: String = name.chars().rev().collect();
+        let Some(close) = expr[at..].find('}') else { continue };
+        for matcher in expr[at + 1..at + close].split(',') {
+            if let Some((label, value)) = matcher.split_once("=\"") {
+                let label = label.trim();
+                if !label.ends_with(['!', '=', '~']) && !name.is_empty() && name != "up" {
+                    out.push((name.clone(), label.to_owned(), value.trim_end_matches('"').to_owned()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn label_matchers_are_read_from_promql() {
+    let m = equality_matchers(r#"max by (queue) (sb_bus_queue_messages{role="dlq", queue!="x"}) > 0 and up{job="a"} and y{le=~"1"}"#);
+    assert_eq!(m, [("sb_bus_queue_messages".to_owned(), "role".to_owned(), "dlq".to_owned())]);
 }
 
 #[test]
@@ -102,7 +129,10 @@ fn metric_names_are_read_from_promql() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_an_alarm_or_the_dashboard_names_is_served_by_the_running_services() {
-    let wanted: BTreeSet<String> = rule_exprs().iter().chain(dashboard_exprs().iter()).flat_map(|e| metric_names(e)).collect();
+    let exprs: Vec<String> = rule_exprs().into_iter().chain(dashboard_exprs()).collect();
+    let wanted: BTreeSet<String> = exprs.iter().flat_map(|e| metric_names(e)).collect();
+    let matchers: BTreeSet<(String, String, String)> = exprs.iter().flat_map(|e| equality_matchers(e)).collect();
+    assert!(matchers.iter().any(|(n, l, v)| n == "sb_bus_queue_messages" && l == "role" && v == "dlq"), "{matchers:?}");
     assert!(wanted.len() >= 10, "the rules name the metrics: {wanted:?}");
 
     let mut six = Six::start("debug");
@@ -126,10 +156,17 @@ async fn every_metric_an_alarm_or_the_dashboard_names_is_served_by_the_running_s
         for port in &ports {
             served.push_str(&http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap().text().await.unwrap());
         }
-        let missing: Vec<&String> = wanted
+        let mut missing: Vec<String> = wanted
             .iter()
             .filter(|m| !served.lines().any(|l| l.starts_with(&format!("{m}{{")) || l.starts_with(&format!("{m} "))))
+            .cloned()
             .collect();
+        // A selector's labels must match a served series too (`role="dlq"`, `le="300"`, ...).
+        for (name, label, value) in &matchers {
+            if !served.lines().any(|l| l.starts_with(&format!("{name}{{")) && l.contains(&format!("{label}=\"{value}\""))) {
+                missing.push(format!("{name}{{{label}=\"{value}\"}}"));
+            }
+        }
         if missing.is_empty() {
             break;
         }

@@ -115,6 +115,20 @@ fn postgres_cluster() -> (String, String) {
     (version, "main".to_owned())
 }
 
+/// Brings PostgreSQL and the broker back if the test fails while they are stopped: the rest of
+/// the suite needs them.
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let (version, cluster) = postgres_cluster();
+            let _ = Command::new("pg_ctlcluster").args(["--skip-systemctl-redirect", &version, &cluster, "start"]).output();
+            let _ = Command::new("rabbitmqctl").arg("start_app").output();
+        }
+    }
+}
+
 fn pg_ctlcluster(action: &str) {
     let (version, cluster) = postgres_cluster();
     let out = Command::new("pg_ctlcluster").args(["--skip-systemctl-redirect", &version, &cluster, action]).output().unwrap();
@@ -177,6 +191,7 @@ async fn under_load_kills_a_broker_restart_and_a_database_outage_lose_and_duplic
         })
         .await;
     };
+    let _restore = Restore;
     let mut timings = Vec::new();
     let phase = Instant::now();
     for service in sb_bus::catalog::SERVICES {

@@ -13,6 +13,8 @@ use std::{
     time::Duration,
 };
 
+use std::os::unix::process::CommandExt;
+
 use sb_bus::catalog::SERVICES;
 use sb_testkit::wait_for;
 
@@ -32,8 +34,9 @@ fn alive(pid: i32) -> bool {
     !status.is_empty() && !status.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z'))
 }
 
+/// `kill -<sig> <pid>`; a negative pid signals that process group.
 fn signal(pid: i32, sig: &str) {
-    let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg("--").arg(pid.to_string()).status().unwrap().success();
     assert!(ok, "kill -{sig} {pid}");
 }
 
@@ -75,7 +78,9 @@ fn start(six: &Six, run_dir: &Path) -> MakeRun {
     let bin_dir = system_tests::bin_of("debug", "gateway").parent().unwrap().to_path_buf();
     env.push(("SWITCHBOARD_BIN_DIR".into(), bin_dir.display().to_string()));
     env.push(("SWITCHBOARD_RUN_DIR".into(), run_dir.display().to_string()));
+    // Its own process group, as a terminal's foreground job is: Ctrl-C signals the whole group.
     let mut child = Command::new("bash")
+        .process_group(0)
         .arg(repo().join("scripts/dev-up.sh"))
         .envs(env.iter().cloned())
         .stdin(Stdio::null())
@@ -133,7 +138,8 @@ async fn a_service_killed_under_make_run_is_restarted_and_ready_while_the_others
     assert!(supervisor_log.contains("billing is ready again"), "{supervisor_log}");
 
     // Ctrl-C: everything stops, and make run ends well.
-    signal(i32::try_from(run.child.id()).unwrap(), "INT");
+    let group = i32::try_from(run.child.id()).unwrap();
+    signal(-group, "INT");
     let status = wait_for(Duration::from_secs(60), "make run to end after Ctrl-C", || {
         let status = run.child.try_wait().unwrap();
         async move { status }

@@ -115,8 +115,6 @@ async fn flow(receiver: &Receiver, consumer: &str, event_type: &str, through: &[
         async move { chain }
     })
     .await;
-    let trace_ids: std::collections::HashSet<&Vec<u8>> = chain.iter().map(|r| &r.span.trace_id).collect();
-    assert_eq!(trace_ids.len(), 1, "one trace: {:?}", describe(&chain));
     let root = chain.last().unwrap();
     assert_eq!((root.span.name.as_str(), root.attr("route").as_deref()), ("request", Some(route)), "{:?}", describe(&chain));
     for (service, name) in through {

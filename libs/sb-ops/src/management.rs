@@ -26,23 +26,34 @@ impl Management {
         let (mut user, mut password) = (info.username, info.password);
         let base = match url {
             Some(u) => {
-                let parsed = reqwest::Url::parse(u).map_err(|e| anyhow::anyhow!("the management URL does not parse: {e}"))?;
+                let mut parsed = reqwest::Url::parse(u).map_err(|e| anyhow::anyhow!("the management URL does not parse: {e}"))?;
                 if !parsed.username().is_empty() {
                     let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
                     user = decode(parsed.username());
                     password = decode(parsed.password().unwrap_or_default());
+                    // Sent as one Authorization header (below), not also from the URL.
+                    let _ = parsed.set_username("");
+                    let _ = parsed.set_password(None);
                 }
-                u.trim_end_matches('/').to_owned()
+                parsed.as_str().trim_end_matches('/').to_owned()
             }
-            None => format!("http://{}:15672", amqp.authority.host),
+            None => {
+                // Beside the broker: https on 15671 for amqps, http on 15672 otherwise.
+                let host = &amqp.authority.host;
+                let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.clone() };
+                match amqp.scheme {
+                    lapin::uri::AMQPScheme::AMQPS => format!("https://{host}:15671"),
+                    lapin::uri::AMQPScheme::AMQP => format!("http://{host}:15672"),
+                }
+            }
         };
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
         Ok(Self { base, vhost: amqp.vhost, user, password, http })
     }
 
-    /// Where the API is (a password in it shown as `***`).
-    pub fn url(&self) -> String {
-        sb_bus::config::redact_url(&self.base)
+    /// Where the API is (never with credentials).
+    pub fn url(&self) -> &str {
+        &self.base
     }
 
     /// The names of every queue of the virtual host.
@@ -102,9 +113,11 @@ mod tests {
         assert_eq!(m.url(), "http://rabbit.internal:15672");
         assert_eq!((m.user.as_str(), m.password.as_str(), m.vhost.as_str()), ("ops", "pw", "prod"));
         let m = Management::new("amqp://guest:guest@127.0.0.1:5672/%2f", Some("http://admin:s3cret@dash:15672")).unwrap();
-        assert_eq!(m.url(), "http://admin:***@dash:15672");
+        assert_eq!(m.url(), "http://dash:15672");
         assert_eq!((m.user.as_str(), m.password.as_str()), ("admin", "s3cret"));
+        let m = Management::new("amqps://ops:pw@rabbit.internal/prod", None).unwrap();
+        assert_eq!(m.url(), "https://rabbit.internal:15671");
         let m = Management::new("amqp://guest:guest@127.0.0.1:5672/%2f", Some("https://dash.example.com/")).unwrap();
-        assert_eq!((m.url().as_str(), m.vhost.as_str()), ("https://dash.example.com", "/"));
+        assert_eq!((m.url(), m.vhost.as_str()), ("https://dash.example.com", "/"));
     }
 }

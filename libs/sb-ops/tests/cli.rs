@@ -104,7 +104,7 @@ async fn queues_shows_the_retry_queues_the_broker_has_whatever_the_clis_ladder()
     // No management API: the configured ladder, said on stderr, without the password.
     let fallback = cli(p, &["--json", "--retry-delays", "5s", "--management-url", "http://ops:s3cr3t-pw@127.0.0.1:1", "queues", SERVICE]);
     let err = String::from_utf8_lossy(&fallback.stderr).into_owned();
-    assert!(err.contains("management API at http://ops:***@127.0.0.1:1") && err.contains("SWITCHBOARD_RETRY_DELAYS (5s)"), "{err}");
+    assert!(err.contains("management API at http://127.0.0.1:1 ") && err.contains("SWITCHBOARD_RETRY_DELAYS (5s)"), "{err}");
     assert!(!err.contains("s3cr3t-pw"), "{err}");
     let v = json(&fallback);
     assert_eq!(retry(&v), [format!("{p}.{SERVICE}.retry.5s")]);

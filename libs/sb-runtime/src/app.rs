@@ -231,7 +231,8 @@ impl App {
     }
 }
 
-/// Keeps gRPC health in step with readiness (SERVING only when PostgreSQL and RabbitMQ are up).
+/// Keeps gRPC health in step with readiness (SERVING only when PostgreSQL and RabbitMQ are up),
+/// and the gauge `sb_service_ready` (1 or 0).
 async fn watch_health(
     ready: Readiness,
     reporter: tonic_health::server::HealthReporter,
@@ -240,7 +241,10 @@ async fn watch_health(
 ) {
     let grpc_name = format!("switchboard.{service}");
     loop {
-        let status = if ready.check().await.0 { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+        let is_ready = ready.check().await.0;
+        // The founder's "not ready" alarm (k8s/monitoring/alerts.yml): database or broker away.
+        metrics::gauge!("sb_service_ready").set(if is_ready { 1.0 } else { 0.0 });
+        let status = if is_ready { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
         reporter.set_service_status("", status).await;
         reporter.set_service_status(&grpc_name, status).await;
         tokio::select! {

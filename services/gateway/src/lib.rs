@@ -187,8 +187,8 @@ pub fn api(
 /// `x-request-id`, inside a span `request` with the id, method and route: every log line written
 /// while serving it carries them, gRPC calls made for it forward the id to the service's own logs,
 /// and a failed call names the service (`upstream`, see `sb_runtime::upstream`). A 5xx answer is
-/// logged once more, as "request failed", with its status. A caller's W3C `traceparent` makes
-/// the span part of its trace.
+/// logged once more, as "request failed", with its status. The span starts a trace of its own: a
+/// `traceparent` from the internet is not trusted (it could choose the sampling of our traces).
 async fn request_scope(mut req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     use sb_runtime::upstream::{REQUEST_ID_HEADER, is_valid_request_id};
     let id = req
@@ -206,7 +206,6 @@ async fn request_scope(mut req: axum::extract::Request, next: axum::middleware::
         route = route.as_deref().unwrap_or("(no route)"),
         upstream = tracing::field::Empty,
     );
-    sb_bus::trace::continue_trace(&span, &sb_runtime::upstream::trace_headers(req.headers()));
     let mut resp = sb_runtime::upstream::serving(id.clone(), span.clone(), next.run(req)).await;
     if resp.status().is_server_error() {
         span.in_scope(|| tracing::warn!(status = resp.status().as_u16(), "request failed"));
@@ -226,7 +225,18 @@ pub fn parts(config: &ServiceConfig, pool: &PgPool) -> anyhow::Result<Parts> {
     // The founder's alarms (k8s/monitoring/alerts.yml) read these from the start, at zero.
     metrics::counter!("stripe_webhook_failed_total").increment(0);
     metrics::counter!("stripe_webhook_accepted_total", "duplicate" => "false").increment(0);
-    metrics::counter!("stripe_webhook_rejected_total", "reason" => "signature_mismatch").increment(0);
+    for reason in [
+        "missing_header",
+        "malformed_header",
+        "no_v1_signature",
+        "timestamp_out_of_tolerance",
+        "signature_mismatch",
+        "invalid_payload",
+        "livemode_with_dev_secret",
+        "body_too_large",
+    ] {
+        metrics::counter!("stripe_webhook_rejected_total", "reason" => reason).increment(0);
+    }
     let mut parts = Parts::bare(config, pool);
     parts.http = api(cfg, config.service_token.clone(), pool.clone(), config.bus.clone())?;
     Ok(parts)
