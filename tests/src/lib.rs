@@ -266,3 +266,19 @@ pub async fn pay(http: &reqwest::Client, base: &str, token: &str) -> bool {
     let Some(url) = r.json::<serde_json::Value>().await.ok().and_then(|v| v["url"].as_str().map(str::to_owned)) else { return false };
     http.post(&url).bearer_auth(token).send().await.is_ok_and(|r| r.status().is_success() || r.status().is_redirection())
 }
+
+/// `identity create-user` (the debug binary) on the database at `database_url`, as an operator
+/// runs it: the password on stdin. Its output, whatever the outcome.
+pub fn create_user(database_url: &str, email: &str, role: &str, name: &str, password: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(bin_of("debug", "identity"))
+        .args(["create-user", "--email", email, "--role", role, "--name", name])
+        .env("IDENTITY_DATABASE_URL", database_url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start identity create-user");
+    child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("write the password");
+    child.wait_with_output().expect("identity create-user ran")
+}

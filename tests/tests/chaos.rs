@@ -222,23 +222,9 @@ async fn under_load_kills_a_broker_restart_and_a_database_outage_lose_and_duplic
     let phase = Instant::now();
     sys.settled().await;
     let parked = sys.parked();
-    let mut replayed = 0;
-    for service in sb_bus::catalog::SERVICES {
-        let out = Command::new(system_tests::bin_of("debug", "switchboard"))
-            .args(["--prefix", &sys.six.prefix, "--amqp-url", &sb_testkit::amqp_url(), "--json", "dlq", "replay", service, "--all"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "replay {service}: {}", String::from_utf8_lossy(&out.stderr));
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        replayed += v["replayed"].as_u64().unwrap();
-    }
+    let replayed: u64 = sb_bus::catalog::SERVICES.iter().map(|s| sys.replay(s)).sum();
     assert_eq!(replayed, parked, "the operator replayed every parked message");
-    // A quorum queue counts an acknowledged message out a moment after the acknowledgement.
-    sb_testkit::wait_for(Duration::from_secs(30), "the DLQs empty after the replay", || {
-        let n = sys.parked();
-        async move { (n == 0).then_some(()) }
-    })
-    .await;
+    sys.wait_parked("every DLQ after the replay", 0, || sys.parked()).await;
     sys.settled().await;
     timings.push(("settle, replay parked messages, settle", phase.elapsed()));
 

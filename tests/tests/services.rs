@@ -178,21 +178,9 @@ fn the_migrate_subcommand_creates_and_migrates_the_database_then_exits() {
 
 #[test]
 fn identity_create_user_makes_the_first_admin_from_a_password_on_stdin() {
-    use std::io::Write;
     let db = unique("cu");
     let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
-    let run = |password: &str| {
-        let mut child = Command::new(bin("identity"))
-            .args(["create-user", "--email", "Founder@Example.com", "--role", "admin", "--name", "The Founder"])
-            .env("IDENTITY_DATABASE_URL", &url)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let run = |password: &str| system_tests::create_user(&url, "Founder@Example.com", "admin", "The Founder", password);
     let short = run("short");
     assert_eq!(short.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&short.stderr).contains("password: must be at least 10 characters"));

@@ -4,8 +4,7 @@
 //! checkout and the gateway's webhook (it sees what Stripe would send, so a test can send it again).
 
 use std::{
-    io::Write,
-    process::{Command, Stdio},
+    process::Command,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -197,16 +196,7 @@ impl System {
     /// A staff user made as an operator makes one (`identity create-user`), signed in.
     pub async fn staff(&self, email: &str, role: &str) -> String {
         let url = format!("postgres://postgres@127.0.0.1:5432/{}_identity", self.six.db);
-        let mut child = Command::new(bin_of("debug", "identity"))
-            .args(["create-user", "--email", email, "--role", role, "--name", "Staff"])
-            .env("IDENTITY_DATABASE_URL", url)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = system_tests::create_user(&url, email, role, "Staff", PASSWORD);
         assert!(out.status.success(), "create-user: {}", String::from_utf8_lossy(&out.stderr));
         self.log_in(email).await
     }
@@ -238,6 +228,34 @@ impl System {
     /// Messages parked in this system's DLQs.
     pub fn parked(&self) -> u64 {
         self.queues().into_iter().filter(|(q, _)| q.ends_with(".dlq")).map(|(_, n)| n).sum()
+    }
+
+    /// Messages parked in `service`'s DLQ.
+    pub fn parked_in(&self, service: &str) -> u64 {
+        let dlq = format!("{}.{service}.dlq", self.six.prefix);
+        self.queues().into_iter().find(|(q, _)| *q == dlq).map_or(0, |(_, n)| n)
+    }
+
+    /// Waits until `count()` (a DLQ count) is `n`. A quorum queue counts an acknowledged message
+    /// out a moment after the acknowledgement, so a count right after a replay may be stale.
+    pub async fn wait_parked(&self, what: &str, n: u64, count: impl Fn() -> u64) {
+        wait_for(Duration::from_secs(60), &format!("{n} parked ({what})"), || {
+            let got = count();
+            async move { (got == n).then_some(()) }
+        })
+        .await;
+    }
+
+    /// What an operator does once the cause is fixed: `switchboard dlq replay <service> --all`.
+    /// How many messages it replayed.
+    pub fn replay(&self, service: &str) -> u64 {
+        let out = Command::new(bin_of("debug", "switchboard"))
+            .args(["--prefix", &self.six.prefix, "--amqp-url", &sb_testkit::amqp_url(), "--json", "dlq", "replay", service, "--all"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "replay {service}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["replayed"].as_u64().unwrap()
     }
 
     /// Events committed but not yet on the broker, in every service, plus webhooks billing's

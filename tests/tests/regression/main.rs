@@ -196,39 +196,17 @@ async fn r6_with_the_crm_down_sign_ups_keep_working_and_every_contact_arrives_on
         assert!(started.elapsed() < Duration::from_secs(5), "a sign-up does not wait on the CRM");
     }
     // crm-sync tries, the retry ladder (1 s, 5 s here) runs out, and the events are parked.
-    let dlq = format!("{}.crm-sync.dlq", sys.six.prefix);
-    let parked = |q: String| async move {
-        sb_testkit::rabbitmqctl(&["list_queues", "-q", "--no-table-headers", "name", "messages"])
-            .lines()
-            .find_map(|l| l.split_once('\t').filter(|(n, _)| *n == q).map(|(_, c)| c.trim().parse::<usize>().unwrap_or(0)))
-            .unwrap_or(0)
-    };
-    wait_for(Duration::from_secs(60), "the five sign-ups parked in crm-sync's DLQ", || {
-        let f = parked(dlq.clone());
-        async move { (f.await == 5).then_some(()) }
-    })
-    .await;
+    sys.wait_parked("the five sign-ups, in crm-sync's DLQ", 5, || sys.parked_in("crm-sync")).await;
     assert_eq!(sys.hubspot.contact_count(), 0);
     assert_eq!(sys.count("identity", "SELECT count(*) FROM users").await, 5, "every sign-up kept");
 
     // The CRM is back; the operator replays what was parked.
     sys.hubspot.recover();
-    let out = std::process::Command::new(system_tests::bin_of("debug", "switchboard"))
-        .args(["--prefix", &sys.six.prefix, "--amqp-url", &sb_testkit::amqp_url(), "--json", "dlq", "replay", "crm-sync", "--all"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let replayed: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(replayed["replayed"], 5, "{replayed}");
+    assert_eq!(sys.replay("crm-sync"), 5);
     for e in &emails {
         wait_for(Duration::from_secs(30), &format!("the contact of {e}"), || async { sys.hubspot.contact(e) }).await;
     }
-    // A quorum queue counts an acknowledged message out a moment after the acknowledgement.
-    wait_for(Duration::from_secs(30), "crm-sync's DLQ empty after the replay", || {
-        let f = parked(dlq.clone());
-        async move { (f.await == 0).then_some(()) }
-    })
-    .await;
+    sys.wait_parked("crm-sync's DLQ after the replay", 0, || sys.parked_in("crm-sync")).await;
     sys.settled().await;
     for e in &emails {
         assert_eq!(sys.hubspot.contacts().iter().filter(|c| c.email() == e).count(), 1, "{e} once");
